@@ -1,0 +1,113 @@
+"""The engine's settings file: the one contract between the compiler and the runtime.
+
+The compiler builds an `EngineSettings` and writes it as JSON; the engine reads nothing else.
+Secret values are not in this file: fields ending in `_secret` name an entry of the separate
+mode-0600 secrets file (`secrets_file`), written at apply time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Settings):
+    name: str
+    provider: Literal["builtin", "openai", "anthropic", "ollama"]
+    model: str
+    api_base: str | None = None
+    api_key_secret: str | None = None
+    connect_timeout_seconds: float = 5
+    read_timeout_seconds: float = 60
+    max_concurrency: int = 64
+    requests_per_minute: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+class ChannelSettings(_Settings):
+    name: Literal["web", "websocket", "telegram", "wecom", "whatsapp"]
+    model: str | None = None
+    path: str | None = None
+    heartbeat_seconds: float | None = None
+    allowed_users: list[str] = Field(default_factory=list)
+    # Names of entries in the secrets file, keyed by what the channel uses them for.
+    secrets: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, str | int] = Field(default_factory=dict)
+
+
+class SkillSettings(_Settings):
+    name: str
+    entrypoint: str
+    hooks: list[Literal["pre", "post", "tool"]]
+    timeout_seconds: float
+    config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class RateLimitSettings(_Settings):
+    requests_per_minute: int
+    burst: int
+    key: Literal["user", "ip"]
+
+
+class SecuritySettings(_Settings):
+    jwt_secret: str | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    allowed_users: list[str] = Field(default_factory=list)
+    history_key_secret: str | None = None
+    pii_masking: list[str] = Field(default_factory=list)
+    audit_log: str | None = None
+
+
+class EngineSettings(_Settings):
+    name: str
+    listen_host: str
+    listen_port: int
+    workers: int
+    data_dir: str
+    log_dir: str
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    secrets_file: str | None = None
+    default_model: str
+    fallback: list[str] = Field(default_factory=list)
+    models: list[ModelSettings]
+    channels: list[ChannelSettings] = Field(default_factory=list)
+    skills: list[SkillSettings] = Field(default_factory=list)
+    rate_limit: RateLimitSettings
+    request_timeout_seconds: float = 120
+    max_in_flight: int = 256
+    queue_size: int = 1024
+    max_message_chars: int = 16_000
+    metrics_enabled: bool = True
+    metrics_path: str = "/metrics"
+    security: SecuritySettings = SecuritySettings()
+    history_backend: Literal["sqlite", "postgres"] = "sqlite"
+    history_dsn_secret: str | None = None
+
+    def model(self, name: str) -> ModelSettings:
+        return next(m for m in self.models if m.name == name)
+
+    def to_json(self) -> str:
+        """Stable text: the renderer writes this, the engine reads it back with `load_settings`."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def load_settings(path: str | Path) -> EngineSettings:
+    return EngineSettings.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def load_secrets(settings: EngineSettings) -> dict[str, str]:
+    """The secrets file (a JSON object of name → value), or nothing when the spec has no secrets."""
+    if not settings.secrets_file or not Path(settings.secrets_file).exists():
+        return {}
+    return json.loads(Path(settings.secrets_file).read_text(encoding="utf-8"))

@@ -1,0 +1,134 @@
+"""The engine's settings file, built as the engine's own settings model so it cannot drift."""
+
+from __future__ import annotations
+
+from ..engine.settings import (
+    ChannelSettings,
+    EngineSettings,
+    ModelSettings,
+    RateLimitSettings,
+    SecuritySettings,
+    SkillSettings,
+)
+from ..schema.secrets import secret_refs
+from ..schema.spec import Spec
+from .base import Files, Renderer, Target
+
+SECRETS_FILE = "secrets.json"
+_CHANNEL_SECRETS = {
+    "telegram": ("bot_token", "webhook_secret"),
+    "wecom": ("token", "encoding_aes_key", "secret"),
+    "whatsapp": ("access_token", "verify_token", "app_secret"),
+}
+
+
+def build_settings(target: Target) -> EngineSettings:
+    spec = target.spec
+    secrets = secret_refs(spec)
+    limits = spec.limits
+    return EngineSettings(
+        name=spec.name,
+        listen_host="127.0.0.1" if target.has_role("edge") else "0.0.0.0",
+        listen_port=spec.deploy.ports.engine,
+        workers=limits.concurrency.workers,
+        data_dir=target.path("data"),
+        log_dir=target.path("logs"),
+        log_level=spec.monitoring.logging.level,
+        log_format=spec.monitoring.logging.format,
+        secrets_file=f"{target.current}/engine/{SECRETS_FILE}" if secrets else None,
+        default_model=spec.models.default,
+        fallback=list(spec.models.fallback),
+        models=[_model(spec, name) for name in spec.models.providers],
+        channels=_channels(spec, secrets),
+        skills=[
+            SkillSettings(
+                name=s.name, entrypoint=s.entrypoint, hooks=list(s.hooks),
+                timeout_seconds=s.timeout_seconds, config=dict(s.config),
+            )
+            for s in spec.skills if s.enabled
+        ],
+        rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),
+        request_timeout_seconds=limits.timeouts.request_seconds,
+        max_in_flight=limits.concurrency.max_in_flight,
+        queue_size=limits.concurrency.queue_size,
+        max_message_chars=limits.max_message_chars,
+        metrics_enabled=spec.monitoring.metrics.enabled,
+        metrics_path=spec.monitoring.metrics.path,
+        security=_security(spec, target, secrets),
+        history_backend=spec.deploy.state.history,
+        history_dsn_secret=_name_if_set(secrets, "deploy.state.postgres_dsn"),
+    )
+
+
+def _model(spec: Spec, name: str) -> ModelSettings:
+    m = spec.models.providers[name]
+    api_base = str(m.api_base).rstrip("/") if m.api_base else None
+    return ModelSettings(
+        name=name,
+        provider=m.provider,
+        model=m.model or name,
+        api_base=api_base,
+        api_key_secret=f"models.providers.{name}.api_key" if m.api_key else None,
+        connect_timeout_seconds=m.connect_timeout_seconds,
+        read_timeout_seconds=m.read_timeout_seconds,
+        max_concurrency=m.max_concurrency,
+        requests_per_minute=m.requests_per_minute,
+        max_tokens=m.max_tokens,
+        temperature=m.temperature,
+    )
+
+
+def _channels(spec: Spec, secrets: dict[str, str]) -> list[ChannelSettings]:
+    result = []
+    for name in type(spec.channels).model_fields:
+        channel = getattr(spec.channels, name)
+        if not channel.enabled:
+            continue
+        options: dict[str, str | int] = {}
+        if name == "wecom":
+            options = {"corp_id": channel.corp_id, **({"agent_id": channel.agent_id} if channel.agent_id else {})}
+        if name == "whatsapp":
+            options = {"phone_number_id": channel.phone_number_id}
+        result.append(
+            ChannelSettings(
+                name=name,
+                model=channel.model,
+                path=getattr(channel, "path", None),
+                heartbeat_seconds=getattr(channel, "heartbeat_seconds", None),
+                allowed_users=list(getattr(channel, "allowed_users", [])),
+                secrets={
+                    field: f"channels.{name}.{field}"
+                    for field in _CHANNEL_SECRETS.get(name, ())
+                    if f"channels.{name}.{field}" in secrets
+                },
+                options=options,
+            )
+        )
+    return result
+
+
+def _security(spec: Spec, target: Target, secrets: dict[str, str]) -> SecuritySettings:
+    security = spec.security
+    return SecuritySettings(
+        jwt_secret=_name_if_set(secrets, "security.jwt.secret") if security.jwt.enabled else None,
+        jwt_algorithm=security.jwt.algorithm,
+        jwt_issuer=security.jwt.issuer,
+        jwt_audience=security.jwt.audience,
+        allowed_users=list(security.allowed_users),
+        history_key_secret=(
+            _name_if_set(secrets, "security.history_encryption.key") if security.history_encryption.enabled else None
+        ),
+        pii_masking=list(security.pii_masking.kinds) if security.pii_masking.enabled else [],
+        audit_log=target.path("logs", "audit.log") if security.audit.enabled else None,
+    )
+
+
+def _name_if_set(secrets: dict[str, str], name: str) -> str | None:
+    return name if name in secrets else None
+
+
+def render(target: Target) -> Files:
+    return {"settings.json": build_settings(target).to_json()}
+
+
+RENDERER = Renderer(name="engine", service="engine", render=render, applies=lambda t: t.has_role("engine"))

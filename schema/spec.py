@@ -1,0 +1,376 @@
+"""The pydantic models of assistant.yaml: the whole spec, section by section.
+
+Cross-section rules (a channel naming an undeclared model, two services on one port...) live in
+`schema.checks`; this module only describes shapes and per-field constraints.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from .types import HostName, Name, Percent, Port, PositiveSeconds, SafePath, SecretRef, UrlPath
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors everywhere in the spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- models -----------------------------------------------------------------------------------
+
+Provider = Literal["builtin", "openai", "anthropic", "ollama"]
+
+
+class ModelSpec(Strict):
+    provider: Provider = Field(description="Adapter used to talk to this model.")
+    model: str | None = Field(None, max_length=200, description="Upstream model id; defaults to the key.")
+    api_base: HttpUrl | None = Field(None, description="Base URL of the provider's API.")
+    api_key: SecretRef | None = None
+    connect_timeout_seconds: PositiveSeconds = 5
+    read_timeout_seconds: PositiveSeconds = 60
+    max_concurrency: int = Field(64, ge=1, le=100_000, description="In-flight calls to this model.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Upstream quota for this model.")
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> ModelSpec:
+        if self.provider == "anthropic" and self.api_key is None:
+            raise ValueError("provider 'anthropic' needs api_key: ${env:ANTHROPIC_API_KEY}")
+        if self.provider == "builtin" and (self.api_base or self.api_key):
+            raise ValueError("provider 'builtin' runs offline: remove api_base and api_key")
+        return self
+
+
+class Models(Strict):
+    default: Name = Field(description="Model that answers unless a channel names another.")
+    fallback: list[Name] = Field(default_factory=list, description="Tried in order when a call fails.")
+    providers: dict[Name, ModelSpec] = Field(min_length=1)
+
+
+# --- channels ---------------------------------------------------------------------------------
+
+
+class Channel(Strict):
+    enabled: bool = False
+    model: Name | None = Field(None, description="Model for this channel; the default when unset.")
+
+
+class WebChannel(Channel):
+    enabled: bool = True
+    cors_origins: list[HttpUrl] = Field(default_factory=list)
+
+
+class WebSocketChannel(Channel):
+    enabled: bool = True
+    path: UrlPath = "/ws"
+    heartbeat_seconds: PositiveSeconds = 30
+
+
+class TelegramChannel(Channel):
+    bot_token: SecretRef | None = None
+    webhook_secret: SecretRef | None = None
+    path: UrlPath = "/webhooks/telegram"
+    allowed_users: list[str] = Field(default_factory=list)
+
+
+class WeComChannel(Channel):
+    corp_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]+$")
+    agent_id: int | None = None
+    token: SecretRef | None = None
+    encoding_aes_key: SecretRef | None = None
+    secret: SecretRef | None = None
+    path: UrlPath = "/webhooks/wecom"
+
+
+class WhatsAppChannel(Channel):
+    phone_number_id: str | None = Field(None, pattern=r"^[0-9]+$")
+    access_token: SecretRef | None = None
+    verify_token: SecretRef | None = None
+    app_secret: SecretRef | None = None
+    path: UrlPath = "/webhooks/whatsapp"
+
+
+class Channels(Strict):
+    web: WebChannel = WebChannel()
+    websocket: WebSocketChannel = WebSocketChannel()
+    telegram: TelegramChannel = TelegramChannel()
+    wecom: WeComChannel = WeComChannel()
+    whatsapp: WhatsAppChannel = WhatsAppChannel()
+
+    @model_validator(mode="after")
+    def _enabled_channels_have_credentials(self) -> Channels:
+        needs = {
+            "telegram": ("bot_token", "webhook_secret"),
+            "wecom": ("corp_id", "token", "encoding_aes_key"),
+            "whatsapp": ("phone_number_id", "access_token", "verify_token", "app_secret"),
+        }
+        for name, fields in needs.items():
+            channel = getattr(self, name)
+            missing = [f for f in fields if channel.enabled and getattr(channel, f) is None]
+            if missing:
+                raise ValueError(f"channel '{name}' is enabled but lacks: {', '.join(missing)}")
+        return self
+
+
+# --- skills -----------------------------------------------------------------------------------
+
+
+class Skill(Strict):
+    name: Name
+    enabled: bool = True
+    entrypoint: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="Python 'module:callable' providing the skill; 'builtin:<name>' for shipped ones.",
+    )
+    hooks: list[Literal["pre", "post", "tool"]] = Field(default_factory=lambda: ["tool"])
+    timeout_seconds: PositiveSeconds = 10
+    config: dict[Name, str | int | float | bool] = Field(default_factory=dict)
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+class RateLimit(Strict):
+    requests_per_minute: int = Field(60, ge=1)
+    burst: int = Field(20, ge=1)
+    key: Literal["user", "ip"] = "user"
+
+
+class Timeouts(Strict):
+    connect_seconds: PositiveSeconds = 5
+    read_seconds: PositiveSeconds = 60
+    request_seconds: PositiveSeconds = 120
+
+
+class Concurrency(Strict):
+    workers: int = Field(2, ge=1, le=64, description="Engine worker processes per node.")
+    max_in_flight: int = Field(256, ge=1, description="Concurrent requests per worker before queueing.")
+    queue_size: int = Field(1024, ge=0)
+
+
+class Limits(Strict):
+    rate_limit: RateLimit = RateLimit()
+    timeouts: Timeouts = Timeouts()
+    concurrency: Concurrency = Concurrency()
+    max_message_chars: int = Field(16_000, ge=1)
+    max_body_kilobytes: int = Field(256, ge=1, le=1_048_576)
+
+
+# --- monitoring -------------------------------------------------------------------------------
+
+
+class Metrics(Strict):
+    enabled: bool = True
+    path: UrlPath = "/metrics"
+    allow_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=lambda: [IPv4Network("127.0.0.0/8")]
+    )
+
+
+class Alerts(Strict):
+    error_rate_percent: Percent = 5
+    slow_request_seconds: PositiveSeconds = 2
+    slow_request_percent: Percent = 10
+    p99_latency_seconds: PositiveSeconds = 2
+    model_failure_percent: Percent = 5
+    disk_used_percent: Percent = 85
+    memory_used_percent: Percent = 85
+    for_minutes: int = Field(5, ge=0, le=1440)
+    instance_down_minutes: int = Field(1, ge=0, le=1440)
+
+
+class Receiver(Strict):
+    name: Name
+    kind: Literal["webhook", "email", "telegram"]
+    url: HttpUrl | None = None
+    email: str | None = Field(None, pattern=r"^[^@\s\"'{};]+@[A-Za-z0-9.-]+$")
+    chat_id: int | None = None
+    bot_token: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Receiver:
+        need = {"webhook": ("url",), "email": ("email",), "telegram": ("chat_id", "bot_token")}[self.kind]
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"receiver of kind '{self.kind}' needs: {', '.join(missing)}")
+        return self
+
+
+class ServiceToggle(Strict):
+    enabled: bool = False
+    port: Port
+
+
+class Prometheus(ServiceToggle):
+    port: Port = 9090
+    scrape_interval_seconds: int = Field(15, ge=1, le=3600)
+    retention_days: int = Field(15, ge=1)
+
+
+class Alertmanager(ServiceToggle):
+    port: Port = 9093
+    receivers: list[Receiver] = Field(default_factory=list)
+
+
+class Grafana(ServiceToggle):
+    port: Port = 3000
+    admin_password: SecretRef | None = None
+
+
+class Elk(Strict):
+    enabled: bool = False
+    elasticsearch_hosts: list[HttpUrl] = Field(default_factory=lambda: [HttpUrl("http://127.0.0.1:9200")])
+    index_prefix: Name = "assistant"
+
+
+class Logging(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    elk: Elk = Elk()
+
+
+class Monitoring(Strict):
+    metrics: Metrics = Metrics()
+    alerts: Alerts = Alerts()
+    prometheus: Prometheus = Prometheus()
+    alertmanager: Alertmanager = Alertmanager()
+    grafana: Grafana = Grafana()
+    logging: Logging = Logging()
+
+
+# --- security ---------------------------------------------------------------------------------
+
+
+class Jwt(Strict):
+    enabled: bool = False
+    secret: SecretRef | None = None
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    issuer: str | None = Field(None, max_length=200)
+    audience: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _secret_when_enabled(self) -> Jwt:
+        if self.enabled and self.secret is None:
+            raise ValueError("jwt is enabled but has no secret: add secret: ${env:JWT_SECRET}")
+        return self
+
+
+class Tls(Strict):
+    enabled: bool = False
+    certificate: SafePath | None = None
+    key: SafePath | None = None
+    hsts: bool = True
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> Tls:
+        if self.enabled and not (self.certificate and self.key):
+            raise ValueError("tls is enabled: set both certificate and key")
+        return self
+
+
+class HistoryEncryption(Strict):
+    enabled: bool = False
+    key: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> HistoryEncryption:
+        if self.enabled and self.key is None:
+            raise ValueError("history encryption is enabled but has no key: add key: ${env:HISTORY_KEY}")
+        return self
+
+
+class PiiMasking(Strict):
+    enabled: bool = False
+    kinds: list[Literal["email", "phone", "credit_card", "ip_address"]] = Field(
+        default_factory=lambda: ["email", "phone", "credit_card"]
+    )
+
+
+class Audit(Strict):
+    enabled: bool = True
+
+
+class Security(Strict):
+    jwt: Jwt = Jwt()
+    tls: Tls = Tls()
+    allowed_users: list[str] = Field(default_factory=list, description="Empty: everyone may chat.")
+    allowed_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list, description="Source networks nginx admits; empty: all."
+    )
+    history_encryption: HistoryEncryption = HistoryEncryption()
+    pii_masking: PiiMasking = PiiMasking()
+    audit: Audit = Audit()
+
+
+# --- deploy -----------------------------------------------------------------------------------
+
+Role = Literal["engine", "edge", "monitoring", "logging"]
+
+
+class Host(Strict):
+    name: Name
+    address: HostName = "127.0.0.1"
+    connection: Literal["local", "ssh"] = "local"
+    ssh_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]*$")
+    ssh_port: Port = 22
+    roles: list[Role] = Field(default_factory=lambda: ["engine", "edge"])
+    python: SafePath | None = Field(
+        None, description="Interpreter on the host; unset on a local host means the one running assistantctl."
+    )
+    ha_priority: int | None = Field(None, ge=1, le=254)
+
+
+class Ports(Strict):
+    http: Port = 8080
+    https: Port = 8443
+    engine: Port = 8081
+
+
+class HighAvailability(Strict):
+    virtual_ip: IPv4Address
+    interface: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    router_id: int = Field(51, ge=1, le=255)
+    hosts: list[Name] = Field(min_length=2, max_length=2, description="Master first, then backup.")
+    auth_password: SecretRef | None = None
+
+
+class SharedState(Strict):
+    history: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_dsn: SecretRef | None = None
+    rate_limits: Literal["memory", "redis"] = "memory"
+    redis_url: SecretRef | None = None
+
+
+class Deploy(Strict):
+    root: SafePath = Field(".assistant", description="Where releases, data and logs live; relative to the spec.")
+    server_name: HostName = "localhost"
+    ports: Ports = Ports()
+    hosts: list[Host] = Field(default_factory=lambda: [Host(name="local")], min_length=1)
+    ha: HighAvailability | None = None
+    state: SharedState = SharedState()
+    serial: int = Field(1, ge=1, description="Hosts updated at once during a rolling apply.")
+    max_fail_percentage: int = Field(0, ge=0, le=100)
+
+
+# --- the whole file ---------------------------------------------------------------------------
+
+
+class Spec(Strict):
+    """assistant.yaml: everything about one assistant deployment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="assistant.yaml")
+
+    version: Literal[1] = 1
+    name: Name = "assistant"
+    models: Models
+    channels: Channels = Channels()
+    skills: list[Skill] = Field(default_factory=list)
+    limits: Limits = Limits()
+    monitoring: Monitoring = Monitoring()
+    security: Security = Security()
+    deploy: Deploy = Deploy()
