@@ -93,6 +93,13 @@ class EngineSettings(_Settings):
     security: SecuritySettings = SecuritySettings()
     history_backend: Literal["sqlite", "postgres"] = "sqlite"
     history_dsn_secret: str | None = None
+    # Resilience knobs of the router; the defaults suit a cloud API. Optional so that a settings
+    # file rendered without them stays valid.
+    retries: int = Field(2, ge=0, le=10)
+    retry_backoff_seconds: float = Field(0.1, ge=0)
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_cooldown_seconds: float = Field(30, gt=0)
+    history_context_messages: int = Field(20, ge=0)
 
     def model(self, name: str) -> ModelSettings:
         return next(m for m in self.models if m.name == name)

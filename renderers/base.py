@@ -33,11 +33,26 @@ class Target:
 Files = dict[str, str]
 
 
+def _no_secrets(target: Target, values: dict[str, str]) -> Files:
+    return {}
+
+
 @dataclass(frozen=True)
 class Renderer:
-    """One output target. `render` returns paths relative to the target's own folder."""
+    """One output target. `render` returns paths relative to the target's own folder.
+
+    `check` is the service's own validator as a command template, run against a staged copy of
+    the target's folder before it goes live (`{dir}` that folder, `{root}` the deploy root,
+    `{python}` the host's interpreter); the first word is the program that must exist.
+    `secret_files` returns the files (mode 0600) holding resolved secret values; it only runs at
+    apply time, when the values are known. `shipped` is False for artifacts that `render` writes
+    for the user but `apply` never puts on a host (the Docker Compose alternative deployment).
+    """
 
     name: str
     service: str  # which service reads the files (and is reloaded when they change)
     render: Callable[[Target], Files]
     applies: Callable[[Target], bool] = lambda target: True
+    check: str | None = None
+    secret_files: Callable[[Target, dict[str, str]], Files] = _no_secrets
+    shipped: bool = True

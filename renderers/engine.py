@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ..engine.settings import (
     ChannelSettings,
     EngineSettings,
@@ -15,6 +17,8 @@ from ..schema.spec import Spec
 from .base import Files, Renderer, Target
 
 SECRETS_FILE = "secrets.json"
+# The engine only ever gets the secrets its own settings can name.
+_ENGINE_SECRET_PREFIXES = ("models.", "channels.", "security.", "deploy.state.")
 _CHANNEL_SECRETS = {
     "telegram": ("bot_token", "webhook_secret"),
     "wecom": ("token", "encoding_aes_key", "secret"),
@@ -35,17 +39,21 @@ def build_settings(target: Target) -> EngineSettings:
         log_dir=target.path("logs"),
         log_level=spec.monitoring.logging.level,
         log_format=spec.monitoring.logging.format,
-        secrets_file=f"{target.current}/engine/{SECRETS_FILE}" if secrets else None,
+        secrets_file=(f"{target.current}/engine/{SECRETS_FILE}" if any(map(_is_engine_secret, secrets)) else None),
         default_model=spec.models.default,
         fallback=list(spec.models.fallback),
         models=[_model(spec, name) for name in spec.models.providers],
         channels=_channels(spec, secrets),
         skills=[
             SkillSettings(
-                name=s.name, entrypoint=s.entrypoint, hooks=list(s.hooks),
-                timeout_seconds=s.timeout_seconds, config=dict(s.config),
+                name=s.name,
+                entrypoint=s.entrypoint,
+                hooks=list(s.hooks),
+                timeout_seconds=s.timeout_seconds,
+                config=dict(s.config),
             )
-            for s in spec.skills if s.enabled
+            for s in spec.skills
+            if s.enabled
         ],
         rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),
         request_timeout_seconds=limits.timeouts.request_seconds,
@@ -123,6 +131,10 @@ def _security(spec: Spec, target: Target, secrets: dict[str, str]) -> SecuritySe
     )
 
 
+def _is_engine_secret(name: str) -> bool:
+    return name.startswith(_ENGINE_SECRET_PREFIXES)
+
+
 def _name_if_set(secrets: dict[str, str], name: str) -> str | None:
     return name if name in secrets else None
 
@@ -131,4 +143,20 @@ def render(target: Target) -> Files:
     return {"settings.json": build_settings(target).to_json()}
 
 
-RENDERER = Renderer(name="engine", service="engine", render=render, applies=lambda t: t.has_role("engine"))
+def secret_files(target: Target, values: dict[str, str]) -> Files:
+    mine = {name: value for name, value in values.items() if _is_engine_secret(name)}
+    if not mine:
+        return {}
+    return {SECRETS_FILE: json.dumps(mine, indent=2, sort_keys=True) + "\n"}
+
+
+RENDERER = Renderer(
+    name="engine",
+    service="engine",
+    render=render,
+    applies=lambda t: t.has_role("engine"),
+    # The engine's own settings model is the validator: the staged file must load in it.
+    check="{python} -c 'import sys; from assistantctl.engine.settings import load_settings; "
+    "load_settings(sys.argv[1])' {dir}/settings.json",
+    secret_files=secret_files,
+)

@@ -25,6 +25,9 @@ def environment() -> jinja2.Environment:
     env.filters["ini_value"] = escape.ini_value
     env.filters["shell_quote"] = escape.shell_quote
     env.filters["json"] = lambda value: json.dumps(value, sort_keys=True)
+    env.filters["keepalived_word"] = escape.keepalived_word
+    env.filters["keepalived_command"] = escape.keepalived_command
+    env.filters["logstash_str"] = escape.logstash_str
     return env
 
 

@@ -46,8 +46,12 @@ def _port_clashes(spec: Spec) -> Iterator[Finding]:
         (("deploy", "ports", "https"), "nginx https", spec.deploy.ports.https, spec.security.tls.enabled),
         (("deploy", "ports", "engine"), "engine", spec.deploy.ports.engine, True),
         (("monitoring", "prometheus", "port"), "prometheus", monitoring.prometheus.port, monitoring.prometheus.enabled),
-        (("monitoring", "alertmanager", "port"), "alertmanager", monitoring.alertmanager.port,
-         monitoring.alertmanager.enabled),
+        (
+            ("monitoring", "alertmanager", "port"),
+            "alertmanager",
+            monitoring.alertmanager.port,
+            monitoring.alertmanager.enabled,
+        ),
         (("monitoring", "grafana", "port"), "grafana", monitoring.grafana.port, monitoring.grafana.enabled),
     ]
     owners: dict[int, str] = {}

@@ -63,9 +63,7 @@ def parse_spec(text: str, filename: str = "assistant.yaml") -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(filename, [_problem(err, positions) for err in exc.errors()]) from None
-    problems = [
-        SpecProblem(*_position(loc, positions), message, hint) for loc, message, hint in cross_check(spec)
-    ]
+    problems = [SpecProblem(*_position(loc, positions), message, hint) for loc, message, hint in cross_check(spec)]
     if problems:
         raise SpecError(filename, problems)
     return spec

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .types import SECRET_REF
 from .spec import Spec
+from .types import SECRET_REF
 
 
 class SecretUnavailable(Exception):

@@ -167,9 +167,7 @@ class Limits(Strict):
 class Metrics(Strict):
     enabled: bool = True
     path: UrlPath = "/metrics"
-    allow_networks: list[IPv4Network | IPv6Network] = Field(
-        default_factory=lambda: [IPv4Network("127.0.0.0/8")]
-    )
+    allow_networks: list[IPv4Network | IPv6Network] = Field(default_factory=lambda: [IPv4Network("127.0.0.0/8")])
 
 
 class Alerts(Strict):

@@ -32,9 +32,7 @@ SECRET_REF = re.compile(r"^\$\{(env|file):([^}\s]+)\}$")
 
 def _check_secret_ref(value: str) -> str:
     if not SECRET_REF.match(value):
-        raise ValueError(
-            "secret values must be references, not literals: write ${env:NAME} or ${file:/path}"
-        )
+        raise ValueError("secret values must be references, not literals: write ${env:NAME} or ${file:/path}")
     return value
 
 

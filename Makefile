@@ -1,0 +1,44 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+SPEC ?= assistant.yaml
+
+.PHONY: run plan stop test lint bench schema golden clean
+
+# Validate the spec, render it and apply it to this machine; the assistant answers on :8080.
+run: $(VENV)/.installed
+	scripts/system-packages run
+	$(BIN)/assistantctl -f $(SPEC) validate
+	$(BIN)/assistantctl -f $(SPEC) apply
+
+plan: $(VENV)/.installed
+	$(BIN)/assistantctl -f $(SPEC) plan --diff
+
+stop: $(VENV)/.installed
+	$(BIN)/assistantctl -f $(SPEC) stop
+
+# The whole suite, real tools included (install them with `scripts/system-packages test`).
+test: $(VENV)/.installed
+	scripts/system-packages test
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/engine_chat.py
+
+# Regenerate the committed JSON Schema after changing schema/spec.py.
+schema: $(VENV)/.installed
+	$(BIN)/assistantctl schema > schema/assistant.schema.json
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info

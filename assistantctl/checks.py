@@ -1,0 +1,57 @@
+"""`render --check`: run each service's own validator on a freshly rendered bundle.
+
+The commands are the same ones apply runs against a staged release on the host; here they run on
+the controller against a temporary copy, so a missing program is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from .bundle import build_bundle
+from .renderers import Target
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    folder: str
+    status: Literal["passed", "failed", "missing"]
+    output: str = ""
+
+
+# The folders apply creates on a host before a release is validated (see playbooks/apply.yml).
+HOST_FOLDERS = ("releases", "run", "logs", "data", "tmp/nginx")
+
+
+def run_checks(target: Target, only: set[str] | None = None) -> list[CheckResult]:
+    """Render the target again under a throwaway deploy root laid out like a host's, and check it.
+
+    Rendered configs name absolute paths under the deploy root (pid files, logs), so they are
+    checked where those paths exist rather than against the real host's root.
+    """
+    with tempfile.TemporaryDirectory(prefix="assistantctl-check-") as tmp:
+        root = Path(tmp)
+        for folder in HOST_FOLDERS:
+            (root / folder).mkdir(parents=True)
+        bundle = build_bundle(replace(target, root=str(root)), only=only)
+        release = root / "current"
+        bundle.write(release)
+        return [_run(folder, template, release / folder, root, target.python) for folder, template in bundle.checks]
+
+
+def _run(folder: str, template: str, directory: Path, root: Path, python: str) -> CheckResult:
+    command = template.replace("{dir}", str(directory)).replace("{root}", str(root)).replace("{python}", python)
+    argv = shlex.split(command)
+    if shutil.which(argv[0]) is None:
+        return CheckResult(folder, "missing", f"{argv[0]} is not installed here")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    output = (result.stdout + result.stderr).strip()
+    return CheckResult(
+        folder, "passed" if result.returncode == 0 else "failed", "" if result.returncode == 0 else output
+    )

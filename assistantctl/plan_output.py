@@ -1,0 +1,101 @@
+"""Show plans the way Terraform does: +/~/- per file, a summary line, diffs, or JSON."""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+from .plan import HostPlan
+
+_SIGN = {"add": "+", "change": "~", "remove": "-"}
+
+
+def summary(plans: list[HostPlan]) -> dict[str, int]:
+    return {
+        "add": sum(p.count("add") for p in plans),
+        "change": sum(p.count("change") for p in plans),
+        "remove": sum(p.count("remove") for p in plans),
+        "start": sum(1 for p in plans if p.start_services),
+        "hosts": len(plans),
+        "hosts_changing": sum(1 for p in plans if p.has_changes),
+    }
+
+
+def summary_line(plans: list[HostPlan]) -> str:
+    s = summary(plans)
+    if not s["hosts_changing"]:
+        return f"No changes. {s['hosts']} host(s) up to date."
+    starts = f", services to start on {s['start']} host(s)" if s["start"] else ""
+    return (
+        f"Plan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove"
+        f"{starts} ({s['hosts_changing']} of {s['hosts']} host(s) changing)."
+    )
+
+
+def render_text(plans: list[HostPlan], with_diff: bool = False) -> str:
+    out: list[str] = []
+    for plan in plans:
+        target = plan.target
+        out.append(f"host {plan.host} ({target.host.address}) root {target.root}")
+        if not plan.has_changes:
+            out.append(f"  up to date at release {plan.live_release}")
+            continue
+        out.append(f"  release {plan.live_release or '(none)'} -> {plan.bundle.id}")
+        for change in plan.changes:
+            note = ""
+            if change.sensitive:
+                note = "  (sensitive: value hidden)"
+            elif change.drift:
+                note = "  (drift: edited on the host since the last apply)"
+            out.append(f"  {_SIGN[change.action]} {change.path}{note}")
+            if with_diff and not change.sensitive:
+                out.extend("      " + line for line in _diff(plan, change.path))
+        if plan.start_services:
+            out.append("  ~ services: not running -> start")
+        out.append(f"  services to reload: {', '.join(plan.changed_services) or 'none'}")
+    out.append(summary_line(plans))
+    return "\n".join(out) + "\n"
+
+
+def _diff(plan: HostPlan, path: str) -> list[str]:
+    old = plan.live_content.get(path) or ""
+    new = next((f.content.decode() for f in plan.bundle.files if f.path == path), "")
+    return [
+        line.rstrip("\n")
+        for line in difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), f"live/{path}", f"planned/{path}"
+        )
+    ]
+
+
+def render_json(plans: list[HostPlan]) -> str:
+    return (
+        json.dumps(
+            {
+                "summary": summary(plans),
+                "hosts": [
+                    {
+                        "host": p.host,
+                        "root": p.target.root,
+                        "live_release": p.live_release,
+                        "bundle_id": p.bundle.id,
+                        "start_services": p.start_services,
+                        "services_to_reload": p.changed_services,
+                        "changes": [
+                            {
+                                "action": c.action,
+                                "path": c.path,
+                                "service": c.service,
+                                "sensitive": c.sensitive,
+                                "drift": c.drift,
+                            }
+                            for c in p.changes
+                        ],
+                    }
+                    for p in plans
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )

@@ -1,0 +1,38 @@
+"""Turn the spec's hosts into render targets: absolute roots and the interpreter on each host."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path, PurePosixPath
+
+from .renderers import Target
+from .schema.spec import Host, Spec
+
+
+def host_root(spec: Spec, host: Host, spec_dir: Path) -> str:
+    root = PurePosixPath(spec.deploy.root)
+    if root.is_absolute():
+        return str(root)
+    if host.connection == "local":
+        # A relative root sits next to the spec, so `make run` needs no privileges.
+        return str((spec_dir / root).resolve())
+    return f"/opt/{spec.name}/{root}".replace("/./", "/")
+
+
+def host_python(spec: Spec, host: Host, root: str) -> str:
+    if host.python:
+        return host.python
+    if host.connection == "local":
+        return sys.executable
+    return f"{root}/venv/bin/python"
+
+
+def targets(spec: Spec, spec_dir: Path, only_hosts: set[str] | None = None) -> list[Target]:
+    """One Target per host in the spec (or the `only_hosts` subset, in spec order)."""
+    result = []
+    for host in spec.deploy.hosts:
+        if only_hosts is not None and host.name not in only_hosts:
+            continue
+        root = host_root(spec, host, spec_dir)
+        result.append(Target(spec=spec, host=host, root=root, python=host_python(spec, host, root)))
+    return result

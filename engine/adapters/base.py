@@ -1,0 +1,86 @@
+"""What every model adapter is: one interface, the reply and chunk shapes, and the error kinds.
+
+The router only knows this module. An adapter turns a list of chat messages into a `Reply` (or a
+stream of `Chunk`s) and raises `UpstreamError` for anything that went wrong upstream, saying
+whether trying again could help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, str]  # {"role": "user"|"assistant"|"system", "content": "..."}
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+    # Tool calls are carried through but not executed yet: the skills runtime will fill this in.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a streamed reply. The last chunk of a stream may carry only usage/finish."""
+
+    delta: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+class UpstreamError(Exception):
+    """The model call failed. `retryable` is true for timeouts, connection errors, 429 and 5xx."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, timeout: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.timeout = timeout
+
+
+def error_for_status(status: int, body: str) -> UpstreamError:
+    retryable = status == 429 or status >= 500
+    return UpstreamError(f"upstream {status}: {body[:200]}", retryable=retryable, status=status)
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call knobs; `request_id` travels upstream as X-Request-ID."""
+
+    request_id: str = "-"
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+class Adapter(Protocol):
+    name: str
+
+    async def chat(self, messages: list[Message], opts: CallOptions) -> Reply: ...
+
+    def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]: ...
+
+
+def count_words(text: str) -> int:
+    """The offline token estimate: whitespace-separated words (used where upstream gives none)."""
+    return len(text.split())
+
+
+def prompt_words(messages: list[Message]) -> int:
+    return sum(count_words(m.get("content", "")) for m in messages)

@@ -1,0 +1,43 @@
+"""The offline model: a deterministic function of the conversation, for demos and tests.
+
+It never touches the network. The reply names itself so nobody mistakes it for a real model, echoes
+the user's last message, and streams word by word. Tokens are whitespace-separated words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..settings import ModelSettings
+from .base import CallOptions, Chunk, Message, Reply, Usage, count_words, prompt_words
+
+
+def builtin_answer(messages: list[Message]) -> str:
+    last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    turns = sum(1 for m in messages if m.get("role") == "user")
+    text = " ".join(last.split()) or "(empty message)"
+    return (
+        f'You said: "{text}". I am the builtin offline model, so I can only echo you '
+        f"(turn {turns}); configure an upstream model for real answers."
+    )
+
+
+class BuiltinAdapter:
+    def __init__(self, settings: ModelSettings, secrets: dict[str, str], clients: object) -> None:
+        self.name = settings.name
+        self.max_tokens = settings.max_tokens
+
+    def _answer(self, messages: list[Message], opts: CallOptions) -> list[str]:
+        words = builtin_answer(messages).split()
+        limit = opts.max_tokens or self.max_tokens
+        return words[:limit] if limit else words
+
+    async def chat(self, messages: list[Message], opts: CallOptions) -> Reply:
+        words = self._answer(messages, opts)
+        return Reply(text=" ".join(words), usage=Usage(prompt_words(messages), len(words)))
+
+    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]:
+        words = self._answer(messages, opts)
+        for i, word in enumerate(words):
+            yield Chunk(delta=word if i == 0 else " " + word)
+        yield Chunk(usage=Usage(prompt_words(messages), count_words(" ".join(words))), finish_reason="stop")

@@ -1,0 +1,70 @@
+"""Ollama's native API: POST {api_base}/api/chat, newline-delimited JSON when streaming."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..settings import ModelSettings
+from ..upstream import ClientPool, loads, post_json, request_headers, stream_lines
+from .base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
+
+DEFAULT_API_BASE = "http://127.0.0.1:11434"
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    return Usage(int(data.get("prompt_eval_count", 0)), int(data.get("eval_count", 0)))
+
+
+class OllamaAdapter:
+    def __init__(self, settings: ModelSettings, secrets: dict[str, str], clients: ClientPool) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.client = clients.get(
+            settings.api_base or DEFAULT_API_BASE,
+            settings.connect_timeout_seconds,
+            settings.read_timeout_seconds,
+        )
+
+    def _body(self, messages: list[Message], opts: CallOptions, stream: bool) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        max_tokens = opts.max_tokens or self.settings.max_tokens
+        temperature = opts.temperature if opts.temperature is not None else self.settings.temperature
+        if max_tokens:
+            options["num_predict"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
+        body: dict[str, Any] = {"model": self.settings.model, "messages": messages, "stream": stream}
+        if options:
+            body["options"] = options
+        return body
+
+    async def chat(self, messages: list[Message], opts: CallOptions) -> Reply:
+        data = await post_json(
+            self.client, "/api/chat", self._body(messages, opts, False), request_headers(opts.request_id)
+        )
+        message = data.get("message")
+        if not isinstance(message, dict):
+            raise UpstreamError("upstream answer has no message", retryable=False)
+        return Reply(
+            text=message.get("content") or "",
+            usage=_usage(data),
+            finish_reason=data.get("done_reason") or "stop",
+            tool_calls=list(message.get("tool_calls") or []),
+        )
+
+    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]:
+        lines = stream_lines(
+            self.client, "/api/chat", self._body(messages, opts, True), request_headers(opts.request_id)
+        )
+        async for line in lines:
+            event = loads(line)
+            if event.get("error"):
+                raise UpstreamError(f"upstream error: {event['error']}", retryable=False)
+            delta = (event.get("message") or {}).get("content")
+            if delta:
+                yield Chunk(delta=delta)
+            if event.get("done"):
+                yield Chunk(usage=_usage(event), finish_reason=event.get("done_reason") or "stop")
+                return
+        raise UpstreamError("upstream stream ended without done", retryable=True)

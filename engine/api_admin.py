@@ -1,0 +1,56 @@
+"""Liveness, readiness and the admin endpoint that switches the default model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import logs
+from .bodies import read_json
+from .catalog import UnknownModel
+from .errors import ApiError
+from .middleware import request_id
+from .pipeline import runtime
+
+_STARTED = time.time()
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "pid": os.getpid(), "uptime_seconds": round(time.time() - _STARTED, 3)})
+
+
+async def ready(request: Request) -> Response:
+    rt = runtime(request)
+    catalog = rt.catalog
+    checks = {
+        "settings": True,
+        "storage": await rt.history.ping(),
+        "models": catalog.ready(),
+    }
+    ok = all(checks.values())
+    breakers = {name: entry.breaker.state for name, entry in catalog.entries.items()}
+    return JSONResponse(
+        {"ready": ok, "checks": checks, "default_model": catalog.default, "breakers": breakers},
+        status_code=200 if ok else 503,
+    )
+
+
+async def set_default_model(request: Request) -> Response:
+    rt = runtime(request)
+    admin = rt.auth.admin(request)
+    request.state.user = admin
+    data = await read_json(request, 4096)
+    name = data.get("model")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "missing_field", "model is required")
+    try:
+        previous = rt.switch_default(name)
+    except UnknownModel:
+        raise ApiError(404, "unknown_model", f"no model named {name!r}; see GET /v1/models") from None
+    logs.audit("set_default_model", request_id=request_id(request.scope), user=admin, model=name, previous=previous)
+    logs.event(logs.APP, logging.INFO, f"default model switched {previous} -> {name} by {admin}")
+    return JSONResponse({"default_model": name, "previous": previous})

@@ -1,0 +1,131 @@
+"""The assistant's own API: chat, streamed chat (SSE) and paginated history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .adapters.base import Message, UpstreamError
+from .bodies import chat_request, read_json
+from .errors import ApiError
+from .history import ConversationNotFound, Row, new_id
+from .pipeline import admit, call_model, check_model, in_flight, new_trace, open_stream, options, runtime
+from .router import ModelStream, Trace
+from .runtime import Runtime
+from .sse import EventStreamResponse, event
+
+_MAX_PAGE = 200
+
+
+def _body_limit(rt: Runtime) -> int:
+    return max(1 << 20, rt.settings.max_message_chars * 4 + 4096)
+
+
+async def _prepare(request: Request) -> tuple[Runtime, Trace, object, str, list[Message]]:
+    rt = runtime(request)
+    req = chat_request(await read_json(request, _body_limit(rt)), rt.settings.max_message_chars)
+    user = admit(request, rt, req.user)
+    check_model(rt.catalog, req.model)
+    conversation_id = req.conversation_id or new_id()
+    try:
+        context = await rt.history.context(conversation_id, user, rt.settings.history_context_messages)
+    except ConversationNotFound:
+        raise ApiError(404, "unknown_conversation", "no such conversation for this user") from None
+    return rt, new_trace(request, user), req, conversation_id, [*context, {"role": "user", "content": req.message}]
+
+
+def _rows(trace: Trace, conversation_id: str, question: str, answer: str, model: str, tokens: int) -> list[Row]:
+    return [
+        Row(new_id(), conversation_id, trace.user, "user", question),
+        Row(new_id(), conversation_id, trace.user, "assistant", answer, model, tokens),
+    ]
+
+
+async def chat(request: Request) -> Response:
+    rt, trace, req, conversation_id, messages = await _prepare(request)
+    catalog = rt.catalog  # this request stays on this catalog even if the default switches meanwhile
+    async with in_flight(rt):
+        model, reply = await call_model(rt, catalog, req.model, messages, options(trace), trace, req.priority)
+    rows = _rows(trace, conversation_id, req.message, reply.text, model, reply.usage.output_tokens)
+    await rt.history.append(rows)
+    return JSONResponse(
+        {
+            "reply": reply.text,
+            "model": model,
+            "conversation_id": conversation_id,
+            "message_id": rows[1].id,
+            "usage": reply.usage.as_dict(),
+            "tool_calls": reply.tool_calls,
+        }
+    )
+
+
+async def chat_stream(request: Request) -> Response:
+    rt, trace, req, conversation_id, messages = await _prepare(request)
+    catalog = rt.catalog
+    deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
+    async with in_flight(rt):
+        # Errors before the first chunk are ordinary JSON errors with a status code.
+        stream = await open_stream(rt, catalog, req.model, messages, options(trace), trace, req.priority, deadline)
+    return EventStreamResponse(_relay(rt, stream, trace, conversation_id, req.message, deadline))
+
+
+async def _relay(
+    rt: Runtime, stream: ModelStream, trace: Trace, conversation_id: str, question: str, deadline: float
+) -> AsyncIterator[bytes]:
+    rt.in_flight += 1
+    error = None
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in stream:
+                if chunk.delta:
+                    yield event({"delta": chunk.delta})
+    except UpstreamError as exc:  # the stream has recorded it against the model already
+        error = str(exc)
+    except TimeoutError:
+        error = "the model did not finish within request_timeout_seconds"
+        await stream.close(UpstreamError(error, retryable=True, timeout=True))
+    finally:
+        rt.in_flight -= 1
+        await stream.close()
+    if error is not None:
+        yield event({"error": {"code": "upstream_error", "message": error}, "done": True})
+        return
+    rows = _rows(trace, conversation_id, question, stream.text, stream.model, stream.usage.output_tokens)
+    await rt.history.append(rows)
+    yield event(
+        {
+            "done": True,
+            "model": stream.model,
+            "conversation_id": conversation_id,
+            "message_id": rows[1].id,
+            "finish_reason": stream.finish_reason,
+            "usage": stream.usage.as_dict(),
+        }
+    )
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_param", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_param", f"{name} must be from {low} to {high}")
+    return value
+
+
+async def history(request: Request) -> Response:
+    rt = runtime(request)
+    user = admit(request, rt, request.query_params.get("user") or None)
+    limit = _int_param(request, "limit", 50, 1, _MAX_PAGE)
+    items, next_before = await rt.history.page(
+        user, request.query_params.get("conversation_id") or None, limit, request.query_params.get("before") or None
+    )
+    return JSONResponse({"user": user, "messages": items, "next_before": next_before})

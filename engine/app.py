@@ -1,0 +1,83 @@
+"""The ASGI app: routes, middleware, error handlers, and the worker's start/stop/reload hooks.
+
+`create_app()` is the uvicorn factory. It reads the settings path from ASSISTANT_ENGINE_SETTINGS
+so that every uvicorn worker process can build its own app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from . import api_admin, api_chat, api_openai, metrics
+from .errors import ApiError, api_error_handler, http_error_handler
+from .middleware import AccessMiddleware
+from .runtime import Runtime
+
+SETTINGS_ENV = "ASSISTANT_ENGINE_SETTINGS"
+_RATE_LIMITED_ROUTES = ("/api/v1/chat", "/api/v1/chat/stream", "/api/v1/history", "/v1/chat/completions")
+
+
+def routes(metrics_path: str | None) -> list[Route]:
+    table = [
+        Route("/health", api_admin.health, methods=["GET"]),
+        Route("/ready", api_admin.ready, methods=["GET"]),
+        Route("/api/v1/chat", api_chat.chat, methods=["POST"]),
+        Route("/api/v1/chat/stream", api_chat.chat_stream, methods=["POST"]),
+        Route("/api/v1/history", api_chat.history, methods=["GET"]),
+        Route("/v1/chat/completions", api_openai.chat_completions, methods=["POST"]),
+        Route("/v1/models", api_openai.list_models, methods=["GET"]),
+        Route("/admin/v1/default-model", api_admin.set_default_model, methods=["PUT"]),
+    ]
+    if metrics_path:
+        table.append(Route(metrics_path, metrics.metrics_endpoint, methods=["GET"]))
+    return table
+
+
+def build_app(rt: Runtime) -> Starlette:
+    settings = rt.settings
+    table = routes(settings.metrics_path if settings.metrics_enabled else None)
+    for path in _RATE_LIMITED_ROUTES:  # show the counter at 0 before the first refusal
+        metrics.RATE_LIMITED.labels(path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await rt.start()
+        _on_sighup(rt)
+        try:
+            yield
+        finally:
+            await rt.stop()
+            metrics.forget_this_process()
+
+    app = Starlette(
+        routes=table,
+        middleware=[Middleware(AccessMiddleware, routes=frozenset(r.path for r in table))],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    return app
+
+
+def create_app() -> Starlette:
+    path = os.environ.get(SETTINGS_ENV)
+    if not path:
+        raise RuntimeError(f"{SETTINGS_ENV} must name the engine's settings.json")
+    return build_app(Runtime(path))
+
+
+def _on_sighup(rt: Runtime) -> None:
+    """SIGHUP re-reads the settings file. With several workers uvicorn's parent process gets the
+    signal instead and replaces the workers one by one, each reading the file anew."""
+    import asyncio
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)

@@ -1,0 +1,141 @@
+"""Request bodies: read with a size cap, decode, and check field by field into small dataclasses.
+
+Anything malformed becomes a 4xx `ApiError` here, so handlers only see valid requests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from .adapters.base import Message
+from .errors import ApiError
+
+DEFAULT_PRIORITY = 5  # 0 (first) .. 9 (last) among requests waiting for the same model
+_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    message: str
+    user: str | None
+    conversation_id: str | None
+    model: str | None
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    messages: list[Message]
+    model: str | None
+    stream: bool
+    include_usage: bool
+    user: str | None
+    max_tokens: int | None
+    temperature: float | None
+    priority: int
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    size = int(request.headers.get("content-length") or 0)
+    if size > max_bytes:
+        raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    return data
+
+
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "invalid_field", f"{key} must be a non-empty string")
+    return value
+
+
+def _priority(data: dict[str, Any]) -> int:
+    value = data.get("priority", DEFAULT_PRIORITY)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
+        raise ApiError(400, "invalid_field", "priority must be an integer from 0 (first) to 9")
+    return value
+
+
+def _text(value: Any, key: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"{key} must be a string")
+    if len(value) > max_chars:
+        raise ApiError(413, "message_too_long", f"{key} is over {max_chars} characters")
+    return value
+
+
+def chat_request(data: dict[str, Any], max_chars: int) -> ChatRequest:
+    if "message" not in data:
+        raise ApiError(400, "missing_field", "message is required")
+    message = _text(data["message"], "message", max_chars)
+    if not message.strip():
+        raise ApiError(400, "invalid_field", "message must not be empty")
+    conversation_id = _optional_str(data, "conversation_id")
+    if conversation_id is not None and not _CONVERSATION_ID.match(conversation_id):
+        raise ApiError(400, "invalid_field", "conversation_id must be 1-64 letters, digits, _ or -")
+    return ChatRequest(
+        message=message,
+        user=_optional_str(data, "user"),
+        conversation_id=conversation_id,
+        model=_optional_str(data, "model"),
+        priority=_priority(data),
+    )
+
+
+def _content(value: Any, max_chars: int) -> str:
+    # OpenAI content may be a list of parts; only text parts are understood here.
+    if isinstance(value, list):
+        parts = [p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text"]
+        if len(parts) != len(value):
+            raise ApiError(400, "invalid_field", "only text content parts are supported")
+        value = "".join(parts)
+    if value is None:
+        value = ""
+    return _text(value, "content", max_chars)
+
+
+def completion_request(data: dict[str, Any], max_chars: int) -> CompletionRequest:
+    raw = data.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "invalid_field", "messages must be a non-empty list")
+    messages: list[Message] = []
+    for item in raw:
+        if not isinstance(item, dict) or item.get("role") not in _ROLES:
+            raise ApiError(400, "invalid_field", f"each message needs a role in {sorted(_ROLES)}")
+        messages.append({"role": item["role"], "content": _content(item.get("content"), max_chars)})
+    options = data.get("stream_options") or {}
+    max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise ApiError(400, "invalid_field", "max_tokens must be a positive integer")
+    temperature = data.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
+        raise ApiError(400, "invalid_field", "temperature must be a number from 0 to 2")
+    return CompletionRequest(
+        messages=messages,
+        model=_optional_str(data, "model"),
+        stream=bool(data.get("stream", False)),
+        include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+        user=_optional_str(data, "user"),
+        max_tokens=max_tokens,
+        temperature=float(temperature) if temperature is not None else None,
+        priority=_priority(data),
+    )

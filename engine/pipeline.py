@@ -1,0 +1,108 @@
+"""The steps every chat-like endpoint shares: admission, the model call, and error mapping.
+
+Admission: who the user is (auth), whether they may ask now (rate limit), whether this worker
+has room (max_in_flight). The model call runs under the request deadline; router and timeout
+errors become ApiErrors with the right status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.requests import Request
+
+from . import metrics
+from .adapters.base import CallOptions, Message, Reply
+from .catalog import Catalog
+from .errors import ApiError
+from .middleware import request_id
+from .router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
+from .runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def admit(request: Request, rt: Runtime, claimed_user: str | None) -> str:
+    """Authenticate and rate-limit; returns the user. Raises 401/403/429 as ApiErrors."""
+    user = rt.auth.user(request, claimed_user)
+    request.state.user = user
+    key = user if rt.settings.rate_limit.key == "user" else (request.client.host if request.client else "-")
+    allowed, wait = rt.limiter.allow(key)
+    if not allowed:
+        metrics.RATE_LIMITED.labels(request.url.path).inc()
+        raise ApiError(429, "rate_limited", "too many requests, slow down", {"Retry-After": str(int(wait) + 1)})
+    return user
+
+
+@asynccontextmanager
+async def in_flight(rt: Runtime) -> AsyncIterator[None]:
+    if rt.in_flight >= rt.settings.max_in_flight:
+        raise ApiError(503, "overloaded", "the engine is at max_in_flight, retry later", {"Retry-After": "1"})
+    rt.in_flight += 1
+    try:
+        yield
+    finally:
+        rt.in_flight -= 1
+
+
+def check_model(catalog: Catalog, name: str | None) -> None:
+    if name is not None and name not in catalog.entries:
+        raise ApiError(404, "unknown_model", f"no model named {name!r}; see GET /v1/models")
+
+
+def new_trace(request: Request, user: str) -> Trace:
+    return Trace(request_id=request_id(request.scope), user=user, started=time.monotonic())
+
+
+def options(trace: Trace, max_tokens: int | None = None, temperature: float | None = None) -> CallOptions:
+    return CallOptions(request_id=trace.request_id, max_tokens=max_tokens, temperature=temperature)
+
+
+async def call_model(
+    rt: Runtime,
+    catalog: Catalog,
+    model: str | None,
+    messages: list[Message],
+    opts: CallOptions,
+    trace: Trace,
+    priority: int,
+) -> tuple[str, Reply]:
+    try:
+        async with asyncio.timeout(rt.settings.request_timeout_seconds):
+            return await rt.router.chat(catalog, model, messages, opts, trace, priority)
+    except (TimeoutError, NoModelAvailable, AllModelsFailed) as exc:
+        raise _mapped(exc, trace) from None
+
+
+async def open_stream(
+    rt: Runtime,
+    catalog: Catalog,
+    model: str | None,
+    messages: list[Message],
+    opts: CallOptions,
+    trace: Trace,
+    priority: int,
+    deadline: float,
+) -> ModelStream:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await rt.router.stream(catalog, model, messages, opts, trace, priority)
+    except (TimeoutError, NoModelAvailable, AllModelsFailed) as exc:
+        raise _mapped(exc, trace) from None
+
+
+def _mapped(exc: Exception, trace: Trace) -> ApiError:
+    if isinstance(exc, TimeoutError):
+        if trace.model:
+            metrics.MODEL_CALLS.labels(trace.model, "timeout").inc()
+        return ApiError(504, "timeout", "the model did not answer within request_timeout_seconds")
+    if isinstance(exc, NoModelAvailable):
+        return ApiError(503, "unavailable", str(exc), {"Retry-After": "1"})
+    assert isinstance(exc, AllModelsFailed)
+    status = 504 if exc.last.timeout else 502
+    return ApiError(status, "upstream_error", f"every model failed; last: {exc.last}")

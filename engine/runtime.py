@@ -1,0 +1,166 @@
+"""Everything one worker holds while it runs, and the two ways it changes at run time.
+
+- `reload()` (SIGHUP with one worker) re-reads the settings and secrets files and swaps in a new
+  model catalog; requests already running keep the catalog they started with.
+- `switch_default(name)` (the admin endpoint) swaps in a catalog with another default model, and
+  writes `<data_dir>/default-model.json` so the other workers (which poll it every second) follow.
+  The override holds until the settings file changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from contextlib import suppress
+from pathlib import Path
+
+from . import logs
+from .auth import Auth
+from .catalog import Catalog, build_catalog
+from .crypto import Sealer
+from .history import History
+from .pii import Masker
+from .ratelimit import RateLimiter
+from .router import Router
+from .settings import EngineSettings, load_secrets
+from .upstream import ClientPool
+
+OVERRIDE_FILE = "default-model.json"
+_POLL_SECONDS = 1.0
+
+
+class Runtime:
+    def __init__(self, settings_path: str) -> None:
+        self.settings_path = settings_path
+        self.settings_digest, self.settings = _read(settings_path)
+        if self.settings.history_backend != "sqlite":
+            raise RuntimeError("history_backend 'postgres' is not implemented by this engine yet: use 'sqlite'")
+        self.secrets = load_secrets(self.settings)
+        self.masker = Masker(self.settings.security.pii_masking)
+        self.auth = Auth(self.settings.security, self.secrets)
+        self.clients = ClientPool()
+        self.catalog: Catalog = build_catalog(self.settings, self.secrets, self.clients)
+        self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
+        limit = self.settings.rate_limit
+        self.limiter = RateLimiter(limit.requests_per_minute, limit.burst)
+        self.limiter_settings = limit
+        key = self.settings.security.history_key_secret
+        if key and not self.secrets.get(key):
+            raise RuntimeError(f"history encryption is on but secret {key!r} is not in the secrets file")
+        self.history = History(self.settings.data_dir, Sealer(self.secrets.get(key) if key else None), self.masker)
+        self.in_flight = 0
+        self._override_mtime: float | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def override_path(self) -> Path:
+        return Path(self.settings.data_dir) / OVERRIDE_FILE
+
+    async def start(self) -> None:
+        logs.setup(
+            self.settings.log_dir,
+            self.settings.log_level,
+            self.settings.log_format,
+            self.settings.security.audit_log,
+            self.masker,
+        )
+        await self.history.open()
+        self._apply_override()
+        self._poller = asyncio.create_task(self._poll_override())
+        logs.event(
+            logs.APP,
+            logging.INFO,
+            f"engine started pid={os.getpid()} models={','.join(self.catalog.names())} "
+            f"default={self.catalog.default} transport={self.clients.transport_name}",
+        )
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        await self.history.close()
+        await self.clients.aclose()
+        logs.event(logs.APP, logging.INFO, f"engine stopped pid={os.getpid()}")
+        logs.stop()
+
+    def reload(self) -> None:
+        """Re-read settings and secrets; a file that fails to load leaves everything as it was."""
+        try:
+            digest, settings = _read(self.settings_path)
+            secrets = load_secrets(settings)
+            catalog = build_catalog(settings, secrets, self.clients, previous=self.catalog)
+            auth = Auth(settings.security, secrets)
+        except Exception as exc:  # noqa: BLE001 - a bad file must never take a running engine down
+            logs.event(logs.APP, logging.ERROR, f"reload failed, keeping the running settings: {exc}")
+            return
+        restart_only = [
+            f
+            for f in (
+                "listen_host",
+                "listen_port",
+                "workers",
+                "data_dir",
+                "log_dir",
+                "log_level",
+                "log_format",
+                "history_backend",
+            )
+            if getattr(settings, f) != getattr(self.settings, f)
+        ]
+        if restart_only:
+            logs.event(logs.APP, logging.WARNING, f"reload: {', '.join(restart_only)} change only on restart")
+        self.settings, self.settings_digest, self.secrets, self.catalog = settings, digest, secrets, catalog
+        self.router = Router(settings.retries, settings.retry_backoff_seconds)
+        self.auth = auth
+        if settings.rate_limit != self.limiter_settings:
+            self.limiter = RateLimiter(settings.rate_limit.requests_per_minute, settings.rate_limit.burst)
+            self.limiter_settings = settings.rate_limit
+        self._override_mtime = None
+        self._apply_override()
+        logs.event(
+            logs.APP,
+            logging.INFO,
+            f"settings reloaded models={','.join(catalog.names())} default={self.catalog.default}",
+        )
+
+    def switch_default(self, name: str) -> str:
+        """Make `name` the default model for new requests here and in the other workers."""
+        previous = self.catalog.default
+        self.catalog = self.catalog.with_default(name)
+        self.override_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.override_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"model": name, "settings_sha256": self.settings_digest}))
+        tmp.replace(self.override_path)
+        self._override_mtime = self.override_path.stat().st_mtime
+        return previous
+
+    def _apply_override(self) -> None:
+        try:
+            stat = self.override_path.stat()
+        except FileNotFoundError:
+            return
+        if stat.st_mtime == self._override_mtime:
+            return
+        self._override_mtime = stat.st_mtime
+        with suppress(ValueError, OSError, KeyError):
+            data = json.loads(self.override_path.read_text())
+            name = data["model"]
+            current = data["settings_sha256"] == self.settings_digest
+            if current and name in self.catalog.entries and name != self.catalog.default:
+                self.catalog = self.catalog.with_default(name)
+
+    async def _poll_override(self) -> None:
+        while True:
+            await asyncio.sleep(_POLL_SECONDS)
+            try:
+                self._apply_override()
+            except Exception as exc:  # noqa: BLE001 - never let the poller die
+                logs.event(logs.APP, logging.WARNING, f"default-model override unreadable: {exc}")
+
+
+def _read(path: str) -> tuple[str, EngineSettings]:
+    raw = Path(path).read_bytes()
+    return hashlib.sha256(raw).hexdigest(), EngineSettings.model_validate_json(raw)

@@ -1,0 +1,296 @@
+"""The same deployment as one Docker Compose project: `docker-compose.yml` plus the configs its
+containers read, rendered for the first host only (a compose file describes one machine).
+
+The spec is collapsed onto one node (address 127.0.0.1, every role, no HA) and the other renderers
+run unchanged against it with the deploy root `/srv/assistant` inside the containers; each
+rendered file is bind-mounted read-only at `/srv/assistant/current/<renderer>/<path>`, the place
+it has on a host. Every service joins the engine's network namespace (`network_mode:
+service:engine`, like a pod), so the loopback addresses the configs use (nginx → engine,
+Prometheus → engine, Grafana → Prometheus, Filebeat → Logstash) hold; the engine service therefore
+publishes nginx's ports. Secret values are compose `secrets:` (`file: ./secrets/<name>`, written
+at apply time), mounted where the reused configs expect their secret files. ELK is behind the
+`elk` profile (compose file format 3.9, docker-compose >= 1.28): `docker-compose --profile elk up`.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.metadata import version
+from posixpath import isabs, join
+
+from ..schema.secrets import secret_refs
+from ..schema.spec import Spec
+from . import alertmanager, elk, engine, grafana, nginx, prometheus
+from .base import Files, Renderer, Target
+from .prometheus import dump_yaml
+from .supervisor import ENGINE_STOP_GRACE_SECONDS
+
+COMPOSE_FILE = "docker-compose.yml"
+FORMAT_VERSION = "3.9"  # the first v3 format with `profiles`
+ROOT = "/srv/assistant"  # the deploy root inside every container
+ENGINE_IMAGE = f"assistantctl/engine:{version('assistantctl')}"
+IMAGES = {
+    "nginx": "nginx:1.25-alpine",
+    "prometheus": "prom/prometheus:v2.42.0",
+    "alertmanager": "prom/alertmanager:v0.25.0",
+    "grafana": "grafana/grafana:9.5.15",
+    "elasticsearch": "docker.elastic.co/elasticsearch/elasticsearch:8.11.3",
+    "logstash": "docker.elastic.co/logstash/logstash:8.11.3",
+    "kibana": "docker.elastic.co/kibana/kibana:8.11.3",
+    "filebeat": "docker.elastic.co/beats/filebeat:8.11.3",
+}
+# The renderers whose files the containers read, in service order.
+REUSED = (engine, nginx, prometheus, alertmanager, grafana, elk)
+# An engine worker is one Python process; the base covers the supervisor process and page cache.
+ENGINE_MEMORY_BASE_MB, ENGINE_MEMORY_PER_WORKER_MB = 256, 256
+SHARED_NETWORK = "service:engine"
+RESTART = "unless-stopped"
+
+
+def compose_spec(spec: Spec) -> Spec:
+    """The spec collapsed onto one local node that has every role and no HA pair."""
+    first = spec.deploy.hosts[0]
+    host = first.model_copy(
+        update={"address": "127.0.0.1", "connection": "local", "roles": ["engine", "edge", "monitoring", "logging"]}
+    )
+    return spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"hosts": [host], "ha": None})})
+
+
+def container_target(target: Target) -> Target:
+    spec = compose_spec(target.spec)
+    return Target(spec=spec, host=spec.deploy.hosts[0], root=ROOT, python="python")
+
+
+def _reused(ct: Target) -> list:
+    return [module for module in REUSED if module.RENDERER.applies(ct)]
+
+
+def _current(name: str, path: str) -> str:
+    return f"{ROOT}/current/{name}/{path}"
+
+
+def _config_binds(ct: Target, module: object, only: tuple[str, ...] = ()) -> list[str]:
+    name = module.RENDERER.name
+    return [
+        f"./{name}/{path}:{_current(name, path)}:ro"
+        for path in sorted(module.RENDERER.render(ct))
+        if not only or path.startswith(only)
+    ]
+
+
+def _secret_name(renderer: str, path: str) -> str:
+    return f"{renderer}-{path.replace('/', '-')}"
+
+
+def _secret_paths(ct: Target, module: object) -> list[str]:
+    """Paths of the secret files a renderer writes when every secret of the spec has a value.
+    Only the names matter here; the placeholder never reaches a file."""
+    placeholders = {name: "placeholder" for name in secret_refs(ct.spec)}
+    return sorted(module.RENDERER.secret_files(ct, placeholders))
+
+
+def _secrets(ct: Target, module: object) -> list[dict]:
+    name = module.RENDERER.name
+    return [{"source": _secret_name(name, path), "target": _current(name, path)} for path in _secret_paths(ct, module)]
+
+
+def _secret_reader(ct: Target, module: object) -> dict:
+    """docker-compose mounts a file secret as a plain bind (owner, group and mode are swarm-only),
+    so a 0600 root-owned secret file is readable only by root in the container."""
+    return {"secrets": _secrets(ct, module), "user": "0:0" if _secret_paths(ct, module) else None}
+
+
+def _service(image: str, **fields: object) -> dict:
+    service = {"image": image, "restart": RESTART}
+    service.update({key: value for key, value in fields.items() if value})
+    return service
+
+
+def _engine(target: Target, ct: Target) -> dict:
+    spec = ct.spec
+    workers = spec.limits.concurrency.workers
+    port = spec.deploy.ports.engine
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=2)"
+    ports = [f"{spec.deploy.ports.http}:{spec.deploy.ports.http}"]
+    if spec.security.tls.enabled:
+        ports.append(f"{spec.deploy.ports.https}:{spec.deploy.ports.https}")
+    return _service(
+        ENGINE_IMAGE,
+        command=["python", "-m", "assistantctl.engine", "--settings", _current("engine", "settings.json")],
+        environment={"PYTHONUNBUFFERED": "1"},
+        # The engine owns the shared network namespace, so it publishes the proxy's ports.
+        ports=ports,
+        volumes=[f"data:{ROOT}/data", f"logs:{ROOT}/logs", *_config_binds(ct, engine)],
+        secrets=_secrets(ct, engine),
+        healthcheck={
+            "test": ["CMD", "python", "-c", probe],
+            "interval": "10s",
+            "timeout": "3s",
+            "retries": 3,
+            "start_period": "15s",
+        },
+        cpus=float(workers),
+        mem_limit=f"{ENGINE_MEMORY_BASE_MB + ENGINE_MEMORY_PER_WORKER_MB * workers}m",
+        stop_grace_period=f"{math.ceil(spec.limits.timeouts.request_seconds) + ENGINE_STOP_GRACE_SECONDS}s",
+    )
+
+
+def _nginx(target: Target, ct: Target) -> dict:
+    volumes = [f"logs:{ROOT}/logs", *_config_binds(ct, nginx)]
+    tls = ct.spec.security.tls
+    if tls.enabled:
+        # Certificates come from the docker host's deploy root (or absolute paths) at the path
+        # the rendered site.conf names inside the container.
+        for path in (tls.certificate, tls.key):
+            source = path if isabs(path) else join(target.root, path)
+            volumes.append(f"{source}:{path if isabs(path) else join(ROOT, path)}:ro")
+    return _service(
+        IMAGES["nginx"],
+        command=["nginx", "-p", f"{ROOT}/current/nginx/", "-c", "nginx.conf", "-e", f"{ROOT}/logs/nginx-error.log"],
+        network_mode=SHARED_NETWORK,
+        depends_on={"engine": {"condition": "service_healthy"}},
+        volumes=volumes,
+        tmpfs=[f"{ROOT}/run", f"{ROOT}/tmp/nginx"],
+    )
+
+
+def _monitoring(ct: Target) -> dict[str, dict]:
+    spec = ct.spec.monitoring
+    services = {}
+    if prometheus.RENDERER.applies(ct):
+        services["prometheus"] = _service(
+            IMAGES["prometheus"],
+            command=[
+                f"--config.file={_current('prometheus', 'prometheus.yml')}",
+                "--storage.tsdb.path=/prometheus",
+                f"--web.listen-address=127.0.0.1:{spec.prometheus.port}",
+                f"--storage.tsdb.retention.time={spec.prometheus.retention_days}d",
+            ],
+            network_mode=SHARED_NETWORK,
+            volumes=["prometheus-data:/prometheus", *_config_binds(ct, prometheus)],
+        )
+    if alertmanager.RENDERER.applies(ct):
+        services["alertmanager"] = _service(
+            IMAGES["alertmanager"],
+            command=[
+                f"--config.file={_current('alertmanager', 'alertmanager.yml')}",
+                "--storage.path=/alertmanager",
+                f"--web.listen-address=127.0.0.1:{spec.alertmanager.port}",
+                "--cluster.listen-address=",
+            ],
+            network_mode=SHARED_NETWORK,
+            volumes=["alertmanager-data:/alertmanager", *_config_binds(ct, alertmanager)],
+            **_secret_reader(ct, alertmanager),
+        )
+    if grafana.RENDERER.applies(ct):
+        services["grafana"] = _service(
+            IMAGES["grafana"],
+            # The image's GF_PATHS_* variables would override grafana.ini: point them at the
+            # rendered files and at the image's own (writable) data and log folders.
+            environment={
+                "GF_PATHS_CONFIG": _current("grafana", "grafana.ini"),
+                "GF_PATHS_PROVISIONING": _current("grafana", "provisioning"),
+                "GF_PATHS_DATA": "/var/lib/grafana",
+                "GF_PATHS_LOGS": "/var/log/grafana",
+            },
+            network_mode=SHARED_NETWORK,
+            volumes=["grafana-data:/var/lib/grafana", *_config_binds(ct, grafana)],
+            **_secret_reader(ct, grafana),
+        )
+    return services
+
+
+def _elk_common() -> dict:
+    # Fresh lists per service: a shared object would come out as a YAML anchor and alias.
+    return {"network_mode": SHARED_NETWORK, "profiles": ["elk"]}
+
+
+def _elk(ct: Target) -> dict[str, dict]:
+    if not elk.RENDERER.applies(ct):
+        return {}
+    return {
+        "elasticsearch": _service(
+            IMAGES["elasticsearch"],
+            # Loopback only: single-node development mode, reachable by the pod at 127.0.0.1:9200.
+            environment={
+                "discovery.type": "single-node",
+                "network.host": "127.0.0.1",
+                "xpack.security.enabled": "false",
+                "ES_JAVA_OPTS": "-Xms512m -Xmx512m",
+            },
+            volumes=["elasticsearch-data:/usr/share/elasticsearch/data"],
+            mem_limit="1g",
+            **_elk_common(),
+        ),
+        "logstash": _service(
+            IMAGES["logstash"],
+            command=["logstash", "-f", _current("elk", elk.PIPELINE_FILE)],
+            environment={"XPACK_MONITORING_ENABLED": "false", "LS_JAVA_OPTS": "-Xms256m -Xmx256m"},
+            volumes=_config_binds(ct, elk, only=("logstash/",)),
+            depends_on=["elasticsearch"],
+            **_elk_common(),
+        ),
+        "kibana": _service(
+            IMAGES["kibana"],
+            environment={"ELASTICSEARCH_HOSTS": "http://127.0.0.1:9200", "SERVER_HOST": "127.0.0.1"},
+            volumes=_config_binds(ct, elk, only=("kibana/",)),
+            depends_on=["elasticsearch"],
+            **_elk_common(),
+        ),
+        "filebeat": _service(
+            IMAGES["filebeat"],
+            # root: the logs volume belongs to the writers; -e logs to stderr (docker logs).
+            user="root",
+            command=["filebeat", "-e", "--strict.perms=false", "-c", _current("elk", "filebeat.yml")],
+            volumes=[
+                f"logs:{ROOT}/logs:ro",
+                f"filebeat-data:{ROOT}/data/filebeat",
+                *_config_binds(ct, elk, only=("filebeat.yml",)),
+            ],
+            depends_on=["logstash"],
+            **_elk_common(),
+        ),
+    }
+
+
+def build_compose(target: Target) -> dict:
+    ct = container_target(target)
+    services = {"engine": _engine(target, ct), "nginx": _nginx(target, ct), **_monitoring(ct), **_elk(ct)}
+    named = sorted(
+        {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("./", "/"))}
+    )
+    secrets = sorted(s["source"] for service in services.values() for s in service.get("secrets", []))
+    compose: dict = {"version": FORMAT_VERSION, "services": services, "volumes": {name: {} for name in named}}
+    if secrets:
+        compose["secrets"] = {name: {"file": f"./secrets/{name}"} for name in secrets}
+    return compose
+
+
+def render(target: Target) -> Files:
+    ct = container_target(target)
+    files = {COMPOSE_FILE: dump_yaml(build_compose(target))}
+    for module in _reused(ct):
+        for path, text in module.RENDERER.render(ct).items():
+            files[f"{module.RENDERER.name}/{path}"] = text
+    return dict(sorted(files.items()))
+
+
+def secret_files(target: Target, values: dict[str, str]) -> Files:
+    """`secrets/<name>` for every compose secret: the reused renderers' own secret files."""
+    ct = container_target(target)
+    files = {}
+    for module in _reused(ct):
+        for path, text in module.RENDERER.secret_files(ct, values).items():
+            files[f"secrets/{_secret_name(module.RENDERER.name, path)}"] = text
+    return dict(sorted(files.items()))
+
+
+# No check: `docker-compose config -q` needs the secret files to exist, which only apply writes.
+RENDERER = Renderer(
+    name="compose",
+    service="compose",
+    render=render,
+    applies=lambda t: t.host.name == t.spec.deploy.hosts[0].name,
+    secret_files=secret_files,
+    shipped=False,
+)

@@ -1,0 +1,43 @@
+"""Run the real `assistantctl` console script against a spec written into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ASSISTANTCTL = str(Path(sys.executable).with_name("assistantctl"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_spec() -> dict:
+    return yaml.safe_load((REPO / "assistant.yaml").read_text())
+
+
+def write_spec(folder: Path, data: dict, name: str = "assistant.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def assistantctl(spec: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        [ASSISTANTCTL, "-f", str(spec), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=spec.parent,
+        check=False,
+    )

@@ -1,0 +1,128 @@
+"""Run-time changes: the admin default-model switch under load, and SIGHUP re-reading settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+
+import httpx
+
+from conftest import RunningEngine, StartEngine, model
+from fake_models import FakeUpstream
+
+
+async def test_switching_the_default_under_load_drops_no_request(
+    engine_factory: StartEngine, openai_fake: FakeUpstream
+) -> None:
+    openai_fake.reset()
+    openai_fake.behaviour.chunk_delay = 0.01
+    cloud = model("cloud", "openai", api_base=f"{openai_fake.url}/v1")
+    engine = engine_factory([model("local"), cloud])
+    sent = 0
+    answers: list[tuple[float, int, str]] = []  # (started at, status, model)
+    switched_at: list[float] = []
+
+    async with httpx.AsyncClient(base_url=engine.url, timeout=20) as client:
+
+        async def worker(w: int, stop_at: float) -> None:
+            nonlocal sent
+            while time.monotonic() < stop_at:
+                path = "/api/v1/chat/stream" if sent % 3 == 0 else "/api/v1/chat"
+                sent += 1
+                started = time.monotonic()
+                response = await client.post(path, json={"message": f"load {sent}", "user": f"u{w}"})
+                if path.endswith("stream"):
+                    name = json.loads(response.text.strip().rsplit("data: ", 1)[1])["model"]
+                else:
+                    name = response.json()["model"]
+                answers.append((started, response.status_code, name))
+
+        async def switch() -> None:
+            await asyncio.sleep(0.5)
+            response = await client.put("/admin/v1/default-model", json={"model": "cloud"})
+            switched_at.append(time.monotonic())
+            assert response.json() == {"default_model": "cloud", "previous": "local"}
+
+        stop_at = time.monotonic() + 1.2
+        await asyncio.gather(switch(), *(worker(w, stop_at) for w in range(20)))
+
+    assert len(answers) == sent > 100
+    assert {status for _, status, _ in answers} == {200}
+    assert {name for *_, name in answers} == {"local", "cloud"}
+    assert {name for started, _, name in answers if started > switched_at[0]} == {"cloud"}
+
+
+def test_admin_endpoint_is_audited_and_closed_to_remote_callers(engine_factory: StartEngine, tmp_path) -> None:
+    audit = tmp_path / "audit.log"
+    engine = engine_factory([model("local"), model("other")], security={"audit_log": str(audit)})
+    with engine.client() as client:
+        remote = client.put(
+            "/admin/v1/default-model", json={"model": "other"}, headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        unknown = client.put("/admin/v1/default-model", json={"model": "ghost"})
+        missing = client.put("/admin/v1/default-model", json={})
+        ok = client.put("/admin/v1/default-model", json={"model": "other"}, headers={"X-Request-ID": "adm-1"})
+        models = client.get("/v1/models").json()["data"]
+    assert (remote.status_code, unknown.status_code, missing.status_code, ok.status_code) == (403, 404, 400, 200)
+    assert [m["id"] for m in models if m["default"]] == ["other"]
+    time.sleep(0.3)  # the engine writes its logs every 0.2 s
+    record = json.loads(audit.read_text().splitlines()[-1])
+    assert record["action"] == "set_default_model" and record["model"] == "other"
+    assert record["previous"] == "local" and record["request_id"] == "adm-1"
+    assert record["user"] == "local@127.0.0.1"
+
+
+def test_sighup_rereads_the_settings_file(engine_factory: StartEngine) -> None:
+    engine: RunningEngine = engine_factory([model("local")])
+    settings = engine.settings()
+    engine.write_settings(
+        settings.model_copy(
+            update={
+                "models": [*settings.models, model("fresh")],
+                "default_model": "fresh",
+            }
+        )
+    )
+    engine.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    with engine.client() as client:
+        while time.monotonic() < deadline:
+            names = [m["id"] for m in client.get("/v1/models").json()["data"]]
+            if "fresh" in names:
+                break
+            time.sleep(0.05)
+        assert names == ["local", "fresh"]
+        assert client.post("/api/v1/chat", json={"message": "hi"}).json()["model"] == "fresh"
+        # A broken file is refused and the running settings stay.
+        engine.settings_path.write_text("{broken")
+        engine.process.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert client.post("/api/v1/chat", json={"message": "hi"}).json()["model"] == "fresh"
+    assert engine.process.poll() is None
+    assert any("reload failed" in line for line in engine.log_lines())
+
+
+def test_two_workers_share_metrics_and_restart_on_sighup(engine_factory: StartEngine) -> None:
+    engine = engine_factory([model("local")], workers=2)
+    with engine.client() as client:
+        pids = set()
+        for _ in range(40):
+            pids.add(client.get("/health").json()["pid"])
+            client.post("/api/v1/chat", json={"message": "hi"})
+        assert engine.metric("assistant_model_calls_total", model="local", outcome="success") == 40
+        settings = engine.settings()
+        engine.write_settings(settings.model_copy(update={"models": [*settings.models, model("fresh")]}))
+        engine.process.send_signal(signal.SIGHUP)  # uvicorn's parent replaces the workers one by one
+        deadline = time.monotonic() + 15
+        seen: set[int] = set(pids)
+        while seen & pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with contextlib.suppress(httpx.HTTPError):
+                seen = {client.get("/health").json()["pid"] for _ in range(10)}
+        assert not seen & pids, "old workers still answering"
+        assert all(len(client.get("/v1/models").json()["data"]) == 2 for _ in range(10))
+        # counters of the retired workers stay in the aggregate
+        assert engine.metric("assistant_model_calls_total", model="local", outcome="success") == 40
