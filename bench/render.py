@@ -54,7 +54,9 @@ def main() -> None:
     )
     cli = str(Path(sys.executable).with_name("assistantctl"))
     floor = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), 10)
-    validate = timed(lambda: subprocess.run([cli, "-f", str(spec_path), "validate"], check=True, capture_output=True), 10)
+    validate = timed(
+        lambda: subprocess.run([cli, "-f", str(spec_path), "validate"], check=True, capture_output=True), 10
+    )
     report("python -c pass (floor)", floor)
     report("assistantctl validate (process)", validate)
     print(f"CLI start-up over the floor: {statistics.mean(validate) / statistics.mean(floor):.1f}x")
