@@ -31,9 +31,14 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/engine_chat.py
 
-# Regenerate the committed JSON Schema after changing schema/spec.py.
+# Regenerate the committed JSON Schema and OpenAPI document after changing their sources.
 schema: $(VENV)/.installed
 	$(BIN)/assistantctl schema > schema/assistant.schema.json
+	$(BIN)/python -m assistantctl.engine.openapi > engine/openapi.json
+
+# Regenerate tests/golden after an intended renderer/template change; review the diff.
+golden: $(VENV)/.installed
+	$(BIN)/python tests/golden/update.py
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

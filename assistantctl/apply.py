@@ -1,9 +1,10 @@
-"""Run the apply playbook for the hosts whose plan has changes, and read back what happened."""
+"""Run our playbooks (apply, rollback) for a set of hosts, and read back what happened."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from .plan import HostPlan
+from .renderers import Target
 
 
 @dataclass(frozen=True)
@@ -40,52 +42,92 @@ def run_apply(
         return []
     with tempfile.TemporaryDirectory(prefix="assistantctl-apply-", dir=workdir) as tmp:
         tmpdir = Path(tmp)
-        inventory, releases = _inventory(changing, tmpdir)
-        inventory_path = tmpdir / "inventory.yml"
-        inventory_path.write_text(yaml.safe_dump(inventory, sort_keys=True))
-        output = _run_playbook(inventory_path, echo)
-    return _results(output, changing, releases)
+        releases = {p.host: release_name(p) for p in changing}
+        hosts = {p.host: {**host_vars(p.target), **_bundle_vars(p, releases[p.host], tmpdir)} for p in changing}
+        output = run_playbook("apply.yml", _write_inventory(hosts, changing[0].target, tmpdir), echo)
+    return _results(output, [p.host for p in changing], releases)
 
 
-def _inventory(plans: list[HostPlan], tmpdir: Path) -> tuple[dict, dict[str, str]]:
-    hosts, releases = {}, {}
-    for plan in plans:
-        target = plan.target
-        host = target.host
-        bundle_path = tmpdir / f"{host.name}.tar.gz"
-        bundle_path.write_bytes(plan.bundle.tarball())
-        os.chmod(bundle_path, 0o600)
-        releases[host.name] = release_name(plan)
-        vars_ = {
-            "ansible_host": host.address,
-            "assistant_root": target.root,
-            "assistant_release": releases[host.name],
-            "assistant_bundle": str(bundle_path),
-            "assistant_python": target.python,
-            "assistant_roles": list(host.roles),
-            "assistant_changed_services": plan.changed_services,
-            "assistant_engine_port": target.spec.deploy.ports.engine,
-            "assistant_http_port": target.spec.deploy.ports.http,
-            "assistant_checks": [
-                {"folder": folder, "command": command.replace("{root}", target.root).replace("{python}", target.python)}
-                for folder, command in plan.bundle.checks
-            ],
+def run_rollback(
+    choices: list[tuple[Target, str]], echo: Callable[[str], None] = print, workdir: Path | None = None
+) -> list[HostResult]:
+    """Point each target's `current` at the chosen release, reload everything, health-check."""
+    with tempfile.TemporaryDirectory(prefix="assistantctl-rollback-", dir=workdir) as tmp:
+        hosts = {t.host.name: {**host_vars(t), "assistant_release": release} for t, release in choices}
+        output = run_playbook("rollback.yml", _write_inventory(hosts, choices[0][0], Path(tmp)), echo)
+    return _results(output, [t.host.name for t, _ in choices], {t.host.name: r for t, r in choices})
+
+
+def host_vars(target: Target) -> dict:
+    """Inventory variables every play needs: how to reach the host and where the deployment lives."""
+    host = target.host
+    values = {
+        "ansible_host": host.address,
+        "assistant_root": target.root,
+        "assistant_python": target.python,
+        "assistant_roles": list(host.roles),
+        "assistant_engine_port": target.spec.deploy.ports.engine,
+        "assistant_http_port": target.spec.deploy.ports.http,
+    }
+    if host.connection == "local":
+        values.update(ansible_connection="local", ansible_python_interpreter=sys.executable)
+    else:
+        values.update(
+            ansible_connection="ssh",
+            ansible_user=host.ssh_user,
+            ansible_port=host.ssh_port,
+            ansible_python_interpreter="python3",
+        )
+        if host.ssh_config:
+            values["ansible_ssh_common_args"] = f"-F {shlex.quote(host.ssh_config)}"
+        # the local machine gets its packages from `scripts/system-packages` (make run)
+        values["assistant_packages"] = debian_packages(target)
+    return values
+
+
+def debian_packages(target: Target) -> list[str]:
+    """The Debian packages behind the programs this host runs."""
+    spec, host = target.spec, target.host
+    wanted = {
+        "nginx": target.has_role("edge"),
+        "keepalived": spec.deploy.ha is not None and host.name in spec.deploy.ha.hosts,
+        "prometheus": target.has_role("monitoring") and spec.monitoring.prometheus.enabled,
+        "prometheus-alertmanager": target.has_role("monitoring") and spec.monitoring.alertmanager.enabled,
+    }
+    return sorted(name for name, needed in wanted.items() if needed)
+
+
+def _bundle_vars(plan: HostPlan, release: str, tmpdir: Path) -> dict:
+    target = plan.target
+    bundle_path = tmpdir / f"{plan.host}.tar.gz"
+    bundle_path.write_bytes(plan.bundle.tarball())
+    os.chmod(bundle_path, 0o600)
+    return {
+        "assistant_release": release,
+        "assistant_bundle": str(bundle_path),
+        "assistant_changed_services": plan.changed_services,
+        "assistant_checks": [
+            {"folder": folder, "command": command.replace("{root}", target.root).replace("{python}", target.python)}
+            for folder, command in plan.bundle.checks
+        ],
+    }
+
+
+def _write_inventory(hosts: dict[str, dict], any_target: Target, tmpdir: Path) -> Path:
+    deploy = any_target.spec.deploy
+    inventory = {
+        "all": {
+            "hosts": hosts,
+            "vars": {"assistant_serial": deploy.serial, "assistant_max_fail_percentage": deploy.max_fail_percentage},
         }
-        if host.connection == "local":
-            vars_.update(ansible_connection="local", ansible_python_interpreter=sys.executable)
-        else:
-            vars_.update(
-                ansible_connection="ssh",
-                ansible_user=host.ssh_user,
-                ansible_port=host.ssh_port,
-                ansible_python_interpreter="python3",
-            )
-        hosts[host.name] = vars_
-    return {"all": {"hosts": hosts, "vars": {"assistant_serial": plans[0].target.spec.deploy.serial}}}, releases
+    }
+    path = tmpdir / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=True))
+    return path
 
 
-def _run_playbook(inventory: Path, echo: Callable[[str], None]) -> dict:
-    """Run apply.yml, streaming its progress lines to `echo`; returns the callback's result file."""
+def run_playbook(playbook: str, inventory: Path, echo: Callable[[str], None]) -> dict:
+    """Run one of our playbooks, streaming its progress lines to `echo`; returns the callback's result."""
     playbooks = files("assistantctl.playbooks")
     result_file = inventory.parent / "result.json"
     env = {
@@ -100,7 +142,11 @@ def _run_playbook(inventory: Path, echo: Callable[[str], None]) -> dict:
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_SSH_PIPELINING": "True",
     }
-    command = [sys.executable, "-m", "ansible", "playbook", "-i", str(inventory), str(playbooks / "apply.yml")]
+    command = [sys.executable, "-m", "ansible", "playbook", "-i", str(inventory), str(playbooks / playbook)]
+    # Play keywords (serial, max_fail_percentage) are templated before any host is chosen, so they
+    # see extra vars but never inventory vars: pass the inventory's `all` vars both ways.
+    play_vars = yaml.safe_load(inventory.read_text())["all"].get("vars", {})
+    command += ["-e", json.dumps(play_vars)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         output = []
         for line in proc.stdout:
@@ -112,11 +158,10 @@ def _run_playbook(inventory: Path, echo: Callable[[str], None]) -> dict:
     return json.loads(result_file.read_text())
 
 
-def _results(output: dict, plans: list[HostPlan], releases: dict[str, str]) -> list[HostResult]:
+def _results(output: dict, hosts: list[str], releases: dict[str, str]) -> list[HostResult]:
     stats, failures = output.get("stats", {}), output.get("failures", {})
     results = []
-    for plan in plans:
-        host = plan.host
+    for host in hosts:
         s = stats.get(host, {})
         ok = bool(s) and not s.get("failures") and not s.get("unreachable")
         causes = failures.get(host)

@@ -10,7 +10,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .overrides import NO_OVERRIDES, Overrides
 from .renderers import Target, all_renderers
+from .renderers.merge import render_with_overrides
 
 MANIFEST = "MANIFEST.json"
 FILE_MODE = 0o644
@@ -80,20 +82,29 @@ class Bundle:
 
 
 def build_bundle(
-    target: Target, secrets: dict[str, str] | None = None, only: set[str] | None = None, shipped: bool = False
+    target: Target,
+    secrets: dict[str, str] | None = None,
+    only: set[str] | None = None,
+    shipped: bool = False,
+    overrides: Overrides = NO_OVERRIDES,
 ) -> Bundle:
     """Render every applicable target; with `secrets`, also the 0600 files holding their values.
 
     `shipped` leaves out what never goes to a host (see `Renderer.shipped`): plan and apply use it.
+    `overrides` are merged over the rendered files (renderers.merge); one that cannot be applied
+    raises `OverrideError`.
     """
+    renderers = all_renderers()
+    overrides.check_renderers({r.name for r in renderers})
     files: list[BundleFile] = []
     checks: list[tuple[str, str]] = []
-    for renderer in all_renderers():
+    for renderer in renderers:
         if (only is not None and renderer.name not in only) or not renderer.applies(target):
             continue
         if shipped and not renderer.shipped:
             continue
-        for path, text in renderer.render(target).items():
+        rendered = render_with_overrides(renderer, target, overrides.for_renderer(renderer.name), overrides.folder)
+        for path, text in rendered.items():
             files.append(BundleFile(f"{renderer.name}/{path}", text.encode(), FILE_MODE, renderer.service))
         if secrets is not None:
             for path, text in renderer.secret_files(target, secrets).items():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .bundle import build_bundle
+from .overrides import NO_OVERRIDES, Overrides
 from .renderers import Target
 
 
@@ -29,7 +30,7 @@ class CheckResult:
 HOST_FOLDERS = ("releases", "run", "logs", "data", "tmp/nginx")
 
 
-def run_checks(target: Target, only: set[str] | None = None) -> list[CheckResult]:
+def run_checks(target: Target, only: set[str] | None = None, overrides: Overrides = NO_OVERRIDES) -> list[CheckResult]:
     """Render the target again under a throwaway deploy root laid out like a host's, and check it.
 
     Rendered configs name absolute paths under the deploy root (pid files, logs), so they are
@@ -39,7 +40,7 @@ def run_checks(target: Target, only: set[str] | None = None) -> list[CheckResult
         root = Path(tmp)
         for folder in HOST_FOLDERS:
             (root / folder).mkdir(parents=True)
-        bundle = build_bundle(replace(target, root=str(root)), only=only)
+        bundle = build_bundle(replace(target, root=str(root)), only=only, overrides=overrides)
         release = root / "current"
         bundle.write(release)
         return [_run(folder, template, release / folder, root, target.python) for folder, template in bundle.checks]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import urllib.request
 
 
 def _sha256(path: str) -> str | None:
@@ -50,9 +52,60 @@ def collect(root: str, with_content: tuple[str, ...] = ()) -> dict:
         except OSError:
             facts["content"][path] = None
     facts["supervisord_running"] = _pid_alive(os.path.join(root, "run", "supervisord.pid"))
+    facts["lock"] = _read_json(os.path.join(root, "run", "apply.lock"))
+    facts["releases"] = _releases(os.path.join(root, "releases"))
+    return facts
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _releases(folder: str) -> list[str]:
+    """Finished releases, oldest first (names end in the UTC time of their apply)."""
+    try:
+        names = [n for n in os.listdir(folder) if not n.startswith(".")]
+    except OSError:
+        return []
+    return sorted(names, key=lambda name: (name.rpartition("-")[2], name))
+
+
+def services(root: str, python: str, engine_port: int) -> dict:
+    """Program states as supervisord reports them, and whether the engine answers /health."""
+    conf = os.path.join(root, "current", "supervisor", "supervisord.conf")
+    states: dict[str, str] = {}
+    try:
+        result = subprocess.run(
+            [python, "-m", "supervisor.supervisorctl", "-c", conf, "status"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                states[parts[0]] = parts[1]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{engine_port}/health", timeout=3) as response:
+            health = "ok" if response.status == 200 else f"http {response.status}"
+    except (OSError, ValueError) as exc:
+        health = f"down ({getattr(exc, 'reason', exc)})"
+    return {"programs": states, "health": health}
+
+
+def dispatch(request: dict) -> dict:
+    facts = collect(request["root"], tuple(request.get("with_content", ())))
+    if "status" in request:
+        facts["services"] = services(request["root"], **request["status"])
     return facts
 
 
 if __name__ == "__main__":
-    request = json.loads(sys.stdin.readline())
-    json.dump(collect(request["root"], tuple(request.get("with_content", ()))), sys.stdout)
+    json.dump(dispatch(json.loads(sys.stdin.readline())), sys.stdout)

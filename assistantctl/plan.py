@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +31,8 @@ class HostPlan:
     changes: tuple[FileChange, ...]
     start_services: bool  # nothing supervises the release: apply must start it
     live_content: dict[str, str | None] = field(default_factory=dict)
+    live_digest: str = ""  # what the host ran when planned; a saved plan refuses a host that moved since
+    lock: dict | None = None
 
     @property
     def host(self) -> str:
@@ -71,4 +75,12 @@ def plan_host(target: Target, bundle: Bundle, facts: dict) -> HostPlan:
         changes=tuple(sorted(changes, key=lambda c: c.path)),
         start_services=not facts.get("supervisord_running", False),
         live_content=facts.get("content", {}),
+        live_digest=live_digest(facts),
+        lock=facts.get("lock"),
     )
+
+
+def live_digest(facts: dict) -> str:
+    """A hash of what is live on a host: its release, manifest and the real hashes of its files."""
+    state = {key: facts.get(key) for key in ("release", "manifest", "actual")}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()

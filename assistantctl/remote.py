@@ -1,12 +1,14 @@
-"""Read a host's facts: in-process for the local host, one SSH round trip for the others."""
+"""Run a standard-library-only module's `dispatch` on a host: in-process for the local host, one
+SSH round trip (the module's source piped to the host's python3) for the others."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
-from . import facts
+from . import facts, host_actions
 from .renderers import Target
 
 
@@ -14,15 +16,15 @@ class HostUnreachable(Exception):
     pass
 
 
-def fetch_facts(target: Target, with_content: tuple[str, ...] = ()) -> dict:
+def run_on_host(target: Target, module: ModuleType, request: dict) -> dict:
     if target.host.connection == "local":
-        return facts.collect(target.root, with_content)
-    request = json.dumps({"root": target.root, "with_content": list(with_content)})
-    source = Path(facts.__file__).read_text(encoding="utf-8")
+        return module.dispatch(request)
+    source = Path(module.__file__).read_text(encoding="utf-8")
     host = target.host
     destination = f"{host.ssh_user}@{host.address}" if host.ssh_user else host.address
     command = [
         "ssh",
+        *(["-F", host.ssh_config] if host.ssh_config else []),
         "-o",
         "BatchMode=yes",
         "-o",
@@ -34,10 +36,24 @@ def fetch_facts(target: Target, with_content: tuple[str, ...] = ()) -> dict:
         "-c",
         _quote_for_remote_shell(source),
     ]
-    result = subprocess.run(command, input=request + "\n", capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        command, input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=60, check=False
+    )
     if result.returncode != 0:
         raise HostUnreachable(f"{host.name}: {result.stderr.strip() or 'ssh failed'}")
     return json.loads(result.stdout)
+
+
+def fetch_facts(target: Target, with_content: tuple[str, ...] = (), status: bool = False) -> dict:
+    """What is live on the host; `status` adds program states and the engine's health."""
+    request: dict = {"root": target.root, "with_content": list(with_content)}
+    if status:
+        request["status"] = {"python": target.python, "engine_port": target.spec.deploy.ports.engine}
+    return run_on_host(target, facts, request)
+
+
+def host_action(target: Target, action: str, **arguments: object) -> dict:
+    return run_on_host(target, host_actions, {"action": action, "root": target.root, **arguments})
 
 
 def _quote_for_remote_shell(text: str) -> str:

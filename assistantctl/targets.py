@@ -33,6 +33,9 @@ def targets(spec: Spec, spec_dir: Path, only_hosts: set[str] | None = None) -> l
     for host in spec.deploy.hosts:
         if only_hosts is not None and host.name not in only_hosts:
             continue
+        if host.ssh_config:
+            # ssh would resolve a relative -F against the working directory; the spec means its own folder.
+            host = host.model_copy(update={"ssh_config": str(spec_dir / Path(host.ssh_config).expanduser())})
         root = host_root(spec, host, spec_dir)
         result.append(Target(spec=spec, host=host, root=root, python=host_python(spec, host, root)))
     return result

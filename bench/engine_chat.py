@@ -1,180 +1,160 @@
-"""Throughput of the engine under wrk: builtin model, and forwarding to an instant fake upstream.
+"""Throughput of the engine under wrk, alone, behind the rendered nginx, and next to a bare forwarder.
 
-    python bench/engine_chat.py [--duration 5] [--connections 64] [--workers 1]
+    python bench/engine_chat.py [--workers 2] [--duration 5] [--connections 64] [--skip-nginx]
 
-Starts bench/fake_upstream.py and the engine (`python -m assistantctl.engine`) on loopback, runs
-`wrk` with a Lua script that POSTs JSON, and prints req/s, p50 and p99 for each case. Forwarding
-cases run twice: with the default aiohttp transport and with plain httpx, to show the difference.
-Engine, upstream and wrk share the machine's cores, so figures are relative, not absolute.
+One run starts an instant fake OpenAI upstream (bench/fake_upstream.py), the engine with the
+settings the renderers build from assistant.yaml plus a `fake` model on that upstream (history,
+metrics and logs on, as deployed), nginx from the rendered config, and the ~50-line bare
+forwarder (bench/bare_forwarder.py). It prints req/s, p50 and p99 per case, the engine/bare
+ratios, idle and loaded RSS per uvicorn worker, and the issue's targets next to the figures.
+`cpu us/req` is the CPU time the serving workers (engine or bare) spent per answered request: it
+depends far less than req/s on whatever else the machine runs, so compare changes with it.
+Engine, nginx, upstream and wrk share the machine's cores: figures are relative to this machine
+and to whatever else runs on it (the load average is printed before and after).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from harness import (
+    Stack,
+    bench_spec,
+    cpu_seconds,
+    free_port,
+    load_average,
+    rss_mb,
+    start_bare,
+    start_engine,
+    start_nginx,
+    start_upstream,
+    worker_pids,
+    wrk,
+)
 
-from assistantctl.engine.settings import EngineSettings, ModelSettings, RateLimitSettings
-
-HERE = Path(__file__).resolve().parent
 CHAT = {"message": "hello there, how are you today?", "user": "bench"}
+CHAT_FAKE = {**CHAT, "model": "fake"}
 COMPLETION = {"messages": [{"role": "user", "content": "hello there, how are you today?"}]}
+UPSTREAM = {**COMPLETION, "model": "fake"}
+UPSTREAM_SSE = {**UPSTREAM, "stream": True}
+COMPLETIONS = "/v1/chat/completions"
+# (key, label, target url key, path, body)
+CASES = [
+    ("builtin_chat", "engine   builtin POST /api/v1/chat (history)", "engine", "/api/v1/chat", CHAT),
+    ("builtin_completion", "engine   builtin POST /v1/chat/completions", "engine", "/v1/chat/completions", COMPLETION),
+    ("engine", "engine   upstream POST /v1/chat/completions", "engine", "/v1/chat/completions", UPSTREAM),
+    ("engine_sse", "engine   upstream SSE  /v1/chat/completions", "engine", "/v1/chat/completions", UPSTREAM_SSE),
+    ("engine_chat", "engine   upstream POST /api/v1/chat (history)", "engine", "/api/v1/chat", CHAT_FAKE),
+    ("nginx", "nginx -> engine  POST /v1/chat/completions", "nginx", "/v1/chat/completions", UPSTREAM),
+    ("nginx_sse", "nginx -> engine  SSE  /v1/chat/completions", "nginx", "/v1/chat/completions", UPSTREAM_SSE),
+    ("nginx_chat", "nginx -> engine  POST /api/v1/chat (history)", "nginx", "/api/v1/chat", CHAT_FAKE),
+    ("bare", "bare              POST /v1/chat/completions", "bare", "/v1/chat/completions", UPSTREAM),
+    ("bare_sse", "bare              SSE  /v1/chat/completions", "bare", "/v1/chat/completions", UPSTREAM_SSE),
+    ("nginx_bare", "nginx -> bare    POST /v1/chat/completions", "nginx_bare", "/v1/chat/completions", UPSTREAM),
+    ("nginx_bare_sse", "nginx -> bare    SSE  /v1/chat/completions", "nginx_bare", COMPLETIONS, UPSTREAM_SSE),
+]
+SETTLE_SECONDS = 2.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start_all(stack: Stack, workers: int, with_nginx: bool) -> dict[str, object]:
+    upstream = start_upstream(stack)
+    spec = bench_spec(stack.root / "engine-root", workers, upstream, free_port(), free_port())
+    engine, urls = start_engine(stack, spec)
+    bare_url = start_bare(stack, upstream, workers)
+    found: dict[str, object] = {"engine": urls, "bare": bare_url, "engine_process": engine}
+    found["bare_process"] = stack.processes[-1]
+    if with_nginx:
+        found["nginx"] = start_nginx(stack, spec)
+        bare_port = int(bare_url.rsplit(":", 1)[1])
+        bare_spec = bench_spec(stack.root / "bare-root", workers, upstream, free_port(), bare_port)
+        found["nginx_bare"] = start_nginx(stack, bare_spec)
+    return found
 
 
-def wait_up(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def start_engine(root: Path, workers: int, upstream: str, transport: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    settings = EngineSettings(
-        name="bench",
-        listen_host="127.0.0.1",
-        listen_port=port,
-        workers=workers,
-        data_dir=str(root / "data"),
-        log_dir=str(root / "logs"),
-        default_model="local",
-        models=[
-            ModelSettings(name="local", provider="builtin", model="local"),
-            ModelSettings(name="fake", provider="openai", model="fake", api_base=f"{upstream}/v1"),
-        ],
-        rate_limit=RateLimitSettings(requests_per_minute=10**9, burst=10**9, key="user"),
-        max_in_flight=100_000,
-        queue_size=100_000,
-    )
-    path = root / "settings.json"
-    path.write_text(settings.to_json())
-    env = {**os.environ, "ASSISTANT_ENGINE_HTTP_TRANSPORT": transport}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assistantctl.engine", "--settings", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_up(f"{url}/health")
-    return process, url
-
-
-def wrk(url: str, body: dict, duration: int, connections: int, root: Path) -> dict[str, float]:
-    script = root / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps(body))}\n"
-    )
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": rps,
-        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
-        "non2xx": float(errors.group(1)) if errors else 0.0,
-    }
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+def memory(process: object) -> list[float]:
+    return [rss_mb(pid) for pid in worker_pids(process)]  # type: ignore[arg-type]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-nginx", action="store_true", help="only the engine and the bare forwarder")
+    parser.add_argument("--only", help="comma-separated case keys, e.g. engine,bare")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
 
-    upstream_port = free_port()
-    fake = subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(upstream_port)])
-    upstream = f"http://127.0.0.1:{upstream_port}"
-    cases = [
-        ("aiohttp", "builtin  POST /api/v1/chat (history write)", "/api/v1/chat", CHAT),
-        ("aiohttp", "builtin  POST /v1/chat/completions", "/v1/chat/completions", COMPLETION),
-        (
-            "aiohttp",
-            "upstream POST /v1/chat/completions [aiohttp]",
-            "/v1/chat/completions",
-            {**COMPLETION, "model": "fake"},
-        ),
-        (
-            "aiohttp",
-            "upstream SSE  /v1/chat/completions [aiohttp]",
-            "/v1/chat/completions",
-            {**COMPLETION, "model": "fake", "stream": True},
-        ),
-        ("aiohttp", "upstream POST /api/v1/chat [aiohttp]", "/api/v1/chat", {**CHAT, "model": "fake"}),
-        (
-            "httpx",
-            "upstream POST /v1/chat/completions [httpx]",
-            "/v1/chat/completions",
-            {**COMPLETION, "model": "fake"},
-        ),
-        (
-            "httpx",
-            "upstream SSE  /v1/chat/completions [httpx]",
-            "/v1/chat/completions",
-            {**COMPLETION, "model": "fake", "stream": True},
-        ),
-    ]
-    try:
-        wait_up(f"{upstream}/v1/models")
-        print(f"workers={args.workers} connections={args.connections} duration={args.duration}s cores={os.cpu_count()}")
-        print(f"{'case':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-        for transport in ("aiohttp", "httpx"):
-            with tempfile.TemporaryDirectory() as tmp:
-                engine, url = start_engine(Path(tmp), args.workers, upstream, transport)
-                try:
-                    for case_transport, label, path, body in cases:
-                        if case_transport != transport:
-                            continue
-                        r = wrk(url + path, body, args.duration, args.connections, Path(tmp))
-                        print(
-                            f"{label:<48} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f}",
-                            flush=True,
-                        )
-                finally:
-                    stop(engine)
-    finally:
-        stop(fake)
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp))
+        try:
+            run(stack, args, only)
+        finally:
+            stack.close()
+
+
+def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
+    urls = start_all(stack, args.workers, not args.skip_nginx)
+    time.sleep(SETTLE_SECONDS)
+    idle_engine, idle_bare = memory(urls["engine_process"]), memory(urls["bare_process"])
+    print(
+        f"workers={args.workers} connections={args.connections} duration={args.duration}s "
+        f"cores={os.cpu_count()} loadavg={load_average()}"
+    )
+    print(f"{'case':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'cpu us/req':>10}")
+    results: dict[str, dict[str, float]] = {}
+    for key, label, where, path, body in CASES:
+        if where not in urls or (only and key not in only):
+            continue
+        pids = worker_pids(urls["bare_process" if "bare" in where else "engine_process"])
+        cpu = cpu_seconds(pids)
+        r = wrk(str(urls[where]) + path, body, args.duration, args.connections, stack.root)
+        r["cpu_us"] = (cpu_seconds(pids) - cpu) / max(r["requests"], 1) * 1e6
+        results[key] = r
+        print(
+            f"{label:<48} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7.0f} {r['cpu_us']:>10.0f}",
+            flush=True,
+        )
+    loaded_engine = memory(urls["engine_process"])
+    print(f"loadavg after: {load_average()}")
+    print()
+    for num, den, label in (
+        ("engine", "bare", "engine / bare, POST"),
+        ("engine_sse", "bare_sse", "engine / bare, SSE"),
+        ("nginx", "nginx_bare", "nginx->engine / nginx->bare, POST"),
+        ("nginx_sse", "nginx_bare_sse", "nginx->engine / nginx->bare, SSE"),
+        ("nginx", "bare", "nginx->engine / bare (direct), POST"),
+    ):
+        if num in results and den in results:
+            print(f"{label:<40} {results[num]['rps'] / results[den]['rps']:>6.0%}")
+    print(f"{'engine worker RSS idle (MB)':<40} {' '.join(f'{m:.1f}' for m in idle_engine)}")
+    print(f"{'engine worker RSS after load (MB)':<40} {' '.join(f'{m:.1f}' for m in loaded_engine)}")
+    print(f"{'bare worker RSS idle (MB)':<40} {' '.join(f'{m:.1f}' for m in idle_bare)}")
+    targets(results, idle_engine)
+
+
+def targets(results: dict[str, dict[str, float]], idle: list[float]) -> None:
+    """The issue's targets next to this run's figures."""
+    print()
+    checks = []
+    if "nginx" in results:
+        nginx = results["nginx"]
+        checks.append(("nginx->engine chat >= 5,000 req/s", nginx["rps"] >= 5000, f"{nginx['rps']:.0f}"))
+        checks.append(("nginx->engine chat p99 <= 25 ms", nginx["p99"] <= 25, f"{nginx['p99']:.1f} ms"))
+        for den in ("bare", "nginx_bare"):
+            if den in results:
+                ratio = nginx["rps"] / results[den]["rps"]
+                checks.append((f"nginx->engine >= 40% of {den}", ratio >= 0.4, f"{ratio:.0%}"))
+    for key in ("nginx_sse", "engine_sse"):
+        if key in results:
+            checks.append((f"{key} >= 3,000 req/s", results[key]["rps"] >= 3000, f"{results[key]['rps']:.0f}"))
+    checks.append(("idle RSS <= 80 MB per worker", max(idle) <= 80, f"max {max(idle):.1f} MB"))
+    for label, ok, figure in checks:
+        print(f"target {label:<38} {'met' if ok else 'NOT met':>8}  ({figure})")
 
 
 if __name__ == "__main__":

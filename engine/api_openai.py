@@ -35,7 +35,7 @@ async def chat_completions(request: Request) -> Response:
     rt = runtime(request)
     max_chars = rt.settings.max_message_chars
     req = completion_request(await read_json(request, max(1 << 20, max_chars * 4 * 16)), max_chars)
-    user = admit(request, rt, req.user)
+    user = await admit(request, rt, req.user)
     model = None if req.model in (None, "default") else req.model
     catalog = rt.catalog
     check_model(catalog, model)

@@ -14,18 +14,21 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from . import api_admin, api_chat, api_openai, metrics
+from . import api_admin, api_chat, api_openai, api_ws, metrics, openapi
 from .errors import ApiError, api_error_handler, http_error_handler
 from .middleware import AccessMiddleware
+from .replies import Replies
 from .runtime import Runtime
 
 SETTINGS_ENV = "ASSISTANT_ENGINE_SETTINGS"
 _RATE_LIMITED_ROUTES = ("/api/v1/chat", "/api/v1/chat/stream", "/api/v1/history", "/v1/chat/completions")
+# On shutdown, websocket replies still being generated get this long to finish and be stored.
+_REPLY_GRACE_SECONDS = 5.0
 
 
-def routes(metrics_path: str | None) -> list[Route]:
+def routes(metrics_path: str | None, websocket_path: str | None = None) -> list[BaseRoute]:
     table = [
         Route("/health", api_admin.health, methods=["GET"]),
         Route("/ready", api_admin.ready, methods=["GET"]),
@@ -35,7 +38,10 @@ def routes(metrics_path: str | None) -> list[Route]:
         Route("/v1/chat/completions", api_openai.chat_completions, methods=["POST"]),
         Route("/v1/models", api_openai.list_models, methods=["GET"]),
         Route("/admin/v1/default-model", api_admin.set_default_model, methods=["PUT"]),
+        Route("/openapi.json", openapi.endpoint, methods=["GET"]),
     ]
+    if websocket_path:
+        table.append(WebSocketRoute(websocket_path, api_ws.endpoint))
     if metrics_path:
         table.append(Route(metrics_path, metrics.metrics_endpoint, methods=["GET"]))
     return table
@@ -43,9 +49,11 @@ def routes(metrics_path: str | None) -> list[Route]:
 
 def build_app(rt: Runtime) -> Starlette:
     settings = rt.settings
-    table = routes(settings.metrics_path if settings.metrics_enabled else None)
-    for path in _RATE_LIMITED_ROUTES:  # show the counter at 0 before the first refusal
-        metrics.RATE_LIMITED.labels(path)
+    websocket_path = api_ws.path(settings)
+    table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path)
+    for path in (*_RATE_LIMITED_ROUTES, *([websocket_path] if websocket_path else [])):
+        metrics.RATE_LIMITED.labels(path)  # show the counter at 0 before the first refusal
+    replies = Replies()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -54,6 +62,7 @@ def build_app(rt: Runtime) -> Starlette:
         try:
             yield
         finally:
+            await replies.close(min(_REPLY_GRACE_SECONDS, settings.request_timeout_seconds))
             await rt.stop()
             metrics.forget_this_process()
 
@@ -64,6 +73,7 @@ def build_app(rt: Runtime) -> Starlette:
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.state.replies = replies
     return app
 
 

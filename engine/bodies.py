@@ -1,6 +1,8 @@
 """Request bodies: read with a size cap, decode, and check field by field into small dataclasses.
 
-Anything malformed becomes a 4xx `ApiError` here, so handlers only see valid requests.
+Anything malformed becomes a 4xx `ApiError` here, so handlers only see valid requests. The
+pydantic models at the end describe the same bodies for the OpenAPI document (engine/openapi.py);
+keep a field's parser and its model side by side when either changes.
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
 from .adapters.base import Message
@@ -139,3 +142,58 @@ def completion_request(data: dict[str, Any], max_chars: int) -> CompletionReques
         temperature=float(temperature) if temperature is not None else None,
         priority=_priority(data),
     )
+
+
+# --- the documented shapes (OpenAPI) -----------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")  # unknown fields are ignored, as by the parsers
+
+
+class ChatBody(_Body):
+    """POST /api/v1/chat and /api/v1/chat/stream."""
+
+    message: str = Field(min_length=1, description="The user's message; not blank, at most max_message_chars.")
+    user: str | None = Field(
+        None, pattern=r"^[\w.@+-]{1,128}$", description="Who is asking; ignored when JWT is on (the token's sub)."
+    )
+    conversation_id: str | None = Field(
+        None, pattern=_CONVERSATION_ID.pattern, description="Continue this conversation; a new one when absent."
+    )
+    model: str | None = Field(None, min_length=1, description="A declared model; the default when absent.")
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9, description="0 is served first among waiting requests.")
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class CompletionMessage(_Body):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class CompletionBody(_Body):
+    """POST /v1/chat/completions (the OpenAI shape; nothing is stored)."""
+
+    messages: list[CompletionMessage] = Field(min_length=1)
+    model: str | None = Field(None, min_length=1, description='A declared model; absent or "default": the default.')
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, pattern=r"^[\w.@+-]{1,128}$")
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9)
+
+
+class DefaultModelBody(_Body):
+    """PUT /admin/v1/default-model."""
+
+    model: str = Field(min_length=1)

@@ -1,13 +1,13 @@
 """Conversation history in SQLite (WAL) through aiosqlite, so queries run off the event loop.
 
-Writes are group-committed: concurrent requests' rows go into one transaction, and each request
-still waits until its own rows are durable. Stored text is PII-masked, then sealed (encrypted
+Writes are group-committed on a connection and thread of their own (history_writer.py):
+concurrent requests' rows go into one transaction, and each request still waits until its own
+rows are durable. Stored text is PII-masked, then sealed (encrypted
 when a history key is configured).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from typing import Any
 import aiosqlite
 
 from .crypto import Sealer
+from .history_writer import BatchWriter
 from .pii import Masker
 
 _SCHEMA = """
@@ -37,7 +38,6 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_user ON messages(user, seq);
 """
-_BATCH = 512
 
 
 def new_id() -> str:
@@ -65,8 +65,8 @@ class History:
         self.sealer = sealer
         self.masker = masker
         self.db: aiosqlite.Connection | None = None
-        self._pending: asyncio.Queue[tuple[list[Row], asyncio.Future[None]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._writer = BatchWriter(self.path, lambda text: sealer.seal(masker.mask(text)))
+        self.client_messages = ClientMessages(self.path, sealer)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,15 +77,15 @@ class History:
             await self.db.execute(f"PRAGMA {pragma}")
         await self.db.executescript(_SCHEMA)
         await self.db.commit()
-        self._writer = asyncio.create_task(self._write_loop())
+        await self._writer.start()
+        await self.client_messages.open()
 
     async def close(self) -> None:
-        if self._writer:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._writer.close()
         if self.db:
             await self.db.close()
             self.db = None
+        await self.client_messages.close()
 
     async def ping(self) -> bool:
         try:
@@ -122,49 +122,7 @@ class History:
 
     async def append(self, rows: list[Row]) -> None:
         """Store rows (one conversation each call); returns once they are committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((rows, future))
-        await future
-
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._pending.get()]
-            while not self._pending.empty() and len(batch) < _BATCH:
-                batch.append(self._pending.get_nowait())
-            try:
-                await self._write(batch)
-                outcome: BaseException | None = None
-            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the writer
-                outcome = exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(outcome) if outcome else future.set_result(None)
-
-    async def _write(self, batch: list[tuple[list[Row], asyncio.Future[None]]]) -> None:
-        assert self.db is not None
-        now = time.time()
-        conversations = {}
-        messages = []
-        for rows, _ in batch:
-            for row in rows:
-                conversations[row.conversation_id] = (row.conversation_id, row.user, now, now)
-                content = self.sealer.seal(self.masker.mask(row.content))
-                messages.append((row.id, row.conversation_id, row.user, row.role, content, row.model, row.tokens, now))
-        try:
-            await self.db.executemany(
-                "INSERT INTO conversations (id, user, created_at, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-                list(conversations.values()),
-            )
-            await self.db.executemany(
-                "INSERT INTO messages (id, conversation_id, user, role, content, model, tokens, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                messages,
-            )
-            await self.db.commit()
-        except Exception:
-            await self.db.rollback()
-            raise
+        await self._writer.write(rows)
 
     async def page(
         self, user: str, conversation_id: str | None, limit: int, before: str | None
@@ -198,3 +156,119 @@ class History:
         ]
         next_before = items[-1]["id"] if len(rows) > limit else None
         return items, next_before
+
+
+# --- client message ids (the websocket channel's idempotent resend) ----------------------------
+
+_CLIENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS client_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    UNIQUE (user, client_id)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """A client's message id and the reply it maps to; `reply` is None while it is being generated."""
+
+    client_id: str
+    conversation_id: str
+    message_id: str
+    claimed_at: float
+    reply: str | None
+    model: str | None
+
+
+class ClientMessages:
+    """Client message id -> reply, so a client that re-sends an id gets the stored reply.
+
+    A row is a claim: whoever inserted it generates the reply and stores it as the assistant row
+    `message_id` of `messages`; the reply exists once that row is committed, so storing a reply is
+    one ordinary `History.append`. This class has its own connection in autocommit mode: a claim
+    must be visible to the other workers at once and must never share a transaction (or a
+    rollback) with the history writer's batches.
+    """
+
+    def __init__(self, path: Path, sealer: Sealer) -> None:
+        self.path = path
+        self.sealer = sealer
+        self.db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.db.executescript(_CLIENT_SCHEMA)
+
+    async def close(self) -> None:
+        if self.db:
+            await self.db.close()
+            self.db = None
+
+    async def claim(self, user: str, client_id: str, conversation_id: str, message_id: str) -> ClientMessage | None:
+        """None when the caller now owns `client_id` (and must store the reply under `message_id`
+        or `release` it), else the record of whoever claimed it first."""
+        assert self.db is not None
+        cursor = await self.db.execute(
+            "INSERT INTO client_messages (user, client_id, conversation_id, message_id, claimed_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user, client_id) DO NOTHING",
+            (user, client_id, conversation_id, message_id, time.time()),
+        )
+        if cursor.rowcount == 1:
+            return None
+        return await self.get(user, client_id)
+
+    async def take_over(self, user: str, client_id: str, stale_message_id: str, message_id: str) -> bool:
+        """Claim an id whose owner gave no sign of life; false when someone else was quicker."""
+        assert self.db is not None
+        cursor = await self.db.execute(
+            "UPDATE client_messages SET message_id = ?, claimed_at = ? "
+            "WHERE user = ? AND client_id = ? AND message_id = ?",
+            (message_id, time.time(), user, client_id, stale_message_id),
+        )
+        return cursor.rowcount == 1
+
+    async def release(self, user: str, client_id: str, message_id: str) -> None:
+        """Drop a claim whose reply failed, so that a re-send tries again."""
+        assert self.db is not None
+        await self.db.execute(
+            "DELETE FROM client_messages WHERE user = ? AND client_id = ? AND message_id = ?",
+            (user, client_id, message_id),
+        )
+
+    async def get(self, user: str, client_id: str) -> ClientMessage | None:
+        rows = await self._select("c.user = ? AND c.client_id = ?", (user, client_id), 1)
+        return rows[0] if rows else None
+
+    async def answered_after(self, user: str, last_client_id: str | None, limit: int) -> list[ClientMessage] | None:
+        """The user's answered ids claimed after `last_client_id` (all when None), oldest first, at
+        most the newest `limit`; None when `last_client_id` is unknown."""
+        where, args = "c.user = ? AND m.id IS NOT NULL", [user]
+        if last_client_id is not None:
+            last = await self.get(user, last_client_id)
+            if last is None:
+                return None
+            where += " AND c.seq > (SELECT seq FROM client_messages WHERE user = ? AND client_id = ?)"
+            args += [user, last_client_id]
+        return list(reversed(await self._select(where, tuple(args), limit, newest_first=True)))
+
+    async def _select(
+        self, where: str, args: tuple[str, ...], limit: int, newest_first: bool = False
+    ) -> list[ClientMessage]:
+        assert self.db is not None
+        query = (
+            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model "
+            "FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
+            f"WHERE {where} ORDER BY c.seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        )
+        async with self.db.execute(query, (*args, limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            ClientMessage(r[0], r[1], r[2], r[3], self.sealer.open(r[4]) if r[4] is not None else None, r[5])
+            for r in rows
+        ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -57,9 +58,25 @@ WEBSOCKET_CONNECTIONS = Gauge(
 RATE_LIMITED = Counter("assistant_rate_limited_total", "Requests refused by the rate limit.", ["route"])
 
 
+_children: dict[tuple[object, ...], Any] = {}
+_MAX_CHILDREN = 10_000  # label values can come from clients (an HTTP method): never cache without bound
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, cached: the request path asks for the same few series thousands of
+    times a second, and `labels()` takes a lock and re-validates the values on every call."""
+    key = (metric, *values)
+    found = _children.get(key)
+    if found is None:
+        found = metric.labels(*values)
+        if len(_children) < _MAX_CHILDREN:
+            _children[key] = found
+    return found
+
+
 def record_tokens(model: str, input_tokens: int, output_tokens: int) -> None:
-    MODEL_TOKENS.labels(model, "input").inc(input_tokens)
-    MODEL_TOKENS.labels(model, "output").inc(output_tokens)
+    child(MODEL_TOKENS, model, "input").inc(input_tokens)
+    child(MODEL_TOKENS, model, "output").inc(output_tokens)
 
 
 def exposition() -> bytes:

@@ -17,6 +17,7 @@ from . import logs, metrics
 
 _INTERNAL_ERROR = b'{"error":{"code":"internal","message":"internal error, see the engine log"}}'
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 def request_id(scope: Scope) -> str:
@@ -37,49 +38,44 @@ class AccessMiddleware:
         rid = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(8).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = rid
-        status = 500
+        id_header = (b"x-request-id", rid.encode())
+        status = 0  # 0 until the response starts
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        started_response = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started_response
-            started_response = True
-            await send_with_id(message)
-
         try:
-            await self.app(scope, receive, send_tracked)
+            await self.app(scope, receive, send_with_id)
         except Exception:  # noqa: BLE001 - one place turns any bug into a logged JSON 500
             logs.APP.exception("unhandled error", extra={"fields": {"request_id": rid, "route": scope["path"]}})
-            if not started_response:
-                await send_tracked(
+            if not status:
+                await send_with_id(
                     {
                         "type": "http.response.start",
                         "status": 500,
                         "headers": [(b"content-type", b"application/json")],
                     }
                 )
-                await send_tracked({"type": "http.response.body", "body": _INTERNAL_ERROR})
+                await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
-            route = scope["path"] if scope["path"] in self.routes else "other"
+            path, method = scope["path"], scope["method"]
+            route = path if path in self.routes else "other"
             latency = time.perf_counter() - started
-            metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
-            metrics.HTTP_DURATION.labels(route).observe(latency)
+            code = status or 500
+            metrics.child(metrics.HTTP_REQUESTS, route, method, _STATUS.get(code) or str(code)).inc()
+            metrics.child(metrics.HTTP_DURATION, route).observe(latency)
             logs.event(
                 logs.ACCESS,
                 logging.INFO,
                 request_id=rid,
                 user=state.get("user"),
-                method=scope["method"],
+                method=method,
                 route=route,
-                status=status,
+                status=code,
                 latency_ms=latency * 1000,
             )
 

@@ -27,12 +27,12 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def admit(request: Request, rt: Runtime, claimed_user: str | None) -> str:
+async def admit(request: Request, rt: Runtime, claimed_user: str | None) -> str:
     """Authenticate and rate-limit; returns the user. Raises 401/403/429 as ApiErrors."""
     user = rt.auth.user(request, claimed_user)
     request.state.user = user
     key = user if rt.settings.rate_limit.key == "user" else (request.client.host if request.client else "-")
-    allowed, wait = rt.limiter.allow(key)
+    allowed, wait = await rt.limiter.check(key)
     if not allowed:
         metrics.RATE_LIMITED.labels(request.url.path).inc()
         raise ApiError(429, "rate_limited", "too many requests, slow down", {"Retry-After": str(int(wait) + 1)})

@@ -34,6 +34,17 @@ class RateLimiter:
         wait = (1 - tokens) / self.rate if self.rate > 0 else 60.0
         return False, wait
 
+    async def check(self, key: str) -> tuple[bool, float]:
+        """`allow` behind the interface every limiter shares (the Redis one must await)."""
+        return self.allow(key)
+
+    def reconfigured(self, requests_per_minute: int, burst: int) -> RateLimiter:
+        """A limiter with new limits (fresh buckets), for a settings reload."""
+        return RateLimiter(requests_per_minute, burst, self.clock)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the buckets live in this process."""
+
     def _prune(self, now: float) -> None:
         full = [k for k, (tokens, at) in self._buckets.items() if tokens + (now - at) * self.rate >= self.burst]
         for key in full:

@@ -90,7 +90,7 @@ class Router:
             except BaseException:
                 await chunks.aclose()
                 raise
-            metrics.TIME_TO_FIRST_TOKEN.labels(entry.name).observe(time.monotonic() - started)
+            metrics.child(metrics.TIME_TO_FIRST_TOKEN, entry.name).observe(time.monotonic() - started)
             return ModelStream(entry, chunks, first, trace, started)
 
         return await self._walk(catalog, requested, trace, priority, call, hold=True)
@@ -243,9 +243,9 @@ class ModelStream:
 
 def _record(model: str, outcome: str, trace: Trace, started: float, msg: str = "") -> None:
     latency = (time.monotonic() - started) if started else 0.0
-    metrics.MODEL_CALLS.labels(model, outcome).inc()
+    metrics.child(metrics.MODEL_CALLS, model, outcome).inc()
     if started:
-        metrics.MODEL_DURATION.labels(model).observe(latency)
+        metrics.child(metrics.MODEL_DURATION, model).observe(latency)
     level = logging.INFO if outcome == "success" else logging.WARNING
     logs.event(
         logs.MODEL,

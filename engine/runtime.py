@@ -17,13 +17,11 @@ import os
 from contextlib import suppress
 from pathlib import Path
 
-from . import logs
+from . import logs, storage
 from .auth import Auth
 from .catalog import Catalog, build_catalog
 from .crypto import Sealer
-from .history import History
 from .pii import Masker
-from .ratelimit import RateLimiter
 from .router import Router
 from .settings import EngineSettings, load_secrets
 from .upstream import ClientPool
@@ -36,8 +34,6 @@ class Runtime:
     def __init__(self, settings_path: str) -> None:
         self.settings_path = settings_path
         self.settings_digest, self.settings = _read(settings_path)
-        if self.settings.history_backend != "sqlite":
-            raise RuntimeError("history_backend 'postgres' is not implemented by this engine yet: use 'sqlite'")
         self.secrets = load_secrets(self.settings)
         self.masker = Masker(self.settings.security.pii_masking)
         self.auth = Auth(self.settings.security, self.secrets)
@@ -45,12 +41,13 @@ class Runtime:
         self.catalog: Catalog = build_catalog(self.settings, self.secrets, self.clients)
         self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
         limit = self.settings.rate_limit
-        self.limiter = RateLimiter(limit.requests_per_minute, limit.burst)
+        self.limiter = storage.limiter(self.settings, self.secrets)
         self.limiter_settings = limit
         key = self.settings.security.history_key_secret
         if key and not self.secrets.get(key):
             raise RuntimeError(f"history encryption is on but secret {key!r} is not in the secrets file")
-        self.history = History(self.settings.data_dir, Sealer(self.secrets.get(key) if key else None), self.masker)
+        sealer = Sealer(self.secrets.get(key) if key else None)
+        self.history = storage.history(self.settings, self.secrets, sealer, self.masker)
         self.in_flight = 0
         self._override_mtime: float | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -82,6 +79,7 @@ class Runtime:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         await self.history.close()
+        await self.limiter.aclose()
         await self.clients.aclose()
         logs.event(logs.APP, logging.INFO, f"engine stopped pid={os.getpid()}")
         logs.stop()
@@ -107,6 +105,9 @@ class Runtime:
                 "log_level",
                 "log_format",
                 "history_backend",
+                "history_dsn_secret",
+                "rate_limit_backend",
+                "rate_limit_redis_url_secret",
             )
             if getattr(settings, f) != getattr(self.settings, f)
         ]
@@ -116,7 +117,7 @@ class Runtime:
         self.router = Router(settings.retries, settings.retry_backoff_seconds)
         self.auth = auth
         if settings.rate_limit != self.limiter_settings:
-            self.limiter = RateLimiter(settings.rate_limit.requests_per_minute, settings.rate_limit.burst)
+            self.limiter = self.limiter.reconfigured(settings.rate_limit.requests_per_minute, settings.rate_limit.burst)
             self.limiter_settings = settings.rate_limit
         self._override_mtime = None
         self._apply_override()

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Settings(BaseModel):
@@ -91,8 +91,11 @@ class EngineSettings(_Settings):
     metrics_enabled: bool = True
     metrics_path: str = "/metrics"
     security: SecuritySettings = SecuritySettings()
+    # Shared state for several engine nodes. The DSN and URL are secret names (they carry passwords).
     history_backend: Literal["sqlite", "postgres"] = "sqlite"
     history_dsn_secret: str | None = None
+    rate_limit_backend: Literal["memory", "redis"] = "memory"
+    rate_limit_redis_url_secret: str | None = None
     # Resilience knobs of the router; the defaults suit a cloud API. Optional so that a settings
     # file rendered without them stays valid.
     retries: int = Field(2, ge=0, le=10)
@@ -100,6 +103,14 @@ class EngineSettings(_Settings):
     breaker_failure_threshold: int = Field(5, ge=1)
     breaker_cooldown_seconds: float = Field(30, gt=0)
     history_context_messages: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _shared_state_has_its_secret(self) -> EngineSettings:
+        if self.history_backend == "postgres" and not self.history_dsn_secret:
+            raise ValueError("history_backend 'postgres' needs history_dsn_secret")
+        if self.rate_limit_backend == "redis" and not self.rate_limit_redis_url_secret:
+            raise ValueError("rate_limit_backend 'redis' needs rate_limit_redis_url_secret")
+        return self
 
     def model(self, name: str) -> ModelSettings:
         return next(m for m in self.models if m.name == name)

@@ -1,51 +1,77 @@
 """One pooled HTTP client per upstream, and the two call shapes adapters need (JSON, line stream).
 
-Transport: httpx's API over aiohttp's connection pool (httpx-aiohttp). Measured on this machine
-kind, plain httpx tops out around 600-1,500 forwarded req/s while aiohttp's pool does ~10x that,
-so the aiohttp transport is the default; ASSISTANT_ENGINE_HTTP_TRANSPORT=httpx selects plain
-httpx (used by bench/engine_chat.py to measure the difference).
+Transport: aiohttp's client, used directly. Measured on this machine kind, plain httpx tops out
+around 600-1,500 forwarded req/s and httpx's API over aiohttp's pool (httpx-aiohttp) still spent
+about half of every forwarded request in httpx's request/response models; aiohttp alone is the
+reference forwarder's client (bench/bare_forwarder.py). Bodies are encoded and decoded with orjson.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
+from yarl import URL
 
 from .adapters.base import UpstreamError, error_for_status
 
-TRANSPORT_ENV = "ASSISTANT_ENGINE_HTTP_TRANSPORT"
-_POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+_MAX_CONNECTIONS = 1000
+_KEEPALIVE_SECONDS = 30
+_JSON = {"Content-Type": "application/json"}
+
+
+class HttpClient:
+    """One upstream base URL with its timeouts, over an aiohttp session made on first use (inside
+    the worker's event loop). Cookies are never kept: one user's upstream cookie must not travel
+    with another user's request."""
+
+    def __init__(self, base_url: str, connect_timeout: float, read_timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        # connect covers waiting for a pooled connection too; sock_read is the gap between bytes.
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout + read_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_SECONDS)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    def url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class ClientPool:
     """HTTP clients keyed by (api_base, timeouts), shared by every adapter and kept across reloads."""
 
-    def __init__(self) -> None:
-        self._clients: dict[tuple[str, float, float], httpx.AsyncClient] = {}
-        self.transport_name = os.environ.get(TRANSPORT_ENV, "aiohttp")
+    transport_name = "aiohttp"
 
-    def get(self, base_url: str, connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, float, float], HttpClient] = {}
+
+    def get(self, base_url: str, connect_timeout: float, read_timeout: float) -> HttpClient:
         key = (base_url, connect_timeout, read_timeout)
         client = self._clients.get(key)
         if client is None:
-            timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout + read_timeout)
-            client = httpx.AsyncClient(
-                base_url=base_url, timeout=timeout, transport=self._transport(), limits=_POOL_LIMITS
-            )
-            self._clients[key] = client
+            client = self._clients[key] = HttpClient(base_url, connect_timeout, read_timeout)
         return client
-
-    def _transport(self) -> httpx.AsyncBaseTransport | None:
-        if self.transport_name == "httpx":
-            return None  # httpx's own pool
-        from httpx_aiohttp import AiohttpTransport
-
-        return AiohttpTransport(limits=_POOL_LIMITS)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -53,57 +79,67 @@ class ClientPool:
         self._clients.clear()
 
 
-def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
-    timeout = isinstance(exc, httpx.TimeoutException)
+def _transport_error(exc: BaseException) -> UpstreamError:
+    timeout = isinstance(exc, TimeoutError)
     kind = "timeout" if timeout else "connection error"
     return UpstreamError(f"upstream {kind}: {type(exc).__name__} {exc}".strip(), retryable=True, timeout=timeout)
 
 
-async def post_json(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], headers: dict[str, str]
-) -> dict[str, Any]:
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits, say: the standard library still encodes it
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _decoded(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+async def post_json(client: HttpClient, path: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     """POST a JSON body, return the decoded JSON answer; any failure becomes an `UpstreamError`."""
     try:
-        response = await client.post(path, json=body, headers=headers)
-    except httpx.HTTPError as exc:
+        async with client.session.post(client.url(path), data=_dumps(body), headers={**headers, **_JSON}) as r:
+            status, raw = r.status, await r.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise _transport_error(exc) from exc
-    if response.status_code >= 400:
-        raise error_for_status(response.status_code, response.text)
+    if status >= 400:
+        raise error_for_status(status, _decoded(raw))
     try:
-        return response.json()
-    except ValueError as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise UpstreamError("upstream sent invalid JSON", retryable=False) from exc
 
 
-@asynccontextmanager
-async def _open_stream(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], headers: dict[str, str]
-) -> AsyncIterator[httpx.Response]:
-    try:
-        async with client.stream("POST", path, json=body, headers=headers) as response:
-            if response.status_code >= 400:
-                text = (await response.aread()).decode("utf-8", "replace")
-                raise error_for_status(response.status_code, text)
-            yield response
-    except httpx.HTTPError as exc:
-        raise _transport_error(exc) from exc
-
-
 async def stream_lines(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], headers: dict[str, str]
+    client: HttpClient, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> AsyncIterator[str]:
     """POST and yield the answer's non-empty lines as they arrive (SSE or NDJSON).
 
     Closing the iterator (for instance because our own client went away) closes the upstream
-    connection, which is how an upstream generation gets stopped.
+    connection, which is how an upstream generation gets stopped. Lines have no length limit.
     """
-    async with _open_stream(client, path, body, headers) as response:
-        try:
-            async for line in response.aiter_lines():
-                if line:
-                    yield line
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from exc
+    try:
+        async with client.session.post(client.url(path), data=_dumps(body), headers={**headers, **_JSON}) as r:
+            if r.status >= 400:
+                raise error_for_status(r.status, _decoded(await r.read()))
+            finished = False
+            try:
+                pending = b""
+                async for data in r.content.iter_any():
+                    lines = (pending + data).splitlines()
+                    pending = lines.pop() if data[-1] not in b"\r\n" else b""
+                    for line in lines:
+                        if line:
+                            yield _decoded(line)
+                if pending:
+                    yield _decoded(pending)
+                finished = True
+            finally:
+                if not finished:
+                    r.close()  # drop the connection: the upstream sees the hang-up and stops
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _transport_error(exc) from exc
 
 
 def sse_data(line: str) -> str | None:
@@ -115,8 +151,8 @@ def sse_data(line: str) -> str | None:
 
 def loads(text: str) -> dict[str, Any]:
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise UpstreamError(f"upstream sent invalid JSON: {text[:80]}", retryable=False) from exc
 
 

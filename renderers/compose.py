@@ -10,6 +10,7 @@ Prometheus → engine, Grafana → Prometheus, Filebeat → Logstash) hold; the 
 publishes nginx's ports. Secret values are compose `secrets:` (`file: ./secrets/<name>`, written
 at apply time), mounted where the reused configs expect their secret files. ELK is behind the
 `elk` profile (compose file format 3.9, docker-compose >= 1.28): `docker-compose --profile elk up`.
+Compose interpolates `$` in every string of the file, so the one YAML writer here doubles it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def _secret_reader(ct: Target, module: object) -> dict:
     return {"secrets": _secrets(ct, module), "user": "0:0" if _secret_paths(ct, module) else None}
 
 
+def _http_probe(url: str) -> dict:
+    """A healthcheck for the images that ship busybox `wget` (nginx, Prometheus, Alertmanager, Grafana)."""
+    return {"test": ["CMD", "wget", "-q", "-O", "/dev/null", url], "interval": "10s", "timeout": "3s", "retries": 3}
+
+
 def _service(image: str, **fields: object) -> dict:
     service = {"image": image, "restart": RESTART}
     service.update({key: value for key, value in fields.items() if value})
@@ -148,7 +154,9 @@ def _nginx(target: Target, ct: Target) -> dict:
         IMAGES["nginx"],
         command=["nginx", "-p", f"{ROOT}/current/nginx/", "-c", "nginx.conf", "-e", f"{ROOT}/logs/nginx-error.log"],
         network_mode=SHARED_NETWORK,
-        depends_on={"engine": {"condition": "service_healthy"}},
+        depends_on=_healthy("engine"),
+        # Plain-HTTP /health answers even with TLS on (site.conf), through nginx to the engine.
+        healthcheck=_http_probe(f"http://127.0.0.1:{ct.spec.deploy.ports.http}/health"),
         volumes=volumes,
         tmpfs=[f"{ROOT}/run", f"{ROOT}/tmp/nginx"],
     )
@@ -167,6 +175,7 @@ def _monitoring(ct: Target) -> dict[str, dict]:
                 f"--storage.tsdb.retention.time={spec.prometheus.retention_days}d",
             ],
             network_mode=SHARED_NETWORK,
+            healthcheck=_http_probe(f"http://127.0.0.1:{spec.prometheus.port}/-/healthy"),
             volumes=["prometheus-data:/prometheus", *_config_binds(ct, prometheus)],
         )
     if alertmanager.RENDERER.applies(ct):
@@ -179,6 +188,7 @@ def _monitoring(ct: Target) -> dict[str, dict]:
                 "--cluster.listen-address=",
             ],
             network_mode=SHARED_NETWORK,
+            healthcheck=_http_probe(f"http://127.0.0.1:{spec.alertmanager.port}/-/healthy"),
             volumes=["alertmanager-data:/alertmanager", *_config_binds(ct, alertmanager)],
             **_secret_reader(ct, alertmanager),
         )
@@ -194,6 +204,7 @@ def _monitoring(ct: Target) -> dict[str, dict]:
                 "GF_PATHS_LOGS": "/var/log/grafana",
             },
             network_mode=SHARED_NETWORK,
+            healthcheck=_http_probe(f"http://127.0.0.1:{spec.grafana.port}/api/health"),
             volumes=["grafana-data:/var/lib/grafana", *_config_binds(ct, grafana)],
             **_secret_reader(ct, grafana),
         )
@@ -203,6 +214,10 @@ def _monitoring(ct: Target) -> dict[str, dict]:
 def _elk_common() -> dict:
     # Fresh lists per service: a shared object would come out as a YAML anchor and alias.
     return {"network_mode": SHARED_NETWORK, "profiles": ["elk"]}
+
+
+def _healthy(service: str) -> dict:
+    return {service: {"condition": "service_healthy"}}
 
 
 def _elk(ct: Target) -> dict[str, dict]:
@@ -219,6 +234,19 @@ def _elk(ct: Target) -> dict[str, dict]:
                 "ES_JAVA_OPTS": "-Xms512m -Xmx512m",
             },
             volumes=["elasticsearch-data:/usr/share/elasticsearch/data"],
+            # The image ships curl; yellow is healthy for a single node (replicas stay unassigned).
+            healthcheck={
+                "test": [
+                    "CMD",
+                    "curl",
+                    "-fsS",
+                    "http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=2s",
+                ],
+                "interval": "10s",
+                "timeout": "5s",
+                "retries": 12,
+                "start_period": "30s",
+            },
             mem_limit="1g",
             **_elk_common(),
         ),
@@ -227,14 +255,14 @@ def _elk(ct: Target) -> dict[str, dict]:
             command=["logstash", "-f", _current("elk", elk.PIPELINE_FILE)],
             environment={"XPACK_MONITORING_ENABLED": "false", "LS_JAVA_OPTS": "-Xms256m -Xmx256m"},
             volumes=_config_binds(ct, elk, only=("logstash/",)),
-            depends_on=["elasticsearch"],
+            depends_on=_healthy("elasticsearch"),
             **_elk_common(),
         ),
         "kibana": _service(
             IMAGES["kibana"],
             environment={"ELASTICSEARCH_HOSTS": "http://127.0.0.1:9200", "SERVER_HOST": "127.0.0.1"},
             volumes=_config_binds(ct, elk, only=("kibana/",)),
-            depends_on=["elasticsearch"],
+            depends_on=_healthy("elasticsearch"),
             **_elk_common(),
         ),
         "filebeat": _service(
@@ -266,9 +294,24 @@ def build_compose(target: Target) -> dict:
     return compose
 
 
+def _literal(value: object) -> object:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {_literal(k): _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value
+
+
+def compose_yaml(compose: dict) -> str:
+    """The compose file's one writer: compose expands `$VAR` in keys and values, `$$` is a literal `$`."""
+    return dump_yaml(_literal(compose))
+
+
 def render(target: Target) -> Files:
     ct = container_target(target)
-    files = {COMPOSE_FILE: dump_yaml(build_compose(target))}
+    files = {COMPOSE_FILE: compose_yaml(build_compose(target))}
     for module in _reused(ct):
         for path, text in module.RENDERER.render(ct).items():
             files[f"{module.RENDERER.name}/{path}"] = text
@@ -285,12 +328,14 @@ def secret_files(target: Target, values: dict[str, str]) -> Files:
     return dict(sorted(files.items()))
 
 
-# No check: `docker-compose config -q` needs the secret files to exist, which only apply writes.
+# `config -q` validates the file (schema, interpolation, references) without a daemon and without
+# reading `./secrets/*` or the bind sources, so a bundle rendered without secret values checks too.
 RENDERER = Renderer(
     name="compose",
     service="compose",
     render=render,
     applies=lambda t: t.host.name == t.spec.deploy.hosts[0].name,
+    check="docker-compose -f {dir}/docker-compose.yml config -q",
     secret_files=secret_files,
     shipped=False,
 )

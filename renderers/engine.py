@@ -65,6 +65,8 @@ def build_settings(target: Target) -> EngineSettings:
         security=_security(spec, target, secrets),
         history_backend=spec.deploy.state.history,
         history_dsn_secret=_name_if_set(secrets, "deploy.state.postgres_dsn"),
+        rate_limit_backend=spec.deploy.state.rate_limits,
+        rate_limit_redis_url_secret=_name_if_set(secrets, "deploy.state.redis_url"),
     )
 
 

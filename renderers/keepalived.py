@@ -1,9 +1,10 @@
 """The virtual IP of an HA pair: `keepalived.conf` and `notify.sh` on the two hosts of deploy.ha.
 
 keepalived runs `-f <root>/current/keepalived/keepalived.conf`. VRRP goes unicast between the two
-host addresses (no multicast needed on cloud networks). A failing engine health check puts the
-instance in FAULT (the check has no `weight`), so the VIP leaves a node whose engine is down
-whatever the priorities say; the MASTER takes it back when its engine is healthy again (preempt).
+host addresses (no multicast needed on cloud networks). A failing health check (`/health` through
+the host's nginx on an edge host, of the engine on an engine-only host) puts the instance in FAULT
+(the check has no `weight`), so the VIP leaves a node that cannot serve whatever the priorities
+say; the MASTER takes it back when it is healthy again (preempt).
 
 The VRRP password is a secret: keepalived cannot read `auth_pass` from a file, so the
 `authentication` block lives in `auth.conf` (mode 0600, written at apply time by `secret_files`)
@@ -73,7 +74,10 @@ def context(target: Target) -> dict[str, object]:
     src, peer = _ipv4(me), _ipv4(other)
     if src == peer:
         raise ValueError(f"HA hosts '{me.name}' and '{other.name}' share the address {src}: give each its own")
-    port = target.spec.deploy.ports.engine
+    # What the virtual IP serves: through nginx on an edge host (nginx and the engine behind it),
+    # the engine itself on an engine-only host.
+    ports = target.spec.deploy.ports
+    port = ports.http if target.has_role("edge") else ports.engine
     return {
         "host": me.name,
         "instance": target.spec.name,

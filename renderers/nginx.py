@@ -29,6 +29,9 @@ TIMEOUT_MARGIN_SECONDS = 5
 STREAM_READ_TIMEOUT_MIN_SECONDS = 300
 WEBSOCKET_HEARTBEATS_BEFORE_TIMEOUT = 3
 STREAMING_PATHS = ("/api/v1/chat/stream", "/v1/chat/completions")
+# Folders of the user's snippets (overrides/nginx/<folder>/*.conf, copied into the release by the
+# bundle step) and the file whose block includes them: `http {}` and the assistant's main `server {}`.
+SNIPPET_FOLDERS = {"http.d": "nginx.conf", "server.d": "site.conf"}
 WEBHOOK_CHANNELS = ("telegram", "wecom", "whatsapp")
 
 
@@ -114,7 +117,8 @@ def site_context(target: Target) -> dict[str, object]:
     }
 
 
-def render(target: Target) -> Files:
+def render(target: Target, snippets: frozenset[str] = frozenset()) -> Files:
+    """nginx.conf and site.conf; each folder in `snippets` (of SNIPPET_FOLDERS) gets its include."""
     main = render_template(
         "nginx/nginx.conf.j2",
         host=target.host.name,
@@ -124,8 +128,10 @@ def render(target: Target) -> Files:
         temp=target.path("tmp", "nginx"),
         log_format=ACCESS_LOG_FORMAT,
         max_body_kilobytes=target.spec.limits.max_body_kilobytes,
+        snippets=snippets,
     )
-    return {"nginx.conf": main, "site.conf": render_template("nginx/site.conf.j2", **site_context(target))}
+    site = render_template("nginx/site.conf.j2", **site_context(target), snippets=snippets)
+    return {"nginx.conf": main, "site.conf": site}
 
 
 RENDERER = Renderer(

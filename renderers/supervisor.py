@@ -101,6 +101,29 @@ def alertmanager_program(target: Target) -> Program:
     )
 
 
+def keepalived_program(target: Target) -> Program:
+    """VRRP only (`-P`), in the foreground, logging to stdout, with pid files of its own."""
+    return Program(
+        name="keepalived",
+        command=[
+            "keepalived",
+            "-n",
+            "-l",
+            "-D",
+            "-P",
+            "-f",
+            f"{target.current}/keepalived/keepalived.conf",
+            "-p",
+            target.path("run", "keepalived.pid"),
+            "-r",
+            target.path("run", "keepalived-vrrp.pid"),
+        ],
+        priority=400,  # last: take the virtual IP only once the services behind it run
+        stopwaitsecs=10,  # on TERM it drops the virtual IP and tells the peer (priority 0)
+        environment={"PATH": SYSTEM_PATH},
+    )
+
+
 def programs(target: Target) -> list[Program]:
     """The programs this host runs, in start order."""
     monitoring = target.spec.monitoring
@@ -113,6 +136,8 @@ def programs(target: Target) -> list[Program]:
         found.append(prometheus_program(target))
     if target.has_role("monitoring") and monitoring.alertmanager.enabled:
         found.append(alertmanager_program(target))
+    if target.spec.deploy.ha is not None and target.host.name in target.spec.deploy.ha.hosts:
+        found.append(keepalived_program(target))
     return found
 
 

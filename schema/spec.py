@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from .types import HostName, Name, Percent, Port, PositiveSeconds, SafePath, SecretRef, UrlPath
+from .types import HostName, Name, Percent, Port, PositiveSeconds, SafePath, SecretRef, ServerName, UrlPath
 
 
 class Strict(BaseModel):
@@ -316,6 +316,11 @@ class Host(Strict):
     connection: Literal["local", "ssh"] = "local"
     ssh_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]*$")
     ssh_port: Port = 22
+    ssh_config: SafePath | None = Field(
+        None,
+        description="An ssh_config(5) file for the connections to this host (ssh -F): key, known hosts, "
+        "jump host...; relative to the spec. Unset: the controller user's own ssh configuration.",
+    )
     roles: list[Role] = Field(default_factory=lambda: ["engine", "edge"])
     python: SafePath | None = Field(
         None, description="Interpreter on the host; unset on a local host means the one running assistantctl."
@@ -346,13 +351,19 @@ class SharedState(Strict):
 
 class Deploy(Strict):
     root: SafePath = Field(".assistant", description="Where releases, data and logs live; relative to the spec.")
-    server_name: HostName = "localhost"
+    server_name: ServerName = "localhost"
     ports: Ports = Ports()
     hosts: list[Host] = Field(default_factory=lambda: [Host(name="local")], min_length=1)
     ha: HighAvailability | None = None
     state: SharedState = SharedState()
     serial: int = Field(1, ge=1, description="Hosts updated at once during a rolling apply.")
     max_fail_percentage: int = Field(0, ge=0, le=100)
+    overrides: SafePath = Field(
+        "overrides",
+        description="Folder of files merged over the rendered ones: overrides/<renderer>/<path> matches "
+        "<renderer>/<path> (YAML/JSON deep-merge, INI key by key, nginx snippets in http.d/ and server.d/); "
+        "relative to the spec. A missing folder means no overrides.",
+    )
 
 
 # --- the whole file ---------------------------------------------------------------------------

@@ -21,7 +21,13 @@ SafePath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_./~+-]+$", max
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./-]*$", max_length=256)]
 
 # A DNS name or IP literal used as server_name / host address.
-HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9*]([A-Za-z0-9.:*-]{0,252})$")]
+HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$")]
+
+# nginx's server_name: a DNS name, with a wildcard only as a whole first or last label
+# (`*.example.com`, `www.example.*`), the only wildcard forms nginx accepts besides regexes.
+ServerName = Annotated[
+    str, StringConstraints(pattern=r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63}){0,8}(\.\*)?$")
+]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]

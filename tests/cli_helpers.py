@@ -41,3 +41,26 @@ def assistantctl(spec: Path, *args: str, timeout: float = 300) -> subprocess.Com
         cwd=spec.parent,
         check=False,
     )
+
+
+class Deployment:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.data = default_spec()
+        self.data["deploy"]["ports"] = {"http": free_port(), "engine": free_port(), "https": free_port()}
+        self.spec = write_spec(folder, self.data)
+        self.root = folder / ".assistant"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.data['deploy']['ports']['http']}"
+
+    def run(self, *args: str):
+        return assistantctl(self.spec, *args)
+
+    def rewrite(self, data: dict) -> None:
+        self.data = data
+        write_spec(self.folder, data)
+
+    def live_release(self) -> str:
+        return os.readlink(self.root / "current").rsplit("/", 1)[-1]

@@ -7,38 +7,13 @@ running on the spec it found, and the fixture stops everything at the end, pass 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import httpx
 import pytest
 
-from cli_helpers import assistantctl, default_spec, free_port, write_spec
+from cli_helpers import Deployment, default_spec
 
 pytestmark = pytest.mark.slow
-
-
-class Deployment:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.data = default_spec()
-        self.data["deploy"]["ports"] = {"http": free_port(), "engine": free_port(), "https": free_port()}
-        self.spec = write_spec(folder, self.data)
-        self.root = folder / ".assistant"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.data['deploy']['ports']['http']}"
-
-    def run(self, *args: str):
-        return assistantctl(self.spec, *args)
-
-    def rewrite(self, data: dict) -> None:
-        self.data = data
-        write_spec(self.folder, data)
-
-    def live_release(self) -> str:
-        return os.readlink(self.root / "current").rsplit("/", 1)[-1]
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,26 @@ def test_programs_follow_roles_and_toggles(make_target):
     assert set(render(monitoring_only)) == {"supervisord.conf", "programs/prometheus.conf"}
 
 
+def test_hosts_of_the_ha_pair_run_keepalived_in_the_foreground_with_their_own_pid_files(make_target, tmp_path):
+    ha = {
+        "deploy": {
+            "hosts": [
+                {"name": "a", "address": "10.0.0.1", "roles": ["edge"]},
+                {"name": "b", "address": "10.0.0.2", "roles": ["edge"]},
+                {"name": "c", "address": "10.0.0.3", "roles": ["engine"]},
+            ],
+            "ha": {"virtual_ip": "10.0.0.100", "interface": "eth0", "hosts": ["a", "b"]},
+        }
+    }
+    conf = render(make_target(ha, host="a", root=tmp_path / "r"))["programs/keepalived.conf"]
+    command = shlex.split(next(line for line in conf.splitlines() if line.startswith("command=")).split("=", 1)[1])
+    assert command[:5] == ["keepalived", "-n", "-l", "-D", "-P"]
+    assert command[command.index("-f") + 1] == f"{tmp_path}/r/current/keepalived/keepalived.conf"
+    assert command[command.index("-p") + 1] == f"{tmp_path}/r/run/keepalived.pid"
+    assert command[command.index("-r") + 1] == f"{tmp_path}/r/run/keepalived-vrrp.pid"
+    assert "programs/keepalived.conf" not in render(make_target(ha, host="c"))
+
+
 def test_rendered_config_parses_with_every_value_in_place(make_target, write_files, make_root):
     target = make_target(
         {

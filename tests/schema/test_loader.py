@@ -93,3 +93,9 @@ def test_hostile_strings_are_rejected_where_a_config_would_carry_them():
     text = MINIMAL + 'deploy:\n  server_name: "example.com; return 200"\n'
     [line] = problems(text)
     assert line.startswith("spec.yaml:7:16: deploy.server_name:")
+
+
+@pytest.mark.parametrize("name", ["*", "*a", "**", "*:", "a.*.b", "exa mple.com"])
+def test_server_names_nginx_would_refuse_are_spec_errors(name):
+    [line] = problems(MINIMAL + f"deploy:\n  server_name: '{name}'\n")
+    assert line.startswith("spec.yaml:7:16: deploy.server_name: String should match pattern")

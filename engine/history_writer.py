@@ -1,0 +1,120 @@
+"""The history's write path: group commit on a SQLite connection and thread of its own.
+
+Requests hand their rows to one writer task and wait for their batch to commit. Each batch is
+one hop to the writer thread, which masks and seals the text, runs both inserts and commits:
+through aiosqlite the same batch took three hops (two executemany and the commit), each a
+thread hand-off plus a wake-up of the event loop, and masking/encryption ran on the event loop.
+
+Durability is unchanged: WAL with synchronous=NORMAL (a commit survives the process crashing;
+on power loss the last commits before the next checkpoint can be lost), and `write()` returns
+only after the transaction holding its rows has committed. A batch that fails fails every
+request in it and leaves the writer running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+_BATCH = 512
+# The same pragmas the reader connection sets: synchronous is per connection, so it matters here.
+_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON")
+_CONVERSATIONS = (
+    "INSERT INTO conversations (id, user, created_at, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at"
+)
+_MESSAGES = (
+    "INSERT INTO messages (id, conversation_id, user, role, content, model, tokens, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class RowLike(Protocol):
+    id: str
+    conversation_id: str
+    user: str
+    role: str
+    content: str
+    model: str | None
+    tokens: int
+
+
+class BatchWriter:
+    def __init__(self, path: Path, prepare: Callable[[str], str]) -> None:
+        """`prepare` turns a message's text into what is stored (mask, then seal); it runs on the
+        writer thread, so it must be thread-safe (Masker and Sealer are: no state per call)."""
+        self.path = path
+        self.prepare = prepare
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="history-writer")
+        self._db: sqlite3.Connection | None = None
+        self._pending: asyncio.Queue[tuple[list[RowLike], asyncio.Future[None]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the writer's connection (the schema must exist already) and start the writer task."""
+        self._db = await self._run(self._connect)
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._thread.shutdown(wait=False)
+
+    async def write(self, rows: list[RowLike]) -> None:
+        """Store rows; returns once the transaction that holds them has committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((rows, future))
+        await future
+
+    def _run(self, fn: Callable[..., object], *args: object) -> asyncio.Future:  # type: ignore[type-arg]
+        return asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path)  # made on the writer thread, used only there
+        for pragma in _PRAGMAS:
+            db.execute(f"PRAGMA {pragma}")
+        return db
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while not self._pending.empty() and len(batch) < _BATCH:
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._run(self._commit, [rows for rows, _ in batch])
+                outcome: BaseException | None = None
+            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the writer
+                outcome = exc
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(outcome) if outcome else future.set_result(None)
+
+    def _commit(self, batch: list[list[RowLike]]) -> None:
+        """On the writer thread: both inserts and the commit, or a rollback."""
+        db = self._db
+        assert db is not None
+        now = time.time()
+        conversations = {}
+        messages = []
+        for rows in batch:
+            for row in rows:
+                conversations[row.conversation_id] = (row.conversation_id, row.user, now, now)
+                content = self.prepare(row.content)
+                messages.append((row.id, row.conversation_id, row.user, row.role, content, row.model, row.tokens, now))
+        try:
+            db.executemany(_CONVERSATIONS, list(conversations.values()))
+            db.executemany(_MESSAGES, messages)
+            db.commit()
+        except Exception:
+            db.rollback()
+            raise

@@ -1,0 +1,126 @@
+"""The OpenAPI document: served == committed, a valid OpenAPI 3.1 document, and the real engine's
+responses (and the requests we send) validate against its schemas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_openapi
+
+from assistantctl.engine import openapi
+from assistantctl.engine.app import routes
+from conftest import RunningEngine, model, start_engine, stop_engine
+
+COMMITTED = Path(openapi.__file__).with_name("openapi.json")
+
+
+@pytest.fixture(scope="module")
+def engine(module_dir: Path) -> Iterator[RunningEngine]:
+    running = start_engine(module_dir / "openapi", [model("local")])
+    yield running
+    stop_engine(running)
+
+
+@pytest.fixture(scope="module")
+def document(engine: RunningEngine) -> dict[str, Any]:
+    with engine.client() as client:
+        response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    return response.json()
+
+
+def schema(document: dict[str, Any], path: str, method: str, status: int = 200) -> Draft202012Validator:
+    content = document["paths"][path][method]["responses"][str(status)]["content"]
+    body = content.get("application/json", {}).get("schema") or content["text/event-stream"]["x-event-schema"]
+    return Draft202012Validator({**body, "components": document["components"]})
+
+
+def request_schema(document: dict[str, Any], path: str, method: str) -> Draft202012Validator:
+    body = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**body, "components": document["components"]})
+
+
+def test_the_served_document_equals_the_committed_file(document: dict[str, Any]) -> None:
+    committed = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    assert document == committed, "regenerate: python -m assistantctl.engine.openapi > engine/openapi.json"
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate_openapi(document)
+    assert document["openapi"].startswith("3.1")
+
+
+def test_every_rest_route_is_documented_and_nothing_else() -> None:
+    table = routes("/metrics", "/ws")
+    documented = {(path, method) for path, ops in openapi.document(table)["paths"].items() for method in ops}
+    assert documented == {
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/api/v1/chat", "post"),
+        ("/api/v1/chat/stream", "post"),
+        ("/api/v1/history", "get"),
+        ("/v1/chat/completions", "post"),
+        ("/v1/models", "get"),
+        ("/admin/v1/default-model", "put"),
+    }
+
+
+def test_a_route_without_an_operation_makes_generation_fail() -> None:
+    from starlette.routing import Route
+
+    async def undocumented(request: object) -> None: ...
+
+    with pytest.raises(LookupError, match="/api/v1/secret"):
+        openapi.document([*routes(None), Route("/api/v1/secret", undocumented)])
+
+
+def test_chat_and_history_responses_validate_against_the_document(
+    engine: RunningEngine, document: dict[str, Any]
+) -> None:
+    first = {"message": "document me", "user": "oas"}
+    with engine.client() as client:
+        request_schema(document, "/api/v1/chat", "post").validate(first)
+        chat = client.post("/api/v1/chat", json=first).json()
+        follow = {"message": "again", "user": "oas", "conversation_id": chat["conversation_id"], "priority": 1}
+        request_schema(document, "/api/v1/chat", "post").validate(follow)
+        client.post("/api/v1/chat", json=follow).raise_for_status()
+        page = client.get("/api/v1/history", params={"user": "oas", "limit": 3}).json()
+        bad = client.post("/api/v1/chat", json={"message": 5})
+        stream = client.post("/api/v1/chat/stream", json={"message": "stream me", "user": "oas"})
+    schema(document, "/api/v1/chat", "post").validate(chat)
+    schema(document, "/api/v1/history", "get").validate(page)
+    assert len(page["messages"]) == 3 and page["next_before"]
+    assert bad.status_code == 400
+    schema(document, "/api/v1/chat", "post", 400).validate(bad.json())
+    events = [json.loads(frame.removeprefix("data: ")) for frame in stream.text.strip().split("\n\n")]
+    assert "delta" in events[0] and events[-1]["done"] is True
+    for event in events:
+        schema(document, "/api/v1/chat/stream", "post").validate(event)
+
+
+def test_the_other_routes_responses_validate_against_the_document(
+    engine: RunningEngine, document: dict[str, Any]
+) -> None:
+    completion_body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 5}
+    request_schema(document, "/v1/chat/completions", "post").validate(completion_body)
+    with engine.client() as client:
+        answers = {
+            ("/health", "get"): client.get("/health").json(),
+            ("/ready", "get"): client.get("/ready").json(),
+            ("/v1/models", "get"): client.get("/v1/models").json(),
+            ("/v1/chat/completions", "post"): client.post("/v1/chat/completions", json=completion_body).json(),
+            ("/admin/v1/default-model", "put"): client.put("/admin/v1/default-model", json={"model": "local"}).json(),
+        }
+    for (path, method), body in answers.items():
+        schema(document, path, method).validate(body)
+
+
+def test_an_undocumented_field_fails_validation(document: dict[str, Any]) -> None:
+    validator = schema(document, "/api/v1/history", "get")
+    assert not validator.is_valid({"user": "x", "messages": [], "next_before": None, "surprise": 1})
+    assert not validator.is_valid({"user": "x", "messages": []})

@@ -1,0 +1,133 @@
+"""`assistantctl apply` to three SSH hosts: a rolling deploy, a no-op, drift, and a rollout that stops.
+
+The engine keeps its history in SQLite (postgres is not implemented by the engine yet) and the spec
+refuses two engines on SQLite, so the fleet is one engine host and two edges: `core` runs the engine
+on its own address, `edge-a` and `edge-b` run nginx proxying to it. One deployment is shared by the
+tests of this module, in order; each test leaves it on the spec it found.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from conftest import FleetDeployment
+
+pytestmark = pytest.mark.slow
+
+ROLES = {"core": ["engine"], "edge-a": ["edge"], "edge-b": ["edge"]}
+EDGES = ("edge-a", "edge-b")
+ENGINE_PORT = 8081
+
+
+@pytest.fixture(scope="module")
+def fleet(make_fleet, tmp_path_factory) -> FleetDeployment:
+    # serial 3: the three hosts are deployed in one batch (the failure test sets serial 1).
+    deployment = FleetDeployment(make_fleet(list(ROLES)), tmp_path_factory.mktemp("fleet-spec"), ROLES, serial=3)
+    first, seconds = deployment.timed("apply")
+    print(f"\nfirst apply to 3 SSH hosts (serial 3): {seconds:.1f} s")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Apply complete: 3 of 3 host(s) changed." in first.stdout
+    deployment.first_apply_output = first.stdout
+    return deployment
+
+
+def chat(url: str, message: str, user: str = "alice") -> httpx.Response:
+    return httpx.post(f"{url}/api/v1/chat", json={"message": message, "user": user}, timeout=10)
+
+
+def test_apply_deploys_every_host_over_ssh_and_each_edge_answers_through_its_nginx(fleet):
+    replies = {}
+    for name in EDGES:
+        reply = chat(fleet.url(name), f"hello from {name}")
+        assert reply.status_code == 200, reply.text
+        assert f"hello from {name}" in reply.json()["reply"]
+        replies[name] = reply.json()["conversation_id"]
+    direct = chat(fleet.url("core", port=ENGINE_PORT), "hello engine")
+    assert direct.status_code == 200
+    # Both edges proxy to the one engine: what went through edge-a is in the history edge-b serves.
+    history = httpx.get(fleet.url("edge-b", "/api/v1/history"), params={"user": "alice"}, timeout=5).json()
+    assert {m["conversation_id"] for m in history["messages"]} >= set(replies.values())
+    # Each host has its own files under the same absolute root.
+    assert (fleet.host("core").files / "current" / "engine" / "settings.json").exists() is False  # link is absolute
+    assert (fleet.host("core").path("current/engine/settings.json")).is_file()
+    assert not fleet.host("core").path("current/nginx").exists()
+    for name in EDGES:
+        assert fleet.host(name).path("current/nginx/site.conf").is_file()
+        assert not fleet.host(name).path("current/engine").exists()
+
+
+def test_serial_from_the_spec_deploys_that_many_hosts_at_once(fleet):
+    # One batch of three: the hosts' progress lines interleave instead of following each other.
+    order = [m.group(1) for m in re.finditer(r"^  \[([a-z-]+)\]", fleet.first_apply_output, re.M)]
+    assert set(order) == set(ROLES)
+    assert len(_runs(order)) > len(ROLES), order
+
+
+def test_a_second_apply_changes_nothing_and_restarts_nothing(fleet):
+    before = {name: (fleet.live_release(name), fleet.pid_files(name)) for name in ROLES}
+    assert all(pids for _, pids in before.values())
+    again, seconds = fleet.timed("apply")
+    print(f"\nno-op apply to 3 SSH hosts: {seconds:.2f} s")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Apply complete: 0 changed." in again.stdout
+    assert {name: (fleet.live_release(name), fleet.pid_files(name)) for name in ROLES} == before
+
+
+def test_a_hand_edit_on_one_host_shows_as_drift_on_that_host_only(fleet):
+    site = fleet.host("edge-b").path("current/nginx/site.conf")
+    original = site.read_text()
+    site.write_text(original + "\n# edited by hand\n")
+    try:
+        plan = fleet.run("plan", "--detailed-exitcode")
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        assert "~ nginx/site.conf  (drift: edited on the host since the last apply)" in plan.stdout
+        by_host = _plan_sections(plan.stdout)
+        assert "drift" in by_host["edge-b"]
+        assert "drift" not in by_host["edge-a"] and "drift" not in by_host["core"]
+    finally:
+        site.write_text(original)
+    assert fleet.run("plan", "--detailed-exitcode").returncode == 0
+
+
+def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fleet):
+    live = {name: fleet.live_release(name) for name in ROLES}
+    releases = {name: fleet.releases(name) for name in ROLES}
+    original = fleet.data
+    broken = fleet.copy()
+    # A relative certificate path is under the deploy root, which no host has: nginx -t refuses it.
+    broken["security"]["tls"] = {"enabled": True, "certificate": "tls/absent.crt", "key": "tls/absent.key"}
+    broken["deploy"]["serial"] = 1
+    fleet.rewrite(broken)
+    try:
+        result = fleet.run("apply")
+    finally:
+        fleet.rewrite(original)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^edge-a: FAILED .*absent\.crt", result.stdout, re.M), result.stdout
+    assert "edge-b: FAILED" in result.stdout and "did not run" in result.stdout
+    assert "[edge-b]" not in result.stdout  # serial 1: not a single task ran there
+    assert {name: fleet.live_release(name) for name in ROLES} == live
+    assert {name: fleet.releases(name) for name in ROLES} == releases  # no new release, no staging left
+    for name in EDGES:
+        assert chat(fleet.url(name), "still there?").status_code == 200
+    assert fleet.run("plan", "--detailed-exitcode").returncode == 0
+
+
+def _runs(order: list[str]) -> list[str]:
+    """Consecutive runs of the same host, e.g. [a, a, b, a] -> [a, b, a]."""
+    return [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+
+
+def _plan_sections(text: str) -> dict[str, str]:
+    """The plan's text split by its `host <name> (...)` header lines."""
+    sections: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("host "):
+            current = line.split()[1]
+        if current:
+            sections[current] = sections.get(current, "") + line + "\n"
+    return sections
