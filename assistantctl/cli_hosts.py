@@ -122,16 +122,22 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None) -> None:
     except (StalePlan, Locked) as exc:
         _audit("apply", spec_path, [p.host for p in changing], summary(plans), f"refused: {exc}")
         fail(str(exc))
+    outcome = _report(results, "Apply", "changed")
+    per_host = {r.host: ("ok " if r.ok else "failed ") + r.release for r in results}
+    changed = [p.target for p in changing]
+    _audit("apply", spec_path, [p.host for p in changing], summary(plans), outcome, changed, per_host=per_host)
+    if outcome == "failed":
+        sys.exit(EXIT_ERROR)
+
+
+def _report(results: list, verb: str, done: str) -> str:
+    """One line per host and a summary line; returns 'complete' or 'failed'."""
     failed = [r for r in results if not r.ok]
     for result in results:
         click.echo(f"{result.host}: {'ok' if result.ok else 'FAILED'} release {result.release}: {result.message}")
     outcome = "failed" if failed else "complete"
-    click.echo(f"Apply {outcome}: {len(results) - len(failed)} of {len(results)} host(s) changed.")
-    per_host = {r.host: ("ok " if r.ok else "failed ") + r.release for r in results}
-    changed = [p.target for p in changing]
-    _audit("apply", spec_path, [p.host for p in changing], summary(plans), outcome, changed, per_host=per_host)
-    if failed:
-        sys.exit(EXIT_ERROR)
+    click.echo(f"{verb} {outcome}: {len(results) - len(failed)} of {len(results)} host(s) {done}.")
+    return outcome
 
 
 def verify_unchanged(plans: list) -> None:
@@ -171,13 +177,9 @@ def rollback(spec_path: str, release: str | None, hosts: str | None) -> None:
             results = run_rollback(choices, click.echo)
     except Locked as exc:
         fail(str(exc))
-    failed = [r for r in results if not r.ok]
-    for result in results:
-        click.echo(f"{result.host}: {'ok' if result.ok else 'FAILED'} release {result.release}: {result.message}")
-    outcome = "failed" if failed else "complete"
-    click.echo(f"Rollback {outcome}: {len(results) - len(failed)} of {len(results)} host(s) rolled back.")
+    outcome = _report(results, "Rollback", "rolled back")
     _audit("rollback", spec_path, list(impact), impact, outcome, [t for t, _ in choices])
-    if failed:
+    if outcome == "failed":
         sys.exit(EXIT_ERROR)
 
 

@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -30,8 +32,8 @@ def write_spec(folder: Path, data: dict, name: str = "assistant.yaml") -> Path:
     return path
 
 
-def assistantctl(spec: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NO_COLOR": "1"}
+def assistantctl(spec: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [ASSISTANTCTL, "-f", str(spec), *args],
         capture_output=True,
@@ -44,8 +46,11 @@ def assistantctl(spec: Path, *args: str, timeout: float = 300) -> subprocess.Com
 
 
 class Deployment:
-    def __init__(self, folder: Path):
+    """A spec in `folder`, deployed to this machine under `folder/.assistant` on free ports."""
+
+    def __init__(self, folder: Path, env: dict | None = None):
         self.folder = folder
+        self.env = env or {}
         self.data = default_spec()
         self.data["deploy"]["ports"] = {"http": free_port(), "engine": free_port(), "https": free_port()}
         self.spec = write_spec(folder, self.data)
@@ -56,7 +61,7 @@ class Deployment:
         return f"http://127.0.0.1:{self.data['deploy']['ports']['http']}"
 
     def run(self, *args: str):
-        return assistantctl(self.spec, *args)
+        return assistantctl(self.spec, *args, env=self.env)
 
     def rewrite(self, data: dict) -> None:
         self.data = data
@@ -64,3 +69,14 @@ class Deployment:
 
     def live_release(self) -> str:
         return os.readlink(self.root / "current").rsplit("/", 1)[-1]
+
+
+@contextmanager
+def applied(deployment: Deployment) -> Iterator[Deployment]:
+    """`deployment` applied; everything it started is stopped at the end, whatever happened."""
+    first = deployment.run("apply")
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        yield deployment
+    finally:
+        deployment.run("stop")

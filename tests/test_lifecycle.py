@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from assistantctl import host_actions
-from cli_helpers import Deployment
+from cli_helpers import Deployment, applied
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +19,12 @@ SECRET = "s3cr3t-value-never-written"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    os.environ["ASSISTANT_TEST_JWT"] = SECRET
-    deployment = Deployment(tmp_path_factory.mktemp("lifecycle"))
+    deployment = Deployment(tmp_path_factory.mktemp("lifecycle"), env={"ASSISTANT_TEST_JWT": SECRET})
     # a secret in the spec: it must reach the host's 0600 file, never the plan, the audit or the output
     deployment.data["security"]["jwt"] = {"enabled": False, "secret": "${env:ASSISTANT_TEST_JWT}"}
     deployment.rewrite(deployment.data)
-    first = deployment.run("apply")
-    try:
-        assert first.returncode == 0, first.stdout + first.stderr
+    with applied(deployment):
         yield deployment
-    finally:
-        deployment.run("stop")
 
 
 def changed(deployment: Deployment, burst: int) -> dict:
@@ -41,6 +35,16 @@ def changed(deployment: Deployment, burst: int) -> dict:
 
 def audit(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_secret_values_reach_the_host_only_in_a_file_for_its_service(deployment):
+    secrets = deployment.root / "current" / "engine" / "secrets.json"
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert SECRET in secrets.read_text()
+    others = [p for p in (deployment.root / "current").rglob("*") if p.is_file() and p != secrets]
+    assert others and not [p for p in others if SECRET in p.read_text(errors="replace")]
+    plan = deployment.run("plan", "--diff", "--json")
+    assert SECRET not in plan.stdout + plan.stderr
 
 
 def test_a_saved_plan_applies_exactly_what_was_reviewed(deployment, tmp_path):

@@ -11,20 +11,15 @@ import json
 import httpx
 import pytest
 
-from cli_helpers import Deployment, default_spec
+from cli_helpers import Deployment, applied, default_spec
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    deployment = Deployment(tmp_path_factory.mktemp("local-apply"))
-    first = deployment.run("apply")
-    try:
-        assert first.returncode == 0, first.stdout + first.stderr
+    with applied(Deployment(tmp_path_factory.mktemp("local-apply"))) as deployment:
         yield deployment
-    finally:
-        deployment.run("stop")
 
 
 def test_apply_starts_an_assistant_that_answers_through_nginx(deployment):
