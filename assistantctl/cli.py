@@ -53,7 +53,7 @@ def schema() -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), help="Write each host's bundle to OUT/<host>/.")
 @click.option("--only", help="Comma-separated renderers, e.g. nginx,prometheus.")
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.option("--check", is_flag=True, help="Run each service's own validator on the rendered files.")
 @click.pass_obj
 def render(spec_path: str, out: str | None, only: str | None, hosts: str | None, check: bool) -> None:

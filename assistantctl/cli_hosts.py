@@ -61,7 +61,7 @@ def _audit(action: str, spec_path: str, hosts: list[str], impact: dict, result: 
 @click.option("--diff", "with_diff", is_flag=True, help="Show a unified diff of each changed file.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 2 when something would.")
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Save the plan for `apply PLAN`.")
 @click.pass_obj
 def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool, hosts: str | None, out) -> None:
@@ -85,13 +85,16 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
 
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Progress to stderr, a JSON result on stdout.")
 @click.pass_obj
-def apply(spec_path: str, plan_file: str | None, hosts: str | None) -> None:
+def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: bool) -> None:
     """Ship, validate, switch, reload and health-check; roll back on any failure.
 
     With PLAN_FILE (from `plan -o`), apply exactly that plan, or refuse if anything changed since.
     """
+    import json
+
     from .apply import run_apply
     from .locking import Locked, locked
     from .plan_output import render_text, summary
@@ -108,35 +111,46 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None) -> None:
             raise click.UsageError("a saved plan covers the hosts it was made for; --host does not apply")
     spec = load(spec_path, saved.spec_text if saved else None)
     plans = _plans(spec, spec_path, hosts)
-    click.echo(render_text(plans), nl=False)
+    echo = _echo(as_json)
+    echo(render_text(plans).rstrip("\n"))
     changing = [p for p in plans if p.has_changes]
+    results = []
     try:
         if saved:
             verify(saved, plans)
-        if not changing:
-            click.echo("Apply complete: 0 changed.")
-            return
-        with locked([p.target for p in changing], "apply"):
-            verify_unchanged(changing)
-            results = run_apply(plans, click.echo)
+        if changing:
+            with locked([p.target for p in changing], "apply"):
+                verify_unchanged(changing)
+                results = run_apply(plans, echo)
     except (StalePlan, Locked) as exc:
         _audit("apply", spec_path, [p.host for p in changing], summary(plans), f"refused: {exc}")
         fail(str(exc))
-    outcome = _report(results, "Apply", "changed")
-    per_host = {r.host: ("ok " if r.ok else "failed ") + r.release for r in results}
-    changed = [p.target for p in changing]
-    _audit("apply", spec_path, [p.host for p in changing], summary(plans), outcome, changed, per_host=per_host)
+    outcome = _report(results, "Apply", "changed", echo)
+    if as_json:
+        hosts_out = [{"host": r.host, "ok": r.ok, "release": r.release, "message": r.message} for r in results]
+        click.echo(json.dumps({"result": outcome, "summary": summary(plans), "hosts": hosts_out}, indent=2))
+    if changing:
+        per_host = {r.host: ("ok " if r.ok else "failed ") + r.release for r in results}
+        changed = [p.target for p in changing]
+        _audit("apply", spec_path, [p.host for p in changing], summary(plans), outcome, changed, per_host=per_host)
     if outcome == "failed":
         sys.exit(EXIT_ERROR)
 
 
-def _report(results: list, verb: str, done: str) -> str:
-    """One line per host and a summary line; returns 'complete' or 'failed'."""
+def _echo(to_stderr: bool):
+    return lambda text: click.echo(text, err=to_stderr)
+
+
+def _report(results: list, verb: str, done: str, echo=click.echo) -> str:
+    """One line per host (a failure carries the tool's own message) and a summary; returns the outcome."""
     failed = [r for r in results if not r.ok]
-    for result in results:
-        click.echo(f"{result.host}: {'ok' if result.ok else 'FAILED'} release {result.release}: {result.message}")
+    for r in results:
+        echo(f"{r.host}: {'ok' if r.ok else 'FAILED'} release {r.release}: {r.message}")
     outcome = "failed" if failed else "complete"
-    click.echo(f"{verb} {outcome}: {len(results) - len(failed)} of {len(results)} host(s) {done}.")
+    if not results:
+        echo(f"{verb} complete: 0 {done}.")
+    else:
+        echo(f"{verb} {outcome}: {len(results) - len(failed)} of {len(results)} host(s) {done}.")
     return outcome
 
 
@@ -153,7 +167,7 @@ def verify_unchanged(plans: list) -> None:
 
 @click.command()
 @click.option("--to", "release", help="Release to go back to (default: the one before the live one).")
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.pass_obj
 def rollback(spec_path: str, release: str | None, hosts: str | None) -> None:
     """Point hosts back at an earlier release they still hold; reload, health-check."""
@@ -195,7 +209,7 @@ def _rollback_choice(host: str, facts: dict, wanted: str | None) -> str:
 
 
 @click.command()
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
@@ -246,7 +260,7 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.pass_obj
 def unlock(spec_path: str, hosts: str | None) -> None:
     """Release deployment locks left by a run that died (shows who held them)."""
@@ -267,7 +281,7 @@ def unlock(spec_path: str, hosts: str | None) -> None:
 
 
 @click.command()
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all local hosts).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all local hosts).")
 @click.pass_obj
 def stop(spec_path: str, hosts: str | None) -> None:
     """Stop every service of the live release on local hosts (the release stays in place)."""
@@ -280,7 +294,7 @@ def stop(spec_path: str, hosts: str | None) -> None:
 
 
 @click.command()
-@click.option("--host", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.option("--out", "out", default="backups", show_default=True, type=click.Path(file_okay=False))
 @click.pass_obj
 def backup(spec_path: str, hosts: str | None, out: str) -> None:
@@ -310,7 +324,7 @@ def backup(spec_path: str, hosts: str | None, out: str) -> None:
 
 @click.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
-@click.option("--host", "hosts", required=True, help="The host to restore onto.")
+@click.option("--host", "--limit", "hosts", required=True, help="The host to restore onto.")
 @click.pass_obj
 def restore(spec_path: str, archive: str, hosts: str) -> None:
     """Put a backup's history database back on a host (apply the spec there first)."""

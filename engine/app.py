@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from . import api_admin, api_chat, api_openai, api_ws, metrics, openapi
+from . import api_admin, api_chat, api_openai, api_ws, channels, metrics, openapi
 from .errors import ApiError, api_error_handler, http_error_handler
 from .middleware import AccessMiddleware
 from .replies import Replies
@@ -28,7 +28,11 @@ _RATE_LIMITED_ROUTES = ("/api/v1/chat", "/api/v1/chat/stream", "/api/v1/history"
 _REPLY_GRACE_SECONDS = 5.0
 
 
-def routes(metrics_path: str | None, websocket_path: str | None = None) -> list[BaseRoute]:
+def routes(
+    metrics_path: str | None,
+    websocket_path: str | None = None,
+    webhooks: dict[str, tuple[str, ...]] | None = None,
+) -> list[BaseRoute]:
     table = [
         Route("/health", api_admin.health, methods=["GET"]),
         Route("/ready", api_admin.ready, methods=["GET"]),
@@ -42,6 +46,8 @@ def routes(metrics_path: str | None, websocket_path: str | None = None) -> list[
     ]
     if websocket_path:
         table.append(WebSocketRoute(websocket_path, api_ws.endpoint))
+    for path, methods in (webhooks or {}).items():  # path -> methods of each enabled webhook channel
+        table.append(Route(path, channels.endpoint, methods=list(methods)))
     if metrics_path:
         table.append(Route(metrics_path, metrics.metrics_endpoint, methods=["GET"]))
     return table
@@ -50,7 +56,8 @@ def routes(metrics_path: str | None, websocket_path: str | None = None) -> list[
 def build_app(rt: Runtime) -> Starlette:
     settings = rt.settings
     websocket_path = api_ws.path(settings)
-    table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path)
+    webhooks = channels.Webhooks(settings, rt.secrets)
+    table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path, webhooks.routes())
     for path in (*_RATE_LIMITED_ROUTES, *([websocket_path] if websocket_path else [])):
         metrics.RATE_LIMITED.labels(path)  # show the counter at 0 before the first refusal
     replies = Replies()
@@ -63,6 +70,7 @@ def build_app(rt: Runtime) -> Starlette:
             yield
         finally:
             await replies.close(min(_REPLY_GRACE_SECONDS, settings.request_timeout_seconds))
+            await webhooks.close(min(_REPLY_GRACE_SECONDS, settings.request_timeout_seconds))
             await rt.stop()
             metrics.forget_this_process()
 
@@ -74,6 +82,7 @@ def build_app(rt: Runtime) -> Starlette:
     )
     app.state.runtime = rt
     app.state.replies = replies
+    app.state.webhooks = webhooks
     return app
 
 

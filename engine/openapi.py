@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import api_admin, api_chat, api_openai, metrics
+from . import api_admin, api_chat, api_openai, channels, metrics
 from .bodies import ChatBody, CompletionBody, DefaultModelBody
 
 API_VERSION = "1.0.0"
@@ -262,8 +262,9 @@ async def endpoint(request: Request) -> Response:
     return Response(text(request.app.routes), media_type="application/json")
 
 
-# Routes documented elsewhere: /metrics is Prometheus' text format, this document itself.
-_UNDOCUMENTED = {metrics.metrics_endpoint, endpoint}
+# Routes documented elsewhere: /metrics is Prometheus' text format, this document itself, and the
+# chat platforms' webhooks (their paths come from the settings; their bodies are the platforms').
+_UNDOCUMENTED = {metrics.metrics_endpoint, endpoint, channels.endpoint}
 
 
 def document(routes: list[BaseRoute]) -> dict[str, Any]:

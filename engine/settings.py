@@ -41,6 +41,8 @@ class ChannelSettings(_Settings):
     # Names of entries in the secrets file, keyed by what the channel uses them for.
     secrets: dict[str, str] = Field(default_factory=dict)
     options: dict[str, str | int] = Field(default_factory=dict)
+    # The platform API replies are sent to (webhook channels); None: the platform's real one.
+    api_base: str | None = None
 
 
 class SkillSettings(_Settings):

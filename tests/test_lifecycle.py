@@ -178,3 +178,16 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_history_restored(deploymen
         ("user", conversation),
     ]
     assert messages[1]["content"] == "remember me"
+
+
+def test_apply_json_reports_each_host_for_pipelines(deployment):
+    deployment.rewrite(changed(deployment, 46))
+    result = deployment.run("apply", "--json", "--limit", "local")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["result"] == "complete"
+    assert [(h["host"], h["ok"], h["release"]) for h in report["hosts"]] == [("local", True, deployment.live_release())]
+    assert report["summary"]["change"] >= 1
+    assert "[local] changed   Point current at" in result.stderr, "progress goes to stderr"
+    again = json.loads(deployment.run("apply", "--json").stdout)
+    assert again["hosts"] == [] and again["summary"]["hosts_changing"] == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunningEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, model, start_engine, stop_engine
 
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) engine\.[a-z]+"

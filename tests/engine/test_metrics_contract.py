@@ -23,7 +23,7 @@ from assistantctl.engine.settings import EngineSettings
 from assistantctl.renderers import Target, grafana, prometheus
 from assistantctl.renderers.engine import build_settings
 from assistantctl.schema.loader import parse_spec
-from conftest import RunningEngine, start_engine, stop_engine
+from engine_process import RunningEngine, start_engine, stop_engine
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "assistant.yaml"
 MONITORING = {

@@ -14,7 +14,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from assistantctl.engine import openapi
 from assistantctl.engine.app import routes
-from conftest import RunningEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, model, start_engine, stop_engine
 
 COMMITTED = Path(openapi.__file__).with_name("openapi.json")
 

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from conftest import RunningEngine, StartEngine, model
+from engine_process import RunningEngine, StartEngine, model
 from fake_models import FakeUpstream
 
 

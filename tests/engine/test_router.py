@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import RunningEngine, StartEngine, model
+from engine_process import RunningEngine, StartEngine, model
 from fake_models import FakeUpstream
 
 

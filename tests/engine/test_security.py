@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from assistantctl.engine.settings import RateLimitSettings, SecuritySettings
-from conftest import RunningEngine, StartEngine, model
+from engine_process import RunningEngine, StartEngine, model
 
 JWT_KEY = "test-jwt-signing-key-of-32-bytes!"
 

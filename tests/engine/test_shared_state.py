@@ -28,7 +28,7 @@ import redis
 from test_websocket import Client
 
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
-from conftest import RunningEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream, free_port
 
 pytestmark = pytest.mark.slow

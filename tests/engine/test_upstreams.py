@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import RunningEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream
 
 

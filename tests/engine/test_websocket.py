@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
-from conftest import RunningEngine, StartEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, StartEngine, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream
 
 HEARTBEAT = 0.2

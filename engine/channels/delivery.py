@@ -1,0 +1,193 @@
+"""From an authenticated inbound message to a reply on the platform, the same for every channel.
+
+In the request (so the platform gets its 200 only after these are decided):
+1. who: the user is `<channel>:<platform user id>`; the channel's allowed_users (platform id,
+   username or the prefixed user) and security.allowed_users (the prefixed user) must admit it;
+2. once: the delivery id is claimed in the history store's client-message table (the websocket
+   channel's idempotency keys, shared by every worker and kept across restarts), so a redelivery
+   of the same update, here or on another worker, finds the claim and is only acknowledged;
+3. how often: the rate limit, keyed by the user (authenticated by the platform's signature,
+   unlike a claimed API user; keying by IP would throttle every user of the platform at once).
+Refusals are acknowledged with 200 too: a 4xx would only make the platform retry.
+
+After the 200, in a task of this worker: the model call through the /api/v1/chat pipeline
+(context, in_flight, call_model with fallback), the turn stored in the history under the claimed
+message id, then the reply sent through the platform's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+
+from starlette.requests import Request
+
+from .. import logs, metrics
+from ..adapters.base import UpstreamError
+from ..bodies import DEFAULT_PRIORITY
+from ..errors import ApiError
+from ..history import Row, new_id
+from ..middleware import request_id
+from ..pipeline import call_model, in_flight, options
+from ..router import Trace
+from ..runtime import Runtime
+from .base import ChannelConfig, Inbound, WebhookChannel, split_reply
+from .outbound import Outbound
+
+FAILURE_TEXT = "Sorry, I could not answer that just now. Please try again in a moment."
+TOO_LONG_TEXT = "Sorry, that message is too long for me. Please send a shorter one."
+EMPTY_TEXT = "(the model gave an empty answer)"
+
+
+def user_of(channel: WebhookChannel, inbound: Inbound) -> str:
+    return f"{channel.name}:{inbound.user_id}"
+
+
+def conversation_of(channel: WebhookChannel, inbound: Inbound, user: str) -> str:
+    """One conversation per user and chat, so the model sees the chat's earlier turns."""
+    digest = hashlib.sha256(f"{inbound.chat_id}\n{user}".encode()).hexdigest()[:32]
+    return f"{channel.name}-{digest}"
+
+
+class Deliveries:
+    """The replies this worker is still producing; `close` gives them a grace period on shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def accept(
+        self, request: Request, rt: Runtime, channel: WebhookChannel, config: ChannelConfig, inbound: Inbound
+    ) -> None:
+        """Admit, claim and rate-limit one message, then answer it in the background."""
+        user = user_of(channel, inbound)
+        request.state.user = user
+        rid = request_id(request.scope)
+        if not _allowed(rt, config, channel, inbound, user):
+            _note(rid, channel, user, "ignored: user not in allowed_users")
+            return
+        conversation_id, message_id = conversation_of(channel, inbound, user), new_id()
+        client_id = f"webhook:{inbound.update_id}"
+        store = rt.history.client_messages
+        if await store.claim(user, client_id, conversation_id, message_id) is not None:
+            _note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
+            return
+        allowed, _ = await rt.limiter.check(user)
+        if not allowed:
+            metrics.RATE_LIMITED.labels(request.url.path).inc()
+            await store.release(user, client_id, message_id)
+            _note(rid, channel, user, "ignored: rate limited")
+            return
+        trace = Trace(request_id=rid, user=user, started=time.monotonic())
+        answer = _Answer(rt, channel, config, inbound, trace, conversation_id, message_id, client_id)
+        task = asyncio.create_task(answer.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, grace: float) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Answer:
+    def __init__(
+        self,
+        rt: Runtime,
+        channel: WebhookChannel,
+        config: ChannelConfig,
+        inbound: Inbound,
+        trace: Trace,
+        conversation_id: str,
+        message_id: str,
+        client_id: str,
+    ) -> None:
+        self.rt, self.channel, self.config, self.inbound, self.trace = rt, channel, config, inbound, trace
+        self.conversation_id, self.message_id, self.client_id = conversation_id, message_id, client_id
+
+    async def run(self) -> None:
+        try:
+            reply = await self._chat()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release())
+            raise
+        except ApiError as exc:  # no model could answer: nothing stored, the claim released
+            self._log(logging.WARNING, f"no reply from the model: {exc.code}: {exc.message}")
+            await self._release()
+            reply = TOO_LONG_TEXT if exc.code == "message_too_long" else FAILURE_TEXT
+        except Exception:  # noqa: BLE001 - a bug must be logged, never lost in a dropped task
+            logs.APP.exception("webhook reply failed", extra={"fields": self._fields()})
+            await self._release()
+            return
+        await self._send(reply)
+
+    async def _chat(self) -> str:
+        rt, trace, text = self.rt, self.trace, self.inbound.text
+        if len(text) > rt.settings.max_message_chars:
+            raise ApiError(413, "message_too_long", f"message is over {rt.settings.max_message_chars} characters")
+        context = await rt.history.context(self.conversation_id, trace.user, rt.settings.history_context_messages)
+        messages = [*context, {"role": "user", "content": text}]
+        async with in_flight(rt):
+            model, reply = await call_model(
+                rt, rt.catalog, self.config.settings.model, messages, options(trace), trace, DEFAULT_PRIORITY
+            )
+        await rt.history.append(
+            [
+                Row(new_id(), self.conversation_id, trace.user, "user", text),
+                Row(
+                    self.message_id,
+                    self.conversation_id,
+                    trace.user,
+                    "assistant",
+                    reply.text,
+                    model,
+                    reply.usage.output_tokens,
+                ),
+            ]
+        )
+        return reply.text
+
+    async def _send(self, text: str) -> None:
+        outbound = Outbound(self.rt.clients, self.config.api_base)
+        size = self.channel.reply_size
+        try:
+            for part in split_reply(text or EMPTY_TEXT, self.channel.max_reply, size):
+                await self.channel.send(outbound, self.config, self.inbound, part)
+        except UpstreamError as exc:
+            self._log(logging.WARNING, f"reply not sent: {_redacted(str(exc), self.config)}")
+
+    async def _release(self) -> None:
+        try:
+            await self.rt.history.client_messages.release(self.trace.user, self.client_id, self.message_id)
+        except Exception as exc:  # noqa: BLE001 - a stale claim only means a redelivery is ignored
+            self._log(logging.WARNING, f"webhook claim not released: {type(exc).__name__}")
+
+    def _fields(self) -> dict[str, str]:
+        return {"request_id": self.trace.request_id, "user": self.trace.user, "channel": self.channel.name}
+
+    def _log(self, level: int, message: str) -> None:
+        logs.event(logs.APP, level, message, **self._fields())
+
+
+def _allowed(rt: Runtime, config: ChannelConfig, channel: WebhookChannel, inbound: Inbound, user: str) -> bool:
+    names = {inbound.user_id, *inbound.aliases}
+    prefixed = {f"{channel.name}:{name}" for name in names}
+    listed = config.settings.allowed_users
+    if listed and not (names | prefixed) & set(listed):
+        return False
+    everyone = rt.auth.allowed
+    return not everyone or bool(prefixed & everyone)
+
+
+def _note(rid: str, channel: WebhookChannel, user: str, message: str) -> None:
+    logs.event(logs.APP, logging.INFO, message, request_id=rid, user=user, channel=channel.name)
+
+
+def _redacted(message: str, config: ChannelConfig) -> str:
+    for value in config.secrets.values():
+        message = message.replace(value, "[secret]")
+    return message

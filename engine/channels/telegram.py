@@ -1,0 +1,76 @@
+"""Telegram Bot API webhooks.
+
+Authenticity: the webhook is registered with setWebhook(secret_token=...), and Telegram sends that
+token in `X-Telegram-Bot-Api-Secret-Token` with every update; it is checked (in constant time)
+before the body is even read. An Update is JSON: `update_id` (the de-duplication key) and, for a
+text message, `message.text`, `message.from.id`, `message.chat.id`. Replies: POST
+`<api_base>/bot<token>/sendMessage` with `chat_id` and `text` (at most 4096 characters).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..adapters.base import UpstreamError
+from .base import ChannelConfig, Inbound, Rejected, json_object, read_body, same
+from .outbound import Outbound
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Telegram:
+    name: ClassVar[str] = "telegram"
+    default_path: ClassVar[str] = "/webhooks/telegram"
+    default_api_base: ClassVar[str] = "https://api.telegram.org"
+    required_secrets: ClassVar[tuple[str, ...]] = ("bot_token", "webhook_secret")
+    required_options: ClassVar[tuple[str, ...]] = ()
+    methods: ClassVar[tuple[str, ...]] = ("POST",)
+    max_reply: ClassVar[int] = 4096
+
+    def reply_size(self, text: str) -> int:
+        return len(text)
+
+    async def handshake(self, request: Request, config: ChannelConfig) -> Response:
+        raise Rejected(405, "telegram has no GET handshake")
+
+    async def receive(self, request: Request, config: ChannelConfig, max_bytes: int) -> list[Inbound]:
+        given = request.headers.get(SECRET_HEADER)
+        if given is None:
+            raise Rejected(401, "missing X-Telegram-Bot-Api-Secret-Token header")
+        if not same(given, config.secrets["webhook_secret"]):
+            raise Rejected(401, "wrong X-Telegram-Bot-Api-Secret-Token")
+        update = json_object(await read_body(request, max_bytes))
+        update_id = update.get("update_id")
+        if not _int(update_id):
+            raise Rejected(400, "update_id is missing or not an integer")
+        message = update.get("message")  # edits, channel posts, callbacks...: nothing to answer
+        if not isinstance(message, dict):
+            return []
+        text, sender, chat = message.get("text"), message.get("from"), message.get("chat")
+        if not isinstance(text, str) or not isinstance(sender, dict) or not isinstance(chat, dict):
+            return []  # photos, stickers, service messages
+        if sender.get("is_bot") or not _int(sender.get("id")) or not _int(chat.get("id")):
+            return []
+        username = sender.get("username")
+        return [
+            Inbound(
+                update_id=str(update_id),
+                user_id=str(sender["id"]),
+                chat_id=str(chat["id"]),
+                text=text,
+                aliases=(username,) if isinstance(username, str) and username else (),
+            )
+        ]
+
+    async def send(self, outbound: Outbound, config: ChannelConfig, to: Inbound, text: str) -> None:
+        path = f"/bot{config.secrets['bot_token']}/sendMessage"
+        answer = await outbound.call("POST", path, body={"chat_id": int(to.chat_id), "text": text})
+        if answer.get("ok") is not True:
+            raise UpstreamError(f"sendMessage refused: {str(answer.get('description'))[:200]}", retryable=False)
