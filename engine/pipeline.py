@@ -8,19 +8,22 @@ errors become ApiErrors with the right status.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from starlette.requests import Request
 
-from . import metrics
-from .adapters.base import CallOptions, Message, Reply
+from . import logs, metrics
+from .adapters.base import CallOptions, Chunk, Message, Reply, UpstreamError
 from .catalog import Catalog
 from .errors import ApiError
 from .middleware import request_id
 from .router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
 from .runtime import Runtime
+from .skills import SkillFailed
 
 
 def runtime(request: Request) -> Runtime:
@@ -72,10 +75,15 @@ async def call_model(
     trace: Trace,
     priority: int,
 ) -> tuple[str, Reply]:
+    """The model's reply to `messages`, with the skills' pre and post hooks run around the call."""
+    skills = rt.skills  # this request keeps the skills it started with, whatever a reload does
     try:
         async with asyncio.timeout(rt.settings.request_timeout_seconds):
-            return await rt.router.chat(catalog, model, messages, opts, trace, priority)
-    except (TimeoutError, NoModelAvailable, AllModelsFailed) as exc:
+            answered_by, reply = await rt.router.chat(catalog, model, await skills.pre(messages), opts, trace, priority)
+            if skills.has_post:
+                reply = replace(reply, text=await skills.post(reply.text))
+            return answered_by, reply
+    except (TimeoutError, NoModelAvailable, AllModelsFailed, SkillFailed) as exc:
         raise _mapped(exc, trace) from None
 
 
@@ -88,15 +96,40 @@ async def open_stream(
     trace: Trace,
     priority: int,
     deadline: float,
-) -> ModelStream:
+) -> ModelStream | CompleteStream:
+    """A stream of the model's reply, started; with post hooks, the whole hooked reply as one chunk."""
+    skills = rt.skills
     try:
         async with asyncio.timeout_at(deadline):
-            return await rt.router.stream(catalog, model, messages, opts, trace, priority)
-    except (TimeoutError, NoModelAvailable, AllModelsFailed) as exc:
+            messages = await skills.pre(messages)
+            if not skills.has_post:
+                return await rt.router.stream(catalog, model, messages, opts, trace, priority)
+            answered_by, reply = await rt.router.chat(catalog, model, messages, opts, trace, priority)
+            return CompleteStream(answered_by, replace(reply, text=await skills.post(reply.text)))
+    except (TimeoutError, NoModelAvailable, AllModelsFailed, SkillFailed) as exc:
         raise _mapped(exc, trace) from None
 
 
+class CompleteStream:
+    """A reply that is already complete, served through the ModelStream interface (one chunk)."""
+
+    def __init__(self, model: str, reply: Reply) -> None:
+        self.model = model
+        self.text = reply.text
+        self.usage = reply.usage
+        self.finish_reason = reply.finish_reason
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        yield Chunk(delta=self.text, usage=self.usage, finish_reason=self.finish_reason)
+
+    async def close(self, error: UpstreamError | None = None) -> None:
+        """Nothing to end: the model call finished (and was recorded) before this existed."""
+
+
 def _mapped(exc: Exception, trace: Trace) -> ApiError:
+    if isinstance(exc, SkillFailed):
+        logs.event(logs.APP, logging.WARNING, str(exc), request_id=trace.request_id, user=trace.user)
+        return ApiError(502, "skill_failed", str(exc))
     if isinstance(exc, TimeoutError):
         if trace.model:
             metrics.MODEL_CALLS.labels(trace.model, "timeout").inc()

@@ -24,6 +24,7 @@ from .crypto import Sealer
 from .pii import Masker
 from .router import Router
 from .settings import EngineSettings, load_secrets
+from .skills import load_skills
 from .upstream import ClientPool
 
 OVERRIDE_FILE = "default-model.json"
@@ -40,6 +41,7 @@ class Runtime:
         self.clients = ClientPool()
         self.catalog: Catalog = build_catalog(self.settings, self.secrets, self.clients)
         self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
+        self.skills = load_skills(self.settings.skills)
         limit = self.settings.rate_limit
         self.limiter = storage.limiter(self.settings, self.secrets)
         self.limiter_settings = limit
@@ -91,6 +93,7 @@ class Runtime:
             secrets = load_secrets(settings)
             catalog = build_catalog(settings, secrets, self.clients, previous=self.catalog)
             auth = Auth(settings.security, secrets)
+            skills = load_skills(settings.skills)
         except Exception as exc:  # noqa: BLE001 - a bad file must never take a running engine down
             logs.event(logs.APP, logging.ERROR, f"reload failed, keeping the running settings: {exc}")
             return
@@ -116,6 +119,7 @@ class Runtime:
         self.settings, self.settings_digest, self.secrets, self.catalog = settings, digest, secrets, catalog
         self.router = Router(settings.retries, settings.retry_backoff_seconds)
         self.auth = auth
+        self.skills = skills
         if settings.rate_limit != self.limiter_settings:
             self.limiter = self.limiter.reconfigured(settings.rate_limit.requests_per_minute, settings.rate_limit.burst)
             self.limiter_settings = settings.rate_limit

@@ -45,10 +45,14 @@ class ChannelSettings(_Settings):
     api_base: str | None = None
 
 
+# The skills shipped in engine/skills_builtin.py, usable as `builtin:<name>`.
+BUILTIN_SKILLS = ("redact", "reply_limit", "system_prompt")
+
+
 class SkillSettings(_Settings):
     name: str
     entrypoint: str
-    hooks: list[Literal["pre", "post", "tool"]]
+    hooks: list[Literal["pre", "post"]]
     timeout_seconds: float
     config: dict[str, str | int | float | bool] = Field(default_factory=dict)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ..engine.settings import BUILTIN_SKILLS
 from .spec import Spec
 
 Finding = tuple[tuple[str | int, ...], str, str | None]
@@ -11,7 +12,22 @@ Finding = tuple[tuple[str | int, ...], str, str | None]
 
 def cross_check(spec: Spec) -> list[Finding]:
     """Every cross-section problem in a spec that passed the per-field validation."""
-    return [*_model_references(spec), *_port_clashes(spec), *_host_references(spec)]
+    return [*_model_references(spec), *_port_clashes(spec), *_host_references(spec), *_skills(spec)]
+
+
+def _skills(spec: Spec) -> Iterator[Finding]:
+    seen: set[str] = set()
+    for i, skill in enumerate(spec.skills):
+        module, _, name = skill.entrypoint.partition(":")
+        if module == "builtin" and name not in BUILTIN_SKILLS:
+            yield (
+                ("skills", i, "entrypoint"),
+                f"no builtin skill '{name}'",
+                f"builtin skills: {', '.join(BUILTIN_SKILLS)}",
+            )
+        if skill.name in seen:
+            yield ("skills", i, "name"), f"skill '{skill.name}' is declared twice", None
+        seen.add(skill.name)
 
 
 def _model_references(spec: Spec) -> Iterator[Finding]:

@@ -125,9 +125,14 @@ class Skill(Strict):
     enabled: bool = True
     entrypoint: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
-        description="Python 'module:callable' providing the skill; 'builtin:<name>' for shipped ones.",
+        description="Python 'module:callable' returning the skill; 'builtin:<name>' for shipped ones "
+        "(system_prompt, reply_limit, redact).",
     )
-    hooks: list[Literal["pre", "post", "tool"]] = Field(default_factory=lambda: ["tool"])
+    hooks: list[Literal["pre", "post"]] = Field(
+        default_factory=lambda: ["pre"],
+        min_length=1,
+        description="pre: runs on the messages before the model; post: on the complete reply.",
+    )
     timeout_seconds: PositiveSeconds = 10
     config: dict[Name, str | int | float | bool] = Field(default_factory=dict)
 

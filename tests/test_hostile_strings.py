@@ -63,7 +63,7 @@ FIELDS = [
     (("security", "jwt", "issuer"), hostile),
     (("security", "jwt", "audience"), hostile),
     (("security", "allowed_users"), users),
-    (("skills", 0, "config", "note"), hostile),
+    (("skills", 0, "config", "text"), hostile),
 ]
 
 
@@ -87,7 +87,7 @@ def base_spec() -> dict:
             "web": {"enabled": True, "cors_origins": ["https://chat.example.com"]},
             "telegram": {"enabled": True, "bot_token": "${env:TG}", "webhook_secret": "${env:TG_SECRET}"},
         },
-        "skills": [{"name": "notes", "entrypoint": "builtin:notes", "config": {"note": "hello"}}],
+        "skills": [{"name": "persona", "entrypoint": "builtin:system_prompt", "config": {"text": "hello"}}],
         "monitoring": {
             "prometheus": {"enabled": True},
             "alertmanager": {

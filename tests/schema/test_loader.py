@@ -99,3 +99,11 @@ def test_hostile_strings_are_rejected_where_a_config_would_carry_them():
 def test_server_names_nginx_would_refuse_are_spec_errors(name):
     [line] = problems(MINIMAL + f"deploy:\n  server_name: '{name}'\n")
     assert line.startswith("spec.yaml:7:16: deploy.server_name: String should match pattern")
+
+
+def test_an_unknown_builtin_skill_is_an_error_with_the_known_ones():
+    text = MINIMAL + "skills:\n  - name: search\n    entrypoint: builtin:web_search\n"
+    [line] = problems(text)
+    assert line == (
+        "spec.yaml:8:17: no builtin skill 'web_search' (hint: builtin skills: redact, reply_limit, system_prompt)"
+    )
