@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .plan import HostPlan
-from .renderers import Target
+from .renderers import Target, keepalived
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ def host_vars(target: Target) -> dict:
         "assistant_engine_port": target.spec.deploy.ports.engine,
         "assistant_http_port": target.spec.deploy.ports.http,
     }
+    pair = ha_pair(target)
+    if pair is not None:
+        values["assistant_ha"] = pair
     if host.connection == "local":
         values.update(ansible_connection="local", ansible_python_interpreter=sys.executable)
     else:
@@ -83,6 +86,21 @@ def host_vars(target: Target) -> dict:
         # the local machine gets its packages from `scripts/system-packages` (make run)
         values["assistant_packages"] = debian_packages(target)
     return values
+
+
+def ha_pair(target: Target) -> dict | None:
+    """What tasks/drain.yml needs to hand the virtual IP to the other host of deploy.ha and take
+    it back: None on a host outside the pair."""
+    ha = target.spec.deploy.ha
+    if ha is None or target.host.name not in ha.hosts:
+        return None
+    _, peer = keepalived.peers(target)
+    return {
+        "peer": peer.name,
+        "peer_health": f"http://{peer.address}:{keepalived.served_port(target.spec, peer)}/health",
+        "virtual_ip_health": f"http://{ha.virtual_ip}:{keepalived.served_port(target.spec, target.host)}/health",
+        "notify_log": target.path("logs", keepalived.NOTIFY_LOG),
+    }
 
 
 def debian_packages(target: Target) -> list[str]:

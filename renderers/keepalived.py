@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, ip_address
 
-from ..schema.spec import HighAvailability, Host
+from ..schema.spec import HighAvailability, Host, Spec
 from .base import Files, Renderer, Target
 from .escape import UnsafeValue, keepalived_word
 from .templating import render_template
@@ -68,16 +68,20 @@ def priority(target: Target) -> int:
     return MASTER_PRIORITY if target.host.name == ha.hosts[0] else BACKUP_PRIORITY
 
 
+def served_port(spec: Spec, host: Host) -> int:
+    """The port the virtual IP serves on `host`: nginx's on an edge host (nginx and the engine
+    behind it), the engine's own on an engine-only host."""
+    ports = spec.deploy.ports
+    return ports.http if "edge" in host.roles else ports.engine
+
+
 def context(target: Target) -> dict[str, object]:
     ha = _ha(target)
     me, other = peers(target)
     src, peer = _ipv4(me), _ipv4(other)
     if src == peer:
         raise ValueError(f"HA hosts '{me.name}' and '{other.name}' share the address {src}: give each its own")
-    # What the virtual IP serves: through nginx on an edge host (nginx and the engine behind it),
-    # the engine itself on an engine-only host.
-    ports = target.spec.deploy.ports
-    port = ports.http if target.has_role("edge") else ports.engine
+    port = served_port(target.spec, target.host)
     return {
         "host": me.name,
         "instance": target.spec.name,

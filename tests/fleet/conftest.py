@@ -25,9 +25,17 @@ from cli_helpers import assistantctl, default_spec, write_spec  # noqa: E402
 class FleetDeployment:
     """A spec whose hosts are the fleet's, and the CLI run against it."""
 
-    def __init__(self, fleet: Fleet, folder: Path, roles: dict[str, list[str]], **deploy: object):
+    def __init__(
+        self,
+        fleet: Fleet,
+        folder: Path,
+        roles: dict[str, list[str]],
+        env: dict[str, str] | None = None,
+        **deploy: object,
+    ):
         self.fleet = fleet
         self.folder = folder
+        self.env = env or {}  # what `${env:...}` secrets of the spec resolve against
         self.data = default_spec()
         self.data["deploy"] = {
             "root": fleet.root,
@@ -52,7 +60,7 @@ class FleetDeployment:
         return next(h for h in self.fleet.hosts if h.name == name)
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
-        return assistantctl(self.spec, *args)
+        return assistantctl(self.spec, *args, env=self.env)
 
     def timed(self, *args: str) -> tuple[subprocess.CompletedProcess, float]:
         start = time.monotonic()

@@ -1,9 +1,10 @@
 """`assistantctl apply` to three SSH hosts: a rolling deploy, a no-op, drift, and a rollout that stops.
 
-The engine keeps its history in SQLite (postgres is not implemented by the engine yet) and the spec
-refuses two engines on SQLite, so the fleet is one engine host and two edges: `core` runs the engine
-on its own address, `edge-a` and `edge-b` run nginx proxying to it. One deployment is shared by the
-tests of this module, in order; each test leaves it on the spec it found.
+The fleet is one engine host and two edges: `core` runs the engine on its own address (history in
+SQLite, the default), `edge-a` and `edge-b` run nginx proxying to it over the bridge. Several engine
+hosts need a shared history (`deploy.state.history: postgres`): test_ha.py runs two on a real
+PostgreSQL. One deployment is shared by the tests of this module, in order; each test leaves it on
+the spec it found.
 """
 
 from __future__ import annotations
