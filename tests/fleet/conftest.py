@@ -6,87 +6,11 @@ field): a real fleet installs a virtualenv on each host instead.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # cli_helpers
-
-from hosts import Fleet, TestHost  # noqa: E402
-
-from cli_helpers import assistantctl, default_spec, write_spec  # noqa: E402
-
-
-class FleetDeployment:
-    """A spec whose hosts are the fleet's, and the CLI run against it."""
-
-    def __init__(
-        self,
-        fleet: Fleet,
-        folder: Path,
-        roles: dict[str, list[str]],
-        env: dict[str, str] | None = None,
-        **deploy: object,
-    ):
-        self.fleet = fleet
-        self.folder = folder
-        self.env = env or {}  # what `${env:...}` secrets of the spec resolve against
-        self.data = default_spec()
-        self.data["deploy"] = {
-            "root": fleet.root,
-            "serial": 1,
-            "hosts": [
-                {
-                    "name": host.name,
-                    "address": host.address,
-                    "connection": "ssh",
-                    "ssh_user": "root",
-                    "ssh_config": str(fleet.ssh_config),
-                    "python": sys.executable,
-                    "roles": roles[host.name],
-                }
-                for host in fleet.hosts
-            ],
-            **deploy,
-        }
-        self.spec = write_spec(folder, self.data)
-
-    def host(self, name: str) -> TestHost:
-        return next(h for h in self.fleet.hosts if h.name == name)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess:
-        return assistantctl(self.spec, *args, env=self.env)
-
-    def timed(self, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-        start = time.monotonic()
-        result = self.run(*args)
-        return result, time.monotonic() - start
-
-    def rewrite(self, data: dict) -> None:
-        self.data = data
-        write_spec(self.folder, data)
-
-    def copy(self) -> dict:
-        return json.loads(json.dumps(self.data))
-
-    def url(self, name: str, path: str = "", port: int | None = None) -> str:
-        port = port or self.data["deploy"].get("ports", {}).get("http", 8080)
-        return f"http://{self.host(name).address}:{port}{path}"
-
-    def live_release(self, name: str) -> str | None:
-        link = self.host(name).files / "current"
-        return link.readlink().name if link.is_symlink() else None
-
-    def releases(self, name: str) -> set[str]:
-        return {p.name for p in (self.host(name).files / "releases").iterdir()}
-
-    def pid_files(self, name: str) -> dict[str, str]:
-        return {p.name: p.read_text().strip() for p in (self.host(name).files / "run").glob("*.pid")}
+from hosts import Fleet
 
 
 @pytest.fixture(scope="module")

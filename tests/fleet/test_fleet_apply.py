@@ -14,7 +14,7 @@ import re
 import httpx
 import pytest
 
-from conftest import FleetDeployment
+from fleet_deployment import FleetDeployment
 
 pytestmark = pytest.mark.slow
 

@@ -32,7 +32,7 @@ import httpx
 import pytest
 from postgres import start_postgres
 
-from conftest import FleetDeployment
+from fleet_deployment import FleetDeployment
 
 pytestmark = pytest.mark.slow
 
