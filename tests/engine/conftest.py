@@ -11,6 +11,7 @@ import pytest
 from assistantctl.engine.settings import ModelSettings
 from engine_process import RunningEngine, StartEngine, start_engine, stop_engine
 from fake_models import FakeUpstream, start_fake
+from fake_platforms import FakePlatforms, start_platforms
 
 
 @pytest.fixture
@@ -52,3 +53,12 @@ def anthropic_fake() -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="module")
 def ollama_fake() -> Iterator[FakeUpstream]:
     yield from _fake("ollama")
+
+
+@pytest.fixture(scope="module")
+def platforms() -> Iterator[FakePlatforms]:
+    """A fake Telegram / WhatsApp / WeCom API that records what the engine sends it."""
+    fake, server, thread = start_platforms()
+    yield fake
+    server.should_exit = True
+    thread.join(5)

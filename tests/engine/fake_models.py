@@ -197,10 +197,16 @@ def ollama_app(fake: FakeUpstream) -> list[Route]:
 def start_fake(kind: str) -> tuple[FakeUpstream, uvicorn.Server, threading.Thread]:
     fake = FakeUpstream(port=free_port())
     routes = {"openai": openai_app, "anthropic": anthropic_app, "ollama": ollama_app}[kind](fake)
+    server, thread = serve_in_thread(routes, fake.port)
+    return fake, server, thread
+
+
+def serve_in_thread(routes: list[Route], port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    """A Starlette app on 127.0.0.1:`port` in a daemon thread, returned once it accepts connections."""
     config = uvicorn.Config(
         Starlette(routes=routes),
         host="127.0.0.1",
-        port=fake.port,
+        port=port,
         log_level="error",
         loop="asyncio",
         lifespan="off",
@@ -211,4 +217,4 @@ def start_fake(kind: str) -> tuple[FakeUpstream, uvicorn.Server, threading.Threa
     thread.start()
     while not server.started:
         threading.Event().wait(0.01)
-    return fake, server, thread
+    return server, thread

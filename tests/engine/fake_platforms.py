@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fake_models import free_port
+from fake_models import free_port, serve_in_thread
 
 WECOM_ACCESS_TOKEN = "FAKE-WECOM-ACCESS-TOKEN"
 
@@ -90,18 +89,5 @@ def _routes(fake: FakePlatforms) -> list[Route]:
 
 def start_platforms() -> tuple[FakePlatforms, uvicorn.Server, threading.Thread]:
     fake = FakePlatforms(port=free_port())
-    config = uvicorn.Config(
-        Starlette(routes=_routes(fake)),
-        host="127.0.0.1",
-        port=fake.port,
-        log_level="error",
-        loop="asyncio",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
+    server, thread = serve_in_thread(_routes(fake), fake.port)
     return fake, server, thread

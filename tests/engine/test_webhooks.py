@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from assistantctl.engine.adapters.builtin import builtin_answer
 from assistantctl.engine.settings import ChannelSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
-from fake_platforms import WECOM_ACCESS_TOKEN, FakePlatforms, start_platforms
+from fake_platforms import WECOM_ACCESS_TOKEN, FakePlatforms
 
 BOT_TOKEN = "123456:FAKE-BOT-TOKEN"
 TG_SECRET = "FAKE-TG-WEBHOOK-SECRET"
@@ -79,14 +79,6 @@ def channels(api_base: str, allowed: list[str] | None = None) -> list[ChannelSet
             api_base=api_base,
         ),
     ]
-
-
-@pytest.fixture(scope="module")
-def platforms() -> Iterator[FakePlatforms]:
-    fake, server, thread = start_platforms()
-    yield fake
-    server.should_exit = True
-    thread.join(5)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from assistantctl.engine.app import routes
 from assistantctl.engine.channels.delivery import FAILURE_TEXT
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
 from engine_process import RunningEngine, StartEngine, model, start_engine, stop_engine
-from fake_platforms import FakePlatforms, start_platforms
+from fake_platforms import FakePlatforms
 
 BOT_TOKEN, TG_SECRET = "42:FAKE-ADMISSION-BOT", "FAKE-ADMISSION-SECRET"
 WA_APP_SECRET = "FAKE-ADMISSION-APP-SECRET"
@@ -45,14 +45,6 @@ def whatsapp(api_base: str) -> ChannelSettings:
         options={"phone_number_id": "1"},
         api_base=api_base,
     )
-
-
-@pytest.fixture(scope="module")
-def platforms() -> Iterator[FakePlatforms]:
-    fake, server, thread = start_platforms()
-    yield fake
-    server.should_exit = True
-    thread.join(5)
 
 
 @pytest.fixture(scope="module")
