@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .adapters.base import Message, UpstreamError
+from .adapters.base import Message
 from .bodies import chat_request, read_json
 from .errors import ApiError
 from .history import ConversationNotFound, Row, new_id
-from .pipeline import admit, call_model, check_model, in_flight, new_trace, open_stream, options, runtime
+from .pipeline import (
+    StreamEnd,
+    admit,
+    call_model,
+    check_model,
+    in_flight,
+    new_trace,
+    open_stream,
+    options,
+    relay_deltas,
+    runtime,
+)
 from .router import ModelStream, Trace
 from .runtime import Runtime
 from .sse import EventStreamResponse, event
@@ -76,23 +88,12 @@ async def chat_stream(request: Request) -> Response:
 async def _relay(
     rt: Runtime, stream: ModelStream, trace: Trace, conversation_id: str, question: str, deadline: float
 ) -> AsyncIterator[bytes]:
-    rt.in_flight += 1
-    error = None
-    try:
-        async with asyncio.timeout_at(deadline):
-            async for chunk in stream:
-                if chunk.delta:
-                    yield event({"delta": chunk.delta})
-    except UpstreamError as exc:  # the stream has recorded it against the model already
-        error = str(exc)
-    except TimeoutError:
-        error = "the model did not finish within request_timeout_seconds"
-        await stream.close(UpstreamError(error, retryable=True, timeout=True))
-    finally:
-        rt.in_flight -= 1
-        await stream.close()
-    if error is not None:
-        yield event({"error": {"code": "upstream_error", "message": error}, "done": True})
+    end = StreamEnd()
+    async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
+        async for delta in deltas:
+            yield event({"delta": delta})
+    if end.error is not None:
+        yield event({"error": {"code": "upstream_error", "message": end.error}, "done": True})
         return
     rows = _rows(trace, conversation_id, question, stream.text, stream.model, stream.usage.output_tokens)
     await rt.history.append(rows)

@@ -9,15 +9,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .adapters.base import UpstreamError, Usage
+from .adapters.base import Usage
 from .bodies import completion_request, read_json
 from .history import new_id
-from .pipeline import admit, call_model, check_model, in_flight, new_trace, open_stream, options, runtime
+from .pipeline import (
+    StreamEnd,
+    admit,
+    call_model,
+    check_model,
+    in_flight,
+    new_trace,
+    open_stream,
+    options,
+    relay_deltas,
+    runtime,
+)
 from .router import ModelStream
 from .runtime import Runtime
 from .sse import EventStreamResponse, event
@@ -90,24 +102,13 @@ async def _relay(
     rt: Runtime, stream: ModelStream, completion_id: str, created: int, include_usage: bool, deadline: float
 ) -> AsyncIterator[bytes]:
     model = stream.model
-    rt.in_flight += 1
-    error = None
-    try:
-        yield event(_chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None))
-        async with asyncio.timeout_at(deadline):
-            async for chunk in stream:
-                if chunk.delta:
-                    yield event(_chunk(completion_id, created, model, {"content": chunk.delta}, None))
-    except UpstreamError as exc:
-        error = str(exc)
-    except TimeoutError:
-        error = "the model did not finish within request_timeout_seconds"
-        await stream.close(UpstreamError(error, retryable=True, timeout=True))
-    finally:
-        rt.in_flight -= 1
-        await stream.close()
-    if error is not None:
-        yield event({"error": {"message": error, "type": "upstream_error", "code": 502}})
+    yield event(_chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None))
+    end = StreamEnd()
+    async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
+        async for delta in deltas:
+            yield event(_chunk(completion_id, created, model, {"content": delta}, None))
+    if end.error is not None:
+        yield event({"error": {"message": end.error, "type": "upstream_error", "code": 502}})
         return
     yield event(_chunk(completion_id, created, model, {}, stream.finish_reason))
     if include_usage:

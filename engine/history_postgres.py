@@ -10,13 +10,13 @@ created at start, idempotently, under an advisory lock so that nodes starting to
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import asyncpg
 
 from .crypto import Sealer
+from .group_commit import GroupCommit
 from .history import ClientMessage, ConversationNotFound, Row
 from .pii import Masker
 
@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS client_messages (
 """
 # Any constant shared by every node: CREATE TABLE IF NOT EXISTS is not safe against a concurrent twin.
 _SCHEMA_LOCK = 0x61737369  # "assi"
-_BATCH = 512
 _POOL_MIN, _POOL_MAX = 1, 10
 _COMMAND_TIMEOUT = 10.0
 _PING_TIMEOUT = 2.0
@@ -66,8 +65,7 @@ class PostgresHistory:
         self.sealer = sealer
         self.masker = masker
         self._pool: asyncpg.Pool | None = None
-        self._pending: asyncio.Queue[tuple[list[Row], asyncio.Future[None]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._group = GroupCommit[list[Row]](self._write)
         self.client_messages = PostgresClientMessages(self)
 
     async def open(self) -> None:
@@ -77,12 +75,10 @@ class PostgresHistory:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
             await conn.execute(_SCHEMA)
-        self._writer = asyncio.create_task(self._write_loop())
+        self._group.start()
 
     async def close(self) -> None:
-        if self._writer:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._group.stop()
         if self._pool:
             await self._pool.close()
             self._pool = None
@@ -115,29 +111,13 @@ class PostgresHistory:
 
     async def append(self, rows: list[Row]) -> None:
         """Store rows (one conversation each call); returns once they are committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((rows, future))
-        await future
+        await self._group.submit(rows)
 
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._pending.get()]
-            while not self._pending.empty() and len(batch) < _BATCH:
-                batch.append(self._pending.get_nowait())
-            try:
-                await self._write(batch)
-                outcome: BaseException | None = None
-            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the writer
-                outcome = exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(outcome) if outcome else future.set_result(None)
-
-    async def _write(self, batch: list[tuple[list[Row], asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[list[Row]]) -> None:
         now = time.time()
         conversations: dict[str, tuple[str, str, float, float]] = {}
         messages = []
-        for rows, _ in batch:
+        for rows in batch:
             for row in rows:
                 conversations[row.conversation_id] = (row.conversation_id, row.user, now, now)
                 content = self.sealer.seal(self.masker.mask(row.content))

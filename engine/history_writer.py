@@ -1,6 +1,6 @@
 """The history's write path: group commit on a SQLite connection and thread of its own.
 
-Requests hand their rows to one writer task and wait for their batch to commit. Each batch is
+Requests hand their rows to one writer task (group_commit) and wait for their batch to commit. Each batch is
 one hop to the writer thread, which masks and seals the text, runs both inserts and commits:
 through aiosqlite the same batch took three hops (two executemany and the commit), each a
 thread hand-off plus a wake-up of the event loop, and masking/encryption ran on the event loop.
@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-_BATCH = 512
+from .group_commit import GroupCommit
+
 # The same pragmas the reader connection sets: synchronous is per connection, so it matters here.
 _PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON")
 _CONVERSATIONS = (
@@ -52,19 +53,15 @@ class BatchWriter:
         self.prepare = prepare
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="history-writer")
         self._db: sqlite3.Connection | None = None
-        self._pending: asyncio.Queue[tuple[list[RowLike], asyncio.Future[None]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._group = GroupCommit[list[RowLike]](lambda batch: self._run(self._commit, batch))
 
     async def start(self) -> None:
         """Open the writer's connection (the schema must exist already) and start the writer task."""
         self._db = await self._run(self._connect)
-        self._task = asyncio.create_task(self._loop())
+        self._group.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._group.stop()
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -72,9 +69,7 @@ class BatchWriter:
 
     async def write(self, rows: list[RowLike]) -> None:
         """Store rows; returns once the transaction that holds them has committed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((rows, future))
-        await future
+        await self._group.submit(rows)
 
     def _run(self, fn: Callable[..., object], *args: object) -> asyncio.Future:  # type: ignore[type-arg]
         return asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -84,20 +79,6 @@ class BatchWriter:
         for pragma in _PRAGMAS:
             db.execute(f"PRAGMA {pragma}")
         return db
-
-    async def _loop(self) -> None:
-        while True:
-            batch = [await self._pending.get()]
-            while not self._pending.empty() and len(batch) < _BATCH:
-                batch.append(self._pending.get_nowait())
-            try:
-                await self._run(self._commit, [rows for rows, _ in batch])
-                outcome: BaseException | None = None
-            except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the writer
-                outcome = exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(outcome) if outcome else future.set_result(None)
 
     def _commit(self, batch: list[list[RowLike]]) -> None:
         """On the writer thread: both inserts and the commit, or a rollback."""

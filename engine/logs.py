@@ -63,7 +63,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return dict(getattr(record, "fields", {}))
 
 
-class TextFormatter(logging.Formatter):
+class _EventFormatter(logging.Formatter):
+    """A record becomes one line through `line`, which the fast path of `event` calls directly."""
+
     def __init__(self, masker: Masker) -> None:
         super().__init__()
         self.masker = masker
@@ -75,6 +77,11 @@ class TextFormatter(logging.Formatter):
         return self.line(record.created, record.levelname, record.name, message, _fields(record))
 
     def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class TextFormatter(_EventFormatter):
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any]) -> str:
         """The line for one event; `format` and the fast path of `event` both end here."""
         parts = [timestamp(created), level, name]
         parts += [f"{key}={_value(value)}" for key, value in fields.items()]
@@ -84,17 +91,7 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, masker: Masker) -> None:
-        super().__init__()
-        self.masker = masker
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.exc_info:
-            message = f"{message} {self.formatException(record.exc_info)}".strip()
-        return self.line(record.created, record.levelname, record.name, message, _fields(record))
-
+class JsonFormatter(_EventFormatter):
     def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any]) -> str:
         data: dict[str, Any] = {"time": timestamp(created), "level": level, "logger": name}
         data.update({key: "-" if value in (None, "") else value for key, value in fields.items()})

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
@@ -108,6 +108,36 @@ async def open_stream(
             return CompleteStream(answered_by, replace(reply, text=await skills.post(reply.text)))
     except (TimeoutError, NoModelAvailable, AllModelsFailed, SkillFailed) as exc:
         raise _mapped(exc, trace) from None
+
+
+@dataclass
+class StreamEnd:
+    """How a relayed stream ended: `error` is None when the model finished."""
+
+    error: str | None = None
+    timeout: bool = False
+
+
+async def relay_deltas(
+    rt: Runtime, stream: ModelStream | CompleteStream, deadline: float, end: StreamEnd
+) -> AsyncIterator[str]:
+    """The stream's text pieces until it finishes, fails or passes `deadline`. The request counts as
+    in flight meanwhile and the stream is always closed; a failure stops the pieces and lands in
+    `end`. Use it under `contextlib.aclosing`, so a client going away closes the upstream call too."""
+    rt.in_flight += 1
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in stream:
+                if chunk.delta:
+                    yield chunk.delta
+    except UpstreamError as exc:  # the stream has recorded it against the model already
+        end.error = str(exc)
+    except TimeoutError:
+        end.error, end.timeout = "the model did not finish within request_timeout_seconds", True
+        await stream.close(UpstreamError(end.error, retryable=True, timeout=True))
+    finally:
+        rt.in_flight -= 1
+        await stream.close()
 
 
 class CompleteStream:

@@ -20,14 +20,14 @@ import asyncio
 import logging
 import os
 import time
+from contextlib import aclosing
 from typing import Any
 
 from . import logs
-from .adapters.base import UpstreamError
 from .bodies import ChatRequest
 from .errors import ApiError
 from .history import ClientMessage, ConversationNotFound, Row, new_id
-from .pipeline import in_flight, open_stream, options
+from .pipeline import StreamEnd, in_flight, open_stream, options, relay_deltas
 from .router import Trace
 from .runtime import Runtime
 
@@ -190,21 +190,12 @@ class Replies:
         deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
         async with in_flight(rt):
             stream = await open_stream(rt, catalog, model, messages, options(trace), trace, req.priority, deadline)
-        rt.in_flight += 1
-        try:
-            async with asyncio.timeout_at(deadline):
-                async for chunk in stream:
-                    if chunk.delta:
-                        job.chunk(chunk.delta)
-        except UpstreamError as exc:  # the stream has recorded it against the model already
-            return error_frame(job.client_id, "upstream_error", str(exc))
-        except TimeoutError:
-            error = "the model did not finish within request_timeout_seconds"
-            await stream.close(UpstreamError(error, retryable=True, timeout=True))
-            return error_frame(job.client_id, "timeout", error)
-        finally:
-            rt.in_flight -= 1
-            await stream.close()
+        end = StreamEnd()
+        async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
+            async for delta in deltas:
+                job.chunk(delta)
+        if end.error is not None:
+            return error_frame(job.client_id, "timeout" if end.timeout else "upstream_error", end.error)
         await rt.history.append(
             [
                 Row(new_id(), conversation_id, user, "user", req.message),
