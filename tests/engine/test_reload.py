@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import time
+from pathlib import Path
 
 import httpx
 
@@ -105,24 +106,33 @@ def test_sighup_rereads_the_settings_file(engine_factory: StartEngine) -> None:
     assert any("reload failed" in line for line in engine.log_lines())
 
 
+def worker_pids(parent: int) -> set[int]:
+    """uvicorn's live workers (not multiprocessing's resource tracker); a retired worker leaves once it exited."""
+    workers = set()
+    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):  # it exited since the list was read
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.add(int(pid))
+    return workers
+
+
 def test_two_workers_share_metrics_and_restart_on_sighup(engine_factory: StartEngine) -> None:
     engine = engine_factory([model("local")], workers=2)
     with engine.client() as client:
-        pids = set()
+        answered_by = set()
         for _ in range(40):
-            pids.add(client.get("/health").json()["pid"])
+            answered_by.add(client.get("/health").json()["pid"])
             client.post("/api/v1/chat", json={"message": "hi"})
+        pids = worker_pids(engine.process.pid)
+        assert answered_by <= pids and len(pids) == 2
         assert engine.metric("assistant_model_calls_total", model="local", outcome="success") == 40
         settings = engine.settings()
         engine.write_settings(settings.model_copy(update={"models": [*settings.models, model("fresh")]}))
         engine.process.send_signal(signal.SIGHUP)  # uvicorn's parent replaces the workers one by one
         deadline = time.monotonic() + 15
-        seen: set[int] = set(pids)
-        while seen & pids and time.monotonic() < deadline:
+        while (alive := worker_pids(engine.process.pid)) and alive & pids and time.monotonic() < deadline:
             time.sleep(0.2)
-            with contextlib.suppress(httpx.HTTPError):
-                seen = {client.get("/health").json()["pid"] for _ in range(10)}
-        assert not seen & pids, "old workers still answering"
+        assert len(alive) == 2 and not alive & pids, "old workers still running"
         assert all(len(client.get("/v1/models").json()["data"]) == 2 for _ in range(10))
         # counters of the retired workers stay in the aggregate
         assert engine.metric("assistant_model_calls_total", model="local", outcome="success") == 40
