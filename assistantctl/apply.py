@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from . import runtime
 from .plan import HostPlan
 from .renderers import Target, keepalived
 
@@ -43,6 +44,9 @@ def run_apply(
     with tempfile.TemporaryDirectory(prefix="assistantctl-apply-", dir=workdir) as tmp:
         tmpdir = Path(tmp)
         releases = {p.host: release_name(p) for p in changing}
+        for plan in changing:
+            if plan.install_runtime:
+                echo(f"  [{plan.host}] wheelhouse for engine runtime {plan.target.runtime} (built once per version)")
         hosts = {p.host: {**host_vars(p.target), **_bundle_vars(p, releases[p.host], tmpdir)} for p in changing}
         output = run_playbook("apply.yml", _write_inventory(hosts, changing[0].target, tmpdir), echo)
     return _results(output, [p.host for p in changing], releases)
@@ -80,6 +84,7 @@ def host_vars(target: Target) -> dict:
             ansible_user=host.ssh_user,
             ansible_port=host.ssh_port,
             ansible_python_interpreter="python3",
+            assistant_host_python="python3",
         )
         if host.ssh_config:
             values["ansible_ssh_common_args"] = f"-F {shlex.quote(host.ssh_config)}"
@@ -111,6 +116,7 @@ def debian_packages(target: Target) -> list[str]:
         "keepalived": spec.deploy.ha is not None and host.name in spec.deploy.ha.hosts,
         "prometheus": target.has_role("monitoring") and spec.monitoring.prometheus.enabled,
         "prometheus-alertmanager": target.has_role("monitoring") and spec.monitoring.alertmanager.enabled,
+        "python3-venv": target.runtime is not None,  # Debian's python3 makes virtualenvs only with it
     }
     return sorted(name for name, needed in wanted.items() if needed)
 
@@ -120,7 +126,7 @@ def _bundle_vars(plan: HostPlan, release: str, tmpdir: Path) -> dict:
     bundle_path = tmpdir / f"{plan.host}.tar.gz"
     bundle_path.write_bytes(plan.bundle.tarball())
     os.chmod(bundle_path, 0o600)
-    return {
+    values = {
         "assistant_release": release,
         "assistant_bundle": str(bundle_path),
         "assistant_changed_services": plan.changed_services,
@@ -129,6 +135,12 @@ def _bundle_vars(plan: HostPlan, release: str, tmpdir: Path) -> dict:
             for folder, command in plan.bundle.checks
         ],
     }
+    if plan.install_runtime:
+        values["assistant_runtime"] = {
+            "id": target.runtime,
+            "wheelhouse": str(runtime.wheelhouse(runtime.controller_runtime(), plan.host_python)),
+        }
+    return values
 
 
 def _write_inventory(hosts: dict[str, dict], any_target: Target, tmpdir: Path) -> Path:
@@ -178,10 +190,12 @@ def run_playbook(playbook: str, inventory: Path, echo: Callable[[str], None]) ->
 
 def _results(output: dict, hosts: list[str], releases: dict[str, str]) -> list[HostResult]:
     stats, failures = output.get("stats", {}), output.get("failures", {})
+    plays, ran = output.get("plays", 0), output.get("ran", {})
     results = []
     for host in hosts:
         s = stats.get(host, {})
-        ok = bool(s) and not s.get("failures") and not s.get("unreachable")
+        # A host that came through the preparing play but not the rolling one was stopped by a failure elsewhere.
+        ok = bool(s) and not s.get("failures") and not s.get("unreachable") and ran.get(host) == plays
         causes = failures.get(host)
         message = "applied" if ok else ("\n  ".join(causes) if causes else "did not run (an earlier host failed)")
         results.append(HostResult(host, ok, releases[host], message))

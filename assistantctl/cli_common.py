@@ -34,10 +34,14 @@ def names(value: str | None) -> set[str] | None:
 
 
 def targets(spec, spec_path: str, hosts: str | None):
+    from .runtime import RuntimeUnavailable
     from .targets import targets as spec_targets
 
     chosen = names(hosts)
-    found = spec_targets(spec, Path(spec_path).resolve().parent, chosen)
+    try:
+        found = spec_targets(spec, Path(spec_path).resolve().parent, chosen)
+    except RuntimeUnavailable as exc:
+        fail(str(exc))
     if chosen and len(found) != len(chosen):
         unknown = chosen - {t.host.name for t in found}
         raise click.UsageError(f"unknown host(s): {', '.join(sorted(unknown))}")

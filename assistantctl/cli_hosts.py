@@ -98,6 +98,7 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
     from .apply import run_apply
     from .locking import Locked, locked
     from .plan_output import render_text, summary
+    from .runtime import RuntimeUnavailable
     from .saved_plan import StalePlan, verify
     from .saved_plan import load as load_plan
 
@@ -122,7 +123,7 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
             with locked([p.target for p in changing], "apply"):
                 verify_unchanged(changing)
                 results = run_apply(plans, echo)
-    except (StalePlan, Locked) as exc:
+    except (StalePlan, Locked, RuntimeUnavailable) as exc:
         _audit("apply", spec_path, [p.host for p in changing], summary(plans), f"refused: {exc}")
         fail(str(exc))
     outcome = _report(results, "Apply", "changed", echo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import urllib.request
@@ -54,7 +55,22 @@ def collect(root: str, with_content: tuple[str, ...] = ()) -> dict:
     facts["supervisord_running"] = _pid_alive(os.path.join(root, "run", "supervisord.pid"))
     facts["lock"] = _read_json(os.path.join(root, "run", "apply.lock"))
     facts["releases"] = _releases(os.path.join(root, "releases"))
+    facts["runtimes"] = _runtimes(os.path.join(root, "venvs"))
+    facts["python"] = {
+        "version": f"{sys.version_info[0]}.{sys.version_info[1]}",
+        "machine": platform.machine(),
+        "glibc": platform.libc_ver()[1] if platform.libc_ver()[0] == "glibc" else "",
+    }
     return facts
+
+
+def _runtimes(folder: str) -> list[str]:
+    """Engine virtualenvs whose install finished (the marker is written last)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(n for n in names if os.path.exists(os.path.join(folder, n, ".complete")))
 
 
 def _read_json(path: str) -> dict | None:

@@ -33,6 +33,8 @@ class HostPlan:
     live_content: dict[str, str | None] = field(default_factory=dict)
     live_digest: str = ""  # what the host ran when planned; a saved plan refuses a host that moved since
     lock: dict | None = None
+    install_runtime: bool = False  # the engine's virtualenv for this version is not on the host yet
+    host_python: dict = field(default_factory=dict)  # the host's python3: what its wheels must fit
 
     @property
     def host(self) -> str:
@@ -40,7 +42,7 @@ class HostPlan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes) or self.start_services
+        return bool(self.changes) or self.start_services or self.install_runtime
 
     @property
     def changed_services(self) -> list[str]:
@@ -77,6 +79,8 @@ def plan_host(target: Target, bundle: Bundle, facts: dict) -> HostPlan:
         live_content=facts.get("content", {}),
         live_digest=live_digest(facts),
         lock=facts.get("lock"),
+        install_runtime=target.runtime is not None and target.runtime not in facts.get("runtimes", ()),
+        host_python=facts.get("python", {}),
     )
 
 

@@ -16,6 +16,7 @@ def summary(plans: list[HostPlan]) -> dict[str, int]:
         "change": sum(p.count("change") for p in plans),
         "remove": sum(p.count("remove") for p in plans),
         "start": sum(1 for p in plans if p.start_services),
+        "runtimes": sum(1 for p in plans if p.install_runtime),
         "hosts": len(plans),
         "hosts_changing": sum(1 for p in plans if p.has_changes),
     }
@@ -26,9 +27,10 @@ def summary_line(plans: list[HostPlan]) -> str:
     if not s["hosts_changing"]:
         return f"No changes. {s['hosts']} host(s) up to date."
     starts = f", services to start on {s['start']} host(s)" if s["start"] else ""
+    runtimes = f", engine runtime to install on {s['runtimes']} host(s)" if s["runtimes"] else ""
     return (
         f"Plan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove"
-        f"{starts} ({s['hosts_changing']} of {s['hosts']} host(s) changing)."
+        f"{starts}{runtimes} ({s['hosts_changing']} of {s['hosts']} host(s) changing)."
     )
 
 
@@ -41,6 +43,8 @@ def render_text(plans: list[HostPlan], with_diff: bool = False) -> str:
             out.append(f"  up to date at release {plan.live_release}")
             continue
         out.append(f"  release {plan.live_release or '(none)'} -> {plan.bundle.id}")
+        if plan.install_runtime:
+            out.append(f"  + engine runtime {target.runtime} (virtualenv {target.python.removesuffix('/bin/python')})")
         for change in plan.changes:
             note = ""
             if change.sensitive:
@@ -80,6 +84,7 @@ def render_json(plans: list[HostPlan]) -> str:
                         "live_release": p.live_release,
                         "bundle_id": p.bundle.id,
                         "start_services": p.start_services,
+                        "install_runtime": p.target.runtime if p.install_runtime else None,
                         "services_to_reload": p.changed_services,
                         "changes": [
                             {

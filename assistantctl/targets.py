@@ -6,6 +6,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from .renderers import Target
+from .runtime import Runtime, controller_runtime
 from .schema.spec import Host, Spec
 
 
@@ -19,12 +20,19 @@ def host_root(spec: Spec, host: Host, spec_dir: Path) -> str:
     return f"/opt/{spec.name}/{root}".replace("/./", "/")
 
 
-def host_python(spec: Spec, host: Host, root: str) -> str:
+def host_runtime(host: Host) -> Runtime | None:
+    """The virtualenv apply installs for the engine: on SSH hosts that name no interpreter of their own."""
+    if host.python or host.connection == "local":
+        return None
+    return controller_runtime()
+
+
+def host_python(host: Host, root: str, runtime: Runtime | None) -> str:
     if host.python:
         return host.python
-    if host.connection == "local":
-        return sys.executable
-    return f"{root}/venv/bin/python"
+    if runtime is not None:
+        return runtime.python(root)
+    return sys.executable
 
 
 def targets(spec: Spec, spec_dir: Path, only_hosts: set[str] | None = None) -> list[Target]:
@@ -37,5 +45,7 @@ def targets(spec: Spec, spec_dir: Path, only_hosts: set[str] | None = None) -> l
             # ssh would resolve a relative -F against the working directory; the spec means its own folder.
             host = host.model_copy(update={"ssh_config": str(spec_dir / Path(host.ssh_config).expanduser())})
         root = host_root(spec, host, spec_dir)
-        result.append(Target(spec=spec, host=host, root=root, python=host_python(spec, host, root)))
+        runtime = host_runtime(host)
+        python = host_python(host, root, runtime)
+        result.append(Target(spec=spec, host=host, root=root, python=python, runtime=runtime and runtime.id))
     return result

@@ -17,6 +17,7 @@ class Target:
     host: Host
     root: str  # absolute deploy root on the host
     python: str  # interpreter that runs the engine on the host
+    runtime: str | None = None  # id of the engine virtualenv apply installs there (None: python is given)
 
     @property
     def current(self) -> str:

@@ -1,5 +1,6 @@
 """Ansible stdout callback for assistantctl: one progress line per host and step, and a JSON
-result file (per-host stats and the last failure message) that `assistantctl apply` reads back.
+result file (per-host stats, failure messages, and how many of the plays each host took part in)
+that `assistantctl apply` reads back.
 
 ansible-core ships no JSON callback of its own (that one lives in the ansible.posix collection),
 and a callback keeps the run streaming to the user instead of printing only at the end.
@@ -29,12 +30,28 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         self._causes: dict[str, list[str]] = {}
+        self._plays = 0
+        self._play = -1  # index of the play running now
+        self._ran: dict[str, set[int]] = {}  # host -> the plays it ran tasks in
+
+    def v2_playbook_on_start(self, playbook) -> None:
+        self._plays = len(playbook.get_plays())
+
+    def v2_playbook_on_play_start(self, play) -> None:
+        self._play += 1
+
+    def _ran_in_play(self, result) -> None:
+        self._ran.setdefault(result.host.get_name(), set()).add(self._play)
+
+    def v2_runner_on_skipped(self, result) -> None:
+        self._ran_in_play(result)
 
     def _line(self, host: str, status: str, task: str, detail: str = "") -> None:
         sys.stdout.write(f"  [{host}] {status:<9} {task}{(': ' + detail) if detail else ''}\n")
         sys.stdout.flush()
 
     def v2_runner_on_ok(self, result) -> None:
+        self._ran_in_play(result)
         if result.task.action in ("ansible.builtin.debug", "debug", "ansible.builtin.set_fact", "set_fact"):
             return
         status = "changed" if result.result.get("changed") else "ok"
@@ -43,10 +60,11 @@ class CallbackModule(CallbackBase):
     def v2_runner_item_on_failed(self, result) -> None:
         # A failed loop item carries the tool's own words (nginx -t's stderr, say): keep them.
         host = result.host.get_name()
-        label = result.task_fields.get("loop_control", {}).get("label") or result.result.get("item")
+        label = result.result.get("_ansible_item_label") or result.result.get("item")
         self._causes.setdefault(host, []).append(f"{label}: {_message(result.result)}")
 
     def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
+        self._ran_in_play(result)
         if ignore_errors:
             return
         host = result.host.get_name()
@@ -56,6 +74,7 @@ class CallbackModule(CallbackBase):
         self._line(host, "FAILED", result.task.get_name(), message.splitlines()[0] if message else "")
 
     def v2_runner_on_unreachable(self, result) -> None:
+        self._ran_in_play(result)
         host = result.host.get_name()
         message = f"unreachable: {result.result.get('msg', '')}".strip()
         self._causes.setdefault(host, []).append(message)
@@ -66,7 +85,8 @@ class CallbackModule(CallbackBase):
         path = os.environ.get("ASSISTANT_RESULT_FILE")
         if path:
             with open(path, "w", encoding="utf-8") as out:
-                json.dump({"stats": summary, "failures": self._causes}, out)
+                plays = {host: len(ran) for host, ran in self._ran.items()}
+                json.dump({"stats": summary, "failures": self._causes, "plays": self._plays, "ran": plays}, out)
 
 
 def _message(result: dict) -> str:

@@ -1,7 +1,8 @@
 """Fixtures for tests that deploy to several SSH hosts on this machine (see hosts.py).
 
-Hosts run the controller's own interpreter through the shared filesystem (the spec's `python:`
-field): a real fleet installs a virtualenv on each host instead.
+The hosts of test_fleet_apply.py get the engine's virtualenv that apply installs, as a real fleet
+does; the other modules give hosts the controller's own interpreter (the spec's `python:`), which
+they reach through the shared filesystem, to save the install.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # cli_helpers
 
 from cli_helpers import assistantctl, default_spec, write_spec  # noqa: E402
 from hosts import Fleet, TestHost  # noqa: E402
+
+# The tasks of apply's first play, which prepares every host before any of them switches.
+PREPARING = ("Create the deploy directories", "Install what the services need", "Install missing Debian packages")
+
+
+def steps_on(host: str, output: str) -> list[str]:
+    """The tasks the progress lines of an apply show for one host, in order."""
+    return re.findall(rf"^  \[{re.escape(host)}\] \w+ +(.*)$", output, re.M)
+
+
+def only_prepared(host: str, output: str) -> bool:
+    """The host went through the preparing play but the rollout stopped before its turn."""
+    steps = steps_on(host, output)
+    return bool(steps) and all(step.startswith(PREPARING) for step in steps)
 
 
 class FleetDeployment:
@@ -23,8 +38,11 @@ class FleetDeployment:
         folder: Path,
         roles: dict[str, list[str]],
         env: dict[str, str] | None = None,
+        python: str | None = sys.executable,
         **deploy: object,
     ):
+        """`python`: the interpreter hosts run the engine with; None has apply install its own
+        virtualenv on each host (tests that don't exercise that save the install time)."""
         self.fleet = fleet
         self.folder = folder
         self.env = env or {}  # what `${env:...}` secrets of the spec resolve against
@@ -39,8 +57,8 @@ class FleetDeployment:
                     "connection": "ssh",
                     "ssh_user": "root",
                     "ssh_config": str(fleet.ssh_config),
-                    "python": sys.executable,
                     "roles": roles[host.name],
+                    **({"python": python} if python else {}),
                 }
                 for host in fleet.hosts
             ],

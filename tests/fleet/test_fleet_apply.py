@@ -10,11 +10,15 @@ the spec it found.
 from __future__ import annotations
 
 import re
+import shutil
+import time
+from importlib import metadata
 
 import httpx
 import pytest
 
-from fleet_deployment import FleetDeployment
+from assistantctl.runtime import controller_runtime
+from fleet_deployment import FleetDeployment, only_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +29,10 @@ ENGINE_PORT = 8081
 
 @pytest.fixture(scope="module")
 def fleet(make_fleet, tmp_path_factory) -> FleetDeployment:
-    # serial 3: the three hosts are deployed in one batch (the failure test sets serial 1).
-    deployment = FleetDeployment(make_fleet(list(ROLES)), tmp_path_factory.mktemp("fleet-spec"), ROLES, serial=3)
+    # serial 3: the three hosts are deployed in one batch (the failure test sets serial 1). No
+    # `python:` on the hosts: apply installs the engine's own virtualenv on each.
+    folder = tmp_path_factory.mktemp("fleet-spec")
+    deployment = FleetDeployment(make_fleet(list(ROLES)), folder, ROLES, python=None, serial=3)
     first, seconds = deployment.timed("apply")
     print(f"\nfirst apply to 3 SSH hosts (serial 3): {seconds:.1f} s")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -58,6 +64,25 @@ def test_apply_deploys_every_host_over_ssh_and_each_edge_answers_through_its_ngi
     for name in EDGES:
         assert fleet.host(name).path("current/nginx/site.conf").is_file()
         assert not fleet.host(name).path("current/engine").exists()
+
+
+def test_each_host_runs_the_engine_from_a_virtualenv_holding_the_controllers_version(fleet):
+    runtime = controller_runtime()
+    venv = f"{fleet.fleet.root}/venvs/{runtime.id}"
+    assert fleet.first_apply_output.count(f"+ engine runtime {runtime.id} (virtualenv {venv})") == len(ROLES)
+    assert "engine runtime to install on 3 host(s)" in fleet.first_apply_output
+    for name in ROLES:
+        host = fleet.host(name)
+        assert host.path(f"venvs/{runtime.id}/.complete").exists()
+        assert f"{venv}/bin/python -m supervisor.supervisord" in _supervisord_command(host)
+        # The host's own copy, not the controller's checkout reached through the shared filesystem.
+        probe = "import assistantctl.engine as e, importlib.metadata as m; print(e.__file__, m.version('assistantctl'))"
+        where, version = host.run(f"{venv}/bin/python", "-c", probe).stdout.split()
+        assert where.startswith(f"{venv}/lib/") and version == metadata.version("assistantctl")
+        frozen = host.run(f"{venv}/bin/python", "-m", "pip", "freeze", "--exclude", "assistantctl").stdout.split()
+        assert sorted(line.lower().replace("_", "-") for line in frozen) == sorted(runtime.pins)
+    engine = fleet.host("core").path("current/supervisor/programs/engine.conf").read_text()
+    assert f"{venv}/bin/python -m assistantctl.engine" in engine
 
 
 def test_serial_from_the_spec_deploys_that_many_hosts_at_once(fleet):
@@ -93,6 +118,23 @@ def test_a_hand_edit_on_one_host_shows_as_drift_on_that_host_only(fleet):
     assert fleet.run("plan", "--detailed-exitcode").returncode == 0
 
 
+def test_apply_repairs_a_hand_edit_and_removes_runtimes_no_release_uses(fleet):
+    runtime = controller_runtime().id
+    core = fleet.host("core")
+    stale = core.path("venvs/0123456789ab")
+    stale.mkdir()
+    (stale / ".complete").touch()
+    program = core.path("current/supervisor/programs/engine.conf")
+    rendered = program.read_text()
+    program.write_text(rendered + "; edited by hand\n")
+    result = fleet.run("apply", "--limit", "core")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "~ supervisor/programs/engine.conf  (drift: edited on the host since the last apply)" in result.stdout
+    assert core.path("current/supervisor/programs/engine.conf").read_text() == rendered
+    assert not stale.exists()
+    assert sorted(p.name for p in core.path("venvs").iterdir()) == [runtime]
+
+
 def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fleet):
     live = {name: fleet.live_release(name) for name in ROLES}
     releases = {name: fleet.releases(name) for name in ROLES}
@@ -108,8 +150,9 @@ def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fl
         fleet.rewrite(original)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^edge-a: FAILED .*absent\.crt", result.stdout, re.M), result.stdout
-    assert "edge-b: FAILED" in result.stdout and "did not run" in result.stdout
-    assert "[edge-b]" not in result.stdout  # serial 1: not a single task ran there
+    assert "edge-b: FAILED" in result.stdout and "did not run" in result.stdout, result.stdout
+    # serial 1: edge-b was prepared (with every host, before any switched) but never staged a release
+    assert only_prepared("edge-b", result.stdout), result.stdout
     assert {name: fleet.live_release(name) for name in ROLES} == live
     assert {name: fleet.releases(name) for name in ROLES} == releases  # no new release, no staging left
     for name in EDGES:
@@ -132,3 +175,47 @@ def _plan_sections(text: str) -> dict[str, str]:
         if current:
             sections[current] = sections.get(current, "") + line + "\n"
     return sections
+
+
+def _supervisord_command(host) -> str:
+    pid = host.path("run/supervisord.pid").read_text().strip()
+    return host.run("cat", f"/proc/{pid}/cmdline").stdout.replace("\0", " ")
+
+
+def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_history(fleet, tmp_path):
+    said = chat(fleet.url("edge-a"), "remember this across the rebuild", user="dr").json()
+    backup = fleet.run("backup", "--host", "core", "--out", str(tmp_path))
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    [archive] = tmp_path.glob("core-*.tar.gz")
+
+    core = fleet.host("core")
+    python = f"{fleet.fleet.root}/venvs/{controller_runtime().id}/bin/python"
+    core.supervisorctl(python, "shutdown")
+    _wait_until_gone(core.path("run/supervisord.pid"))
+    for entry in core.files.iterdir():  # the machine is lost: no release, no runtime, no history
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    assert chat(fleet.url("edge-a"), "anyone there?").status_code == 502
+
+    rebuilt = fleet.run("apply", "--limit", "core")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert f"+ engine runtime {controller_runtime().id}" in rebuilt.stdout
+    history = httpx.get(fleet.url("edge-a", "/api/v1/history"), params={"user": "dr"}, timeout=5).json()
+    assert history["messages"] == []
+
+    restored = fleet.run("restore", str(archive), "--host", "core")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    history = httpx.get(fleet.url("edge-b", "/api/v1/history"), params={"user": "dr"}, timeout=5).json()
+    contents = [(m["conversation_id"], m["content"]) for m in history["messages"]]
+    assert (said["conversation_id"], "remember this across the rebuild") in contents
+    assert (said["conversation_id"], said["reply"]) in contents
+    assert fleet.run("plan", "--detailed-exitcode").returncode == 0
+
+
+def _wait_until_gone(path, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not path.exists(), f"{path} still there"

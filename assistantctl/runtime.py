@@ -1,0 +1,173 @@
+"""The engine's runtime on an SSH host: a virtualenv holding the controller's own assistantctl and
+the exact versions of the engine's dependencies that the controller runs, installed offline from a
+wheelhouse the controller builds (hosts need no package index).
+
+A runtime is named by a hash of what it holds, so a host keeps one virtualenv per version side by
+side: installing a new one never disturbs the engine that runs, and a rollback finds its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import assistantctl
+
+# What a host needs to run the engine and its supervisord; the compiler's own dependencies
+# (Ansible, Jinja, click...) stay on the controller. Versions and extras come from pyproject.
+HOST_DISTRIBUTIONS = frozenset(
+    {
+        "pydantic",
+        "supervisor",
+        "starlette",
+        "uvicorn",
+        "aiosqlite",
+        "prometheus-client",
+        "aiohttp",
+        "asyncpg",
+        "redis",
+        "orjson",
+        "pyjwt",
+        "cryptography",
+    }
+)
+PROJECT = "assistantctl"
+
+
+class RuntimeUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    id: str
+    pins: tuple[str, ...]  # name==version of every distribution the engine needs, sorted
+    source: Path  # the source checkout the controller runs, built into the host's wheel
+
+    def python(self, root: str) -> str:
+        return f"{root}/venvs/{self.id}/bin/python"
+
+
+@functools.cache
+def controller_runtime() -> Runtime:
+    source = Path(assistantctl.__file__).resolve().parent.parent
+    if not (source / "pyproject.toml").is_file():
+        raise RuntimeUnavailable(
+            "assistantctl is not running from a source checkout, so it cannot build the engine for SSH hosts; "
+            "set deploy.hosts[].python to an interpreter on the host that has this version installed"
+        )
+    pins = tuple(sorted(f"{name}=={version}" for name, version in host_closure().items()))
+    digest = hashlib.sha256("\n".join(pins).encode())
+    # The engine's own code decides what runs; the compiler's code never runs on a host.
+    for path in sorted((source / "engine").rglob("*.py")):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes())
+    return Runtime(id=digest.hexdigest()[:12], pins=pins, source=source)
+
+
+def host_closure() -> dict[str, str]:
+    """Every distribution (name -> installed version) the host needs: HOST_DISTRIBUTIONS as the
+    project requires them, and what they require in turn, with the requested extras."""
+    top = [
+        r for r in map(Requirement, metadata.requires(PROJECT) or ()) if canonicalize_name(r.name) in HOST_DISTRIBUTIONS
+    ]
+    found: dict[str, str] = {}
+    visited: set[tuple[str, str]] = set()
+    queue = [(r, "") for r in top]
+    while queue:
+        requirement, extra = queue.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError as exc:
+            raise RuntimeUnavailable(f"{name} is required by the engine but not installed here") from exc
+        found[name] = distribution.version
+        for wanted in ("", *sorted(requirement.extras)):
+            if (name, wanted) in visited:
+                continue
+            visited.add((name, wanted))
+            queue.extend((Requirement(r), wanted) for r in distribution.requires or ())
+    return found
+
+
+def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -> Path:
+    """A tar of the wheels a host with `host_python` (facts: version, machine, glibc) installs the
+    runtime from, with its requirements.txt; built once per runtime and host platform."""
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "assistantctl"
+    platform = f"cp{host_python['version'].replace('.', '')}-{host_python['machine']}-glibc{host_python['glibc']}"
+    archive = cache / "wheelhouses" / f"{runtime.id}-{platform}.tar"
+    if archive.exists():
+        return archive
+    folder = archive.with_suffix(".d")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="assistantctl-wheel-") as tmp:
+        _pip("wheel", "--no-deps", "--wheel-dir", str(folder), str(_clean_copy(runtime.source, Path(tmp))))
+    _pip(
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(folder),
+        *_target_flags(host_python),
+        *runtime.pins,
+    )
+    # The project goes in without its dependencies: only the engine's are in the wheelhouse.
+    (folder / "requirements.txt").write_text("\n".join(runtime.pins) + "\n")
+    (folder / "project.txt").write_text(f"{PROJECT}=={metadata.version(PROJECT)}\n")
+    partial = archive.with_suffix(".partial")
+    with tarfile.open(partial, "w") as tar:
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=path.name)
+    partial.rename(archive)
+    return archive
+
+
+def _clean_copy(source: Path, into: Path) -> Path:
+    """The project's packages without build leftovers: setuptools builds in the tree it is given, and a
+    stale build/ there would put deleted modules back into the wheel."""
+    project = tomllib.loads((source / "pyproject.toml").read_text())
+    shutil.copy2(source / "pyproject.toml", into / "pyproject.toml")
+    for folder in sorted(set(project["tool"]["setuptools"]["package-dir"].values())):
+        shutil.copytree(source / folder, into / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return into
+
+
+def _target_flags(host_python: dict) -> list[str]:
+    """pip's flags for wheels that run on the host rather than on the controller."""
+    major, minor = host_python["version"].split(".")
+    machine = host_python["machine"]
+    if not host_python.get("glibc"):
+        raise RuntimeUnavailable(
+            "the host's C library is not glibc, and wheels are fetched for glibc hosts only; "
+            "set deploy.hosts[].python to an interpreter on the host that has assistantctl installed"
+        )
+    flags = ["--python-version", f"{major}.{minor}", "--implementation", "cp"]
+    for abi in (f"cp{major}{minor}", "abi3", "none"):
+        flags += ["--abi", abi]
+    glibc_minor = int(host_python["glibc"].split(".")[1])
+    # manylinux2014 (glibc 2.17) stands for the older manylinux1/2010 wheels too (PEP 599).
+    platforms = [f"manylinux_2_{v}_{machine}" for v in range(glibc_minor, 16, -1)] + [f"manylinux2014_{machine}"]
+    for platform in platforms:
+        flags += ["--platform", platform]
+    return flags
+
+
+def _pip(*args: str) -> None:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeUnavailable(f"pip {args[0]} failed building the engine's wheelhouse:\n{result.stderr.strip()}")
