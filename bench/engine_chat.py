@@ -6,7 +6,8 @@ One run starts an instant fake OpenAI upstream (bench/fake_upstream.py), the eng
 settings the renderers build from assistant.yaml plus a `fake` model on that upstream (history,
 metrics and logs on, as deployed), nginx from the rendered config, and the ~50-line bare
 forwarder (bench/bare_forwarder.py). It prints req/s, p50 and p99 per case, the engine/bare
-ratios, idle and loaded RSS per uvicorn worker, and the issue's targets next to the figures.
+ratios (of req/s and of CPU per request), idle and loaded RSS per uvicorn worker, and the
+issue's targets next to the figures.
 `cpu us/req` is the CPU time the serving workers (engine or bare) spent per answered request: it
 depends far less than req/s on whatever else the machine runs, so compare changes with it.
 Engine, nginx, upstream and wrk share the machine's cores: figures are relative to this machine
@@ -122,6 +123,8 @@ def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
     loaded_engine = memory(urls["engine_process"])
     print(f"loadavg after: {load_average()}")
     print()
+    # req/s says how the cases shared a busy machine; CPU per request is the steadier comparison.
+    print(f"{'ratio':<40} {'req/s':>6} {'cpu/req':>8}  (engine's share of bare's throughput, and its CPU per request)")
     for num, den, label in (
         ("engine", "bare", "engine / bare, POST"),
         ("engine_sse", "bare_sse", "engine / bare, SSE"),
@@ -130,7 +133,9 @@ def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
         ("nginx", "bare", "nginx->engine / bare (direct), POST"),
     ):
         if num in results and den in results:
-            print(f"{label:<40} {results[num]['rps'] / results[den]['rps']:>6.0%}")
+            rps = results[num]["rps"] / results[den]["rps"]
+            cpu = results[num]["cpu_us"] / max(results[den]["cpu_us"], 1e-9)
+            print(f"{label:<40} {rps:>6.0%} {cpu:>7.2f}x")
     print(f"{'engine worker RSS idle (MB)':<40} {' '.join(f'{m:.1f}' for m in idle_engine)}")
     print(f"{'engine worker RSS after load (MB)':<40} {' '.join(f'{m:.1f}' for m in loaded_engine)}")
     print(f"{'bare worker RSS idle (MB)':<40} {' '.join(f'{m:.1f}' for m in idle_bare)}")

@@ -7,12 +7,13 @@ import os
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from . import logs
 from .bodies import read_json
 from .catalog import UnknownModel
 from .errors import ApiError
+from .jsonio import JSONResponse
 from .middleware import request_id
 from .pipeline import runtime
 

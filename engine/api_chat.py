@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .adapters.base import Message
 from .bodies import chat_request, read_json
 from .errors import ApiError
 from .history import ConversationNotFound, Row, new_id
+from .jsonio import JSONResponse
 from .pipeline import (
     StreamEnd,
     admit,

@@ -13,11 +13,12 @@ from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .adapters.base import Usage
 from .bodies import completion_request, read_json
 from .history import new_id
+from .jsonio import JSONResponse
 from .pipeline import (
     StreamEnd,
     admit,

@@ -7,7 +7,6 @@ keep a field's parser and its model side by side when either changes.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from starlette.requests import Request
 
 from .adapters.base import Message
 from .errors import ApiError
+from .jsonio import loads
 
 DEFAULT_PRIORITY = 5  # 0 (first) .. 9 (last) among requests waiting for the same model
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -54,7 +54,7 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         if len(body) > max_bytes:
             raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -46,9 +46,11 @@ def timestamp(created: float) -> str:
 
 
 def _value(value: Any) -> str:
+    kind = type(value)
+    if kind is str and " " not in value and value.isprintable():  # the usual case, checked first
+        return value or "-"
     if value is None or value == "":
         return "-"
-    kind = type(value)
     if kind is int:
         return str(value)
     if isinstance(value, float):

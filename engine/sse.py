@@ -15,12 +15,12 @@ back while the iterator is waiting, so nothing reaches the client later than bef
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from .jsonio import dumps
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _HIGH_WATER_EVENTS = 64  # events waiting for the client before the producer waits too
@@ -30,11 +30,7 @@ def event(data: Any) -> bytes:
     """One SSE event carrying JSON (JSON never contains a raw newline, so one data line is enough)."""
     if isinstance(data, str):
         return b"data: " + data.encode() + b"\n\n"
-    try:
-        text = orjson.dumps(data)
-    except TypeError:  # an integer beyond 64 bits, say: the standard library still encodes it
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return b"data: " + text + b"\n\n"
+    return b"data: " + dumps(data) + b"\n\n"
 
 
 class EventStreamResponse(StreamingResponse):

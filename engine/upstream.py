@@ -8,7 +8,6 @@ reference forwarder's client (bench/bare_forwarder.py). Bodies are encoded and d
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import orjson
 from yarl import URL
 
 from .adapters.base import UpstreamError, error_for_status
+from .jsonio import dumps
 
 _MAX_CONNECTIONS = 1000
 _KEEPALIVE_SECONDS = 30
@@ -85,13 +85,6 @@ def _transport_error(exc: BaseException) -> UpstreamError:
     return UpstreamError(f"upstream {kind}: {type(exc).__name__} {exc}".strip(), retryable=True, timeout=timeout)
 
 
-def _dumps(body: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(body)
-    except TypeError:  # an integer beyond 64 bits, say: the standard library still encodes it
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def _decoded(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
@@ -99,7 +92,7 @@ def _decoded(raw: bytes) -> str:
 async def post_json(client: HttpClient, path: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     """POST a JSON body, return the decoded JSON answer; any failure becomes an `UpstreamError`."""
     try:
-        async with client.session.post(client.url(path), data=_dumps(body), headers={**headers, **_JSON}) as r:
+        async with client.session.post(client.url(path), data=dumps(body), headers={**headers, **_JSON}) as r:
             status, raw = r.status, await r.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _transport_error(exc) from exc
@@ -120,7 +113,7 @@ async def stream_lines(
     connection, which is how an upstream generation gets stopped. Lines have no length limit.
     """
     try:
-        async with client.session.post(client.url(path), data=_dumps(body), headers={**headers, **_JSON}) as r:
+        async with client.session.post(client.url(path), data=dumps(body), headers={**headers, **_JSON}) as r:
             if r.status >= 400:
                 raise error_for_status(r.status, _decoded(await r.read()))
             finished = False
