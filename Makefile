@@ -29,7 +29,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/render.py
-	$(BIN)/python bench/engine_chat.py
+	$(BIN)/python bench/engine_chat.py --duration 10
 
 # Regenerate the committed JSON Schema and OpenAPI document after changing their sources.
 schema: $(VENV)/.installed
