@@ -139,17 +139,20 @@ def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fl
     live = {name: fleet.live_release(name) for name in ROLES}
     releases = {name: fleet.releases(name) for name in ROLES}
     original = fleet.data
-    broken = fleet.copy()
-    # A relative certificate path is under the deploy root, which no host has: nginx -t refuses it.
-    broken["security"]["tls"] = {"enabled": True, "certificate": "tls/absent.crt", "key": "tls/absent.key"}
-    broken["deploy"]["serial"] = 1
-    fleet.rewrite(broken)
+    one_at_a_time = fleet.copy()
+    one_at_a_time["deploy"]["serial"] = 1
+    # Valid for every check of ours, refused by nginx -t: an override snippet with an unknown directive.
+    snippet = fleet.folder / "overrides" / "nginx" / "server.d" / "broken.conf"
+    snippet.parent.mkdir(parents=True)
+    snippet.write_text("location = /broken {\n    no_such_directive on;\n}\n")
+    fleet.rewrite(one_at_a_time)
     try:
         result = fleet.run("apply")
     finally:
+        shutil.rmtree(fleet.folder / "overrides")
         fleet.rewrite(original)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert re.search(r"^edge-a: FAILED .*absent\.crt", result.stdout, re.M), result.stdout
+    assert re.search(r'^edge-a: FAILED .*unknown directive "no_such_directive"', result.stdout, re.M), result.stdout
     assert "edge-b: FAILED" in result.stdout and "did not run" in result.stdout, result.stdout
     # serial 1: edge-b was prepared (with every host, before any switched) but never staged a release
     assert only_prepared("edge-b", result.stdout), result.stdout
