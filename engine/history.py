@@ -59,7 +59,33 @@ class ConversationNotFound(Exception):
     pass
 
 
-class History:
+class OwnedConversations:
+    """Who may read a conversation, the same for every history backend; a backend provides
+    `owner` and `_last_messages`."""
+
+    async def context(self, conversation_id: str, user: str, limit: int) -> list[dict[str, str]]:
+        """The last `limit` messages of a conversation, oldest first, as model messages.
+
+        Raises ConversationNotFound when the conversation belongs to someone else; an unknown id
+        is a new conversation.
+        """
+        owner = await self.owner(conversation_id)
+        if owner is None:
+            return []
+        if owner != user:
+            raise ConversationNotFound(conversation_id)
+        if limit <= 0:
+            return []
+        return await self._last_messages(conversation_id, limit)
+
+    async def owner(self, conversation_id: str) -> str | None:
+        raise NotImplementedError
+
+    async def _last_messages(self, conversation_id: str, limit: int) -> list[dict[str, str]]:
+        raise NotImplementedError
+
+
+class History(OwnedConversations):
     def __init__(self, data_dir: str, sealer: Sealer, masker: Masker) -> None:
         self.path = Path(data_dir) / "history.sqlite3"
         self.sealer = sealer
@@ -101,19 +127,7 @@ class History:
             row = await cursor.fetchone()
         return row[0] if row else None
 
-    async def context(self, conversation_id: str, user: str, limit: int) -> list[dict[str, str]]:
-        """The last `limit` messages of a conversation, oldest first, as model messages.
-
-        Raises ConversationNotFound when the conversation belongs to someone else; an unknown id
-        is a new conversation.
-        """
-        owner = await self.owner(conversation_id)
-        if owner is None:
-            return []
-        if owner != user:
-            raise ConversationNotFound(conversation_id)
-        if limit <= 0:
-            return []
+    async def _last_messages(self, conversation_id: str, limit: int) -> list[dict[str, str]]:
         assert self.db is not None
         query = "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
         async with self.db.execute(query, (conversation_id, limit)) as cursor:

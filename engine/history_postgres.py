@@ -17,7 +17,7 @@ import asyncpg
 
 from .crypto import Sealer
 from .group_commit import GroupCommit
-from .history import ClientMessage, ConversationNotFound, Row
+from .history import ClientMessage, OwnedConversations, Row
 from .pii import Masker
 
 _SCHEMA = """
@@ -57,7 +57,7 @@ _COMMAND_TIMEOUT = 10.0
 _PING_TIMEOUT = 2.0
 
 
-class PostgresHistory:
+class PostgresHistory(OwnedConversations):
     """`History` over PostgreSQL. `dsn` is the secret's value (it may hold a password: never log it)."""
 
     def __init__(self, dsn: str, sealer: Sealer, masker: Masker) -> None:
@@ -92,19 +92,7 @@ class PostgresHistory:
     async def owner(self, conversation_id: str) -> str | None:
         return await self.pool.fetchval("SELECT user_name FROM conversations WHERE id = $1", conversation_id)
 
-    async def context(self, conversation_id: str, user: str, limit: int) -> list[dict[str, str]]:
-        """The last `limit` messages of a conversation, oldest first, as model messages.
-
-        Raises ConversationNotFound when the conversation belongs to someone else; an unknown id
-        is a new conversation.
-        """
-        owner = await self.owner(conversation_id)
-        if owner is None:
-            return []
-        if owner != user:
-            raise ConversationNotFound(conversation_id)
-        if limit <= 0:
-            return []
+    async def _last_messages(self, conversation_id: str, limit: int) -> list[dict[str, str]]:
         query = "SELECT role, content FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
         rows = await self.pool.fetch(query, conversation_id, limit)
         return [{"role": r["role"], "content": self.sealer.open(r["content"])} for r in reversed(rows)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import httpx
 
 from assistantctl.engine.settings import EngineSettings, ModelSettings, RateLimitSettings
 from fake_models import free_port
+from processes import stop_process
 
 
 @dataclass
@@ -106,13 +106,7 @@ def start_engine(
 
 
 def stop_engine(engine: RunningEngine) -> None:
-    if engine.process.poll() is None:
-        engine.process.send_signal(signal.SIGTERM)
-        try:
-            engine.process.wait(10)
-        except subprocess.TimeoutExpired:
-            engine.process.kill()
-            engine.process.wait()
+    stop_process(engine.process, grace=10)
 
 
 StartEngine = Callable[..., RunningEngine]

@@ -30,6 +30,7 @@ from test_websocket import Client
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream, free_port
+from processes import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +44,6 @@ class Service:
     url: str
     root: Path
     port: int
-
-
-def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path) -> None:
@@ -105,7 +96,7 @@ def postgres() -> Iterator[Service]:
         yield Service(process, dsn, root, port)
     finally:
         if process is not None:
-            _stop(process, signal.SIGINT)  # postgres's "fast" shutdown
+            stop_process(process, signal.SIGINT)  # postgres's "fast" shutdown
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -141,7 +132,7 @@ def _start_redis(root: Path, port: int | None = None) -> Service:
     try:
         _wait_for_port(port, process, "redis-server", log)
     except RuntimeError:
-        _stop(process)
+        stop_process(process)
         raise
     return Service(process, f"redis://127.0.0.1:{port}/0", root, port)
 
@@ -152,7 +143,7 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     try:
         yield service
     finally:
-        _stop(service.process)
+        stop_process(service.process)
 
 
 def _node(root: Path, name: str, pg: Service, rds: Service, fake: FakeUpstream) -> RunningEngine:
@@ -270,7 +261,7 @@ def test_with_redis_down_a_node_fails_open_to_its_own_limits_and_recovers(
         engine = _node(tmp_path, "alone", postgres, own, openai_fake)
         chat = f"{engine.url}/api/v1/chat"
         assert [httpx.post(chat, json={"user": "dan", "message": "x"}).status_code for _ in range(BURST)] == [200] * 4
-        _stop(own.process, signal.SIGKILL)
+        stop_process(own.process, signal.SIGKILL)
         started = time.monotonic()
         statuses = [httpx.post(chat, json={"user": "eve", "message": "x"}).status_code for _ in range(BURST + 2)]
         elapsed = time.monotonic() - started
@@ -286,4 +277,4 @@ def test_with_redis_down_a_node_fails_open_to_its_own_limits_and_recovers(
     finally:
         if engine is not None:
             stop_engine(engine)
-        _stop(own.process)
+        stop_process(own.process)

@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # cli_helpers
-
-from cli_helpers import assistantctl, default_spec, write_spec  # noqa: E402
-from hosts import Fleet, TestHost  # noqa: E402
+from cli_helpers import assistantctl, default_spec, write_spec
+from hosts import Fleet, TestHost
 
 # The tasks of apply's first play, which prepares every host before any of them switches.
 PREPARING = ("Create the deploy directories", "Install what the services need", "Install missing Debian packages")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hosts import FleetError
+from processes import stop_process
 
 USER = "assistant"
 
@@ -52,13 +53,8 @@ class Postgres:
         return f"postgresql://{USER}:{self.password}@{self.address}:{self.port}/postgres"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: disconnects the engines' pools
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, signal.SIGINT)  # "fast" shutdown: disconnects the engines' pools
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from assistantctl.renderers import engine as engine_renderer
 from assistantctl.renderers import nginx as nginx_renderer
 from assistantctl.renderers.elk import ENGINE_GROK, NGINX_GROK, PIPELINE_FILE, RENDERER, render
 from assistantctl.renderers.escape import UnsafeValue
+from processes import stop_process
 
 
 def free_port() -> int:
@@ -169,16 +169,6 @@ def wait_for(url: str, process: subprocess.Popen, stderr: Path) -> None:
     pytest.fail(f"{process.args[0]} did not answer {url}: {stderr.read_text()[-2000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class _Failing(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -242,7 +232,7 @@ def traffic(make_target, tmp_path):
         yield target, responses
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_process(process, grace=10)
         upstream.shutdown()
         upstream.server_close()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +28,7 @@ from assistantctl.renderers import render_target
 from assistantctl.renderers.escape import UnsafeValue
 from assistantctl.renderers.nginx import ACCESS_LOG_FORMAT, RENDERER, render
 from assistantctl.schema.loader import SpecError
+from processes import stop_process
 
 INJECTED = "return 418"
 
@@ -375,12 +375,7 @@ def running_nginx(make_target, write_files, make_root):
 
     yield start
     for process in processes:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)
 
 
 def test_nginx_proxies_health_api_and_websocket_and_guards_metrics(running_nginx):
