@@ -56,10 +56,11 @@ def collect(root: str, with_content: tuple[str, ...] = ()) -> dict:
     facts["lock"] = _read_json(os.path.join(root, "run", "apply.lock"))
     facts["releases"] = _releases(os.path.join(root, "releases"))
     facts["runtimes"] = _runtimes(os.path.join(root, "venvs"))
+    libc, libc_version = platform.libc_ver()
     facts["python"] = {
         "version": f"{sys.version_info[0]}.{sys.version_info[1]}",
         "machine": platform.machine(),
-        "glibc": platform.libc_ver()[1] if platform.libc_ver()[0] == "glibc" else "",
+        "glibc": libc_version if libc == "glibc" else "",
     }
     return facts
 
