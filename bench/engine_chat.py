@@ -8,10 +8,11 @@ metrics and logs on, as deployed), nginx from the rendered config, and the ~50-l
 forwarder (bench/bare_forwarder.py). It prints req/s, p50 and p99 per case, the engine/bare
 ratios (of req/s and of CPU per request), idle and loaded RSS per uvicorn worker, and the
 issue's targets next to the figures.
-`cpu us/req` is the CPU time the serving workers (engine or bare) spent per answered request: it
-depends far less than req/s on whatever else the machine runs, so compare changes with it.
-Engine, nginx, upstream and wrk share the machine's cores: figures are relative to this machine
-and to whatever else runs on it (the load average is printed before and after).
+The CPU columns are the CPU time each process group spent per answered request: the serving
+workers (engine or bare: `app`), nginx, the fake upstream and wrk itself; `all` is their sum.
+They depend far less than req/s on whatever else the machine runs, so compare changes with them.
+Everything shares the machine's cores, so req/s is roughly cores / `all`: figures are relative
+to this machine and to whatever else runs on it (the load average is printed before and after).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from harness import (
     Stack,
     bench_spec,
+    children,
     cpu_seconds,
     free_port,
     load_average,
@@ -59,6 +61,7 @@ CASES = [
     ("nginx_bare_sse", "nginx -> bare    SSE  /v1/chat/completions", "nginx_bare", COMPLETIONS, UPSTREAM_SSE),
 ]
 SETTLE_SECONDS = 2.0
+CPU_COLUMNS = ("app", "nginx", "upstream", "wrk")
 
 
 def start_all(stack: Stack, workers: int, with_nginx: bool) -> dict[str, object]:
@@ -68,12 +71,25 @@ def start_all(stack: Stack, workers: int, with_nginx: bool) -> dict[str, object]
     bare_url = start_bare(stack, upstream, workers)
     found: dict[str, object] = {"engine": urls, "bare": bare_url, "engine_process": engine}
     found["bare_process"] = stack.processes[-1]
+    found["upstream_process"] = stack.processes[0]
     if with_nginx:
         found["nginx"] = start_nginx(stack, spec)
+        found["nginx_process"] = stack.processes[-1]
         bare_port = int(bare_url.rsplit(":", 1)[1])
         bare_spec = bench_spec(stack.root / "bare-root", workers, upstream, free_port(), bare_port)
         found["nginx_bare"] = start_nginx(stack, bare_spec)
+        found["nginx_bare_process"] = stack.processes[-1]
     return found
+
+
+def cpu_groups(urls: dict[str, object], where: str) -> dict[str, list[int]]:
+    """The pids whose CPU time a case is charged with: serving workers, nginx, the upstream."""
+    app = urls["bare_process" if "bare" in where else "engine_process"]
+    groups = {"app": worker_pids(app), "upstream": [urls["upstream_process"].pid]}  # type: ignore[attr-defined]
+    nginx = urls.get(f"{where}_process")
+    if where.startswith("nginx") and nginx is not None:
+        groups["nginx"] = [nginx.pid, *children(nginx.pid)]  # type: ignore[attr-defined]
+    return groups
 
 
 def memory(process: object) -> list[float]:
@@ -106,18 +122,27 @@ def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
         f"workers={args.workers} connections={args.connections} duration={args.duration}s "
         f"cores={os.cpu_count()} loadavg={load_average()}"
     )
-    print(f"{'case':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'cpu us/req':>10}")
+    print(f"{'':<76} {'CPU us per request':^29}")
+    print(
+        f"{'case':<48} {'req/s':>7} {'p50 ms':>6} {'p99 ms':>6} {'errors':>6}"
+        f" {'app':>5} {'nginx':>5} {'upstr':>5} {'wrk':>5} {'all':>5}"
+    )
     results: dict[str, dict[str, float]] = {}
     for key, label, where, path, body in CASES:
         if where not in urls or (only and key not in only):
             continue
-        pids = worker_pids(urls["bare_process" if "bare" in where else "engine_process"])
-        cpu = cpu_seconds(pids)
+        groups = cpu_groups(urls, where)
+        before = {name: cpu_seconds(pids) for name, pids in groups.items()}
         r = wrk(str(urls[where]) + path, body, args.duration, args.connections, stack.root)
-        r["cpu_us"] = (cpu_seconds(pids) - cpu) / max(r["requests"], 1) * 1e6
+        requests = max(r["requests"], 1)
+        cpu = {name: (cpu_seconds(pids) - before[name]) / requests * 1e6 for name, pids in groups.items()}
+        cpu["wrk"] = r["cpu_seconds"] / requests * 1e6
+        r["cpu_us"] = cpu["app"]
         results[key] = r
+        columns = " ".join(f"{cpu[name]:>5.0f}" if name in cpu else f"{'-':>5}" for name in CPU_COLUMNS)
         print(
-            f"{label:<48} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7.0f} {r['cpu_us']:>10.0f}",
+            f"{label:<48} {r['rps']:>7.0f} {r['p50']:>6.2f} {r['p99']:>6.2f} {r['errors']:>6.0f}"
+            f" {columns} {sum(cpu.values()):>5.0f}",
             flush=True,
         )
     loaded_engine = memory(urls["engine_process"])

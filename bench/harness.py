@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -158,12 +159,14 @@ def wrk(url: str, body: dict[str, Any], duration: int, connections: int, scratch
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {json.dumps(json.dumps(body))}\n"
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     broken = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
@@ -172,6 +175,7 @@ def wrk(url: str, body: dict[str, Any], duration: int, connections: int, scratch
         "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
         "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
         "errors": float(errors.group(1) if errors else 0) + sum(map(int, broken.groups() if broken else [])),
+        "cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
     }
 
 
@@ -180,10 +184,13 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def worker_pids(process: subprocess.Popen) -> list[int]:
     """uvicorn's worker processes: the spawned children, or the process itself with one worker."""
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    workers = [int(pid) for pid in children if "spawn_main" in _cmdline(int(pid))]
+    workers = [pid for pid in children(process.pid) if "spawn_main" in _cmdline(pid)]
     return workers or [process.pid]
 
 

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from .http_protocol import CoalescingHttpToolsProtocol
+
     uvicorn.run(
         "assistantctl.engine.app:create_app",
         factory=True,
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.listen_port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         access_log=False,  # the engine writes its own access lines in the contract format
         log_level="warning",
         timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 5,
