@@ -4,8 +4,8 @@ uvicorn writes a response's status line and headers as soon as the app starts th
 the body with a second write; uvloop sends each at once. That is two syscalls and two TCP
 segments per response, and behind nginx often two wake-ups and reads there, then two writes to
 nginx's client. Collected until the end of the loop turn, a plain response leaves as one segment.
-Measured on the 2-core bench (nginx -> engine, instant upstream), nginx used ~25% and wrk ~35%
-less CPU per request, and the engine a little less; see the README's Performance section.
+Measured on the 2-core bench (nginx -> engine, instant upstream), nginx then spent ~30% and wrk
+~35% less CPU per request; see the README's Performance section.
 """
 
 from __future__ import annotations
