@@ -91,8 +91,8 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     end = StreamEnd()
     async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
-        async for delta in deltas:
-            yield event({"delta": delta})
+        async for batch in deltas:
+            yield b"".join(event({"delta": delta}) for delta in batch)
     if end.error is not None:
         yield event({"error": {"code": "upstream_error", "message": end.error}, "done": True})
         return

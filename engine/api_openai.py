@@ -106,8 +106,8 @@ async def _relay(
     yield event(_chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None))
     end = StreamEnd()
     async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
-        async for delta in deltas:
-            yield event(_chunk(completion_id, created, model, {"content": delta}, None))
+        async for batch in deltas:
+            yield b"".join(event(_chunk(completion_id, created, model, {"content": d}, None)) for d in batch)
     if end.error is not None:
         yield event({"error": {"message": end.error, "type": "upstream_error", "code": 502}})
         return

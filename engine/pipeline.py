@@ -128,16 +128,18 @@ class StreamEnd:
 
 async def relay_deltas(
     rt: Runtime, stream: ModelStream | CompleteStream, deadline: float, end: StreamEnd
-) -> AsyncIterator[str]:
-    """The stream's text pieces until it finishes, fails or passes `deadline`. The request counts as
-    in flight meanwhile and the stream is always closed; a failure stops the pieces and lands in
-    `end`. Use it under `contextlib.aclosing`, so a client going away closes the upstream call too."""
+) -> AsyncIterator[list[str]]:
+    """The stream's text pieces, a list of those that arrived together at a time, until it
+    finishes, fails or passes `deadline`. The request counts as in flight meanwhile and the stream
+    is always closed; a failure stops the pieces and lands in `end`. Use it under
+    `contextlib.aclosing`, so a client going away closes the upstream call too."""
     rt.in_flight += 1
     try:
         async with asyncio.timeout_at(deadline):
-            async for chunk in stream:
-                if chunk.delta:
-                    yield chunk.delta
+            async for chunks in stream:
+                deltas = [chunk.delta for chunk in chunks if chunk.delta]
+                if deltas:
+                    yield deltas
     except UpstreamError as exc:  # the stream has recorded it against the model already
         end.error = str(exc)
     except TimeoutError:
@@ -157,8 +159,8 @@ class CompleteStream:
         self.usage = reply.usage
         self.finish_reason = reply.finish_reason
 
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
-        yield Chunk(delta=self.text, usage=self.usage, finish_reason=self.finish_reason)
+    async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
+        yield [Chunk(delta=self.text, usage=self.usage, finish_reason=self.finish_reason)]
 
     async def close(self, error: UpstreamError | None = None) -> None:
         """Nothing to end: the model call finished (and was recorded) before this existed."""

@@ -192,8 +192,9 @@ class Replies:
             stream = await open_stream(rt, catalog, model, messages, options(trace), trace, req.priority, deadline)
         end = StreamEnd()
         async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
-            async for delta in deltas:
-                job.chunk(delta)
+            async for batch in deltas:
+                for delta in batch:
+                    job.chunk(delta)
         if end.error is not None:
             return error_frame(job.client_id, "timeout" if end.timeout else "upstream_error", end.error)
         await rt.history.append(

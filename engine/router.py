@@ -86,7 +86,7 @@ class Router:
             try:
                 first = await anext(chunks)
             except StopAsyncIteration:
-                first = Chunk(usage=Usage(), finish_reason="stop")
+                first = [Chunk(usage=Usage(), finish_reason="stop")]
             except BaseException:
                 await chunks.aclose()
                 raise
@@ -167,13 +167,16 @@ class _Skipped(Exception):
 
 
 class ModelStream:
-    """A stream that has produced its first chunk; holds the model's gate slot until closed."""
+    """A stream that has produced its first chunks; holds the model's gate slot until closed.
+    Iterating it gives lists of chunks, as the adapter delivered them."""
 
-    def __init__(self, entry: ModelEntry, chunks: AsyncIterator[Chunk], first: Chunk, trace: Trace, started: float):
+    def __init__(
+        self, entry: ModelEntry, chunks: AsyncIterator[list[Chunk]], first: list[Chunk], trace: Trace, started: float
+    ):
         self.entry = entry
         self.model = entry.name
         self._chunks = chunks
-        self._first: Chunk | None = first
+        self._first: list[Chunk] | None = first
         self._trace = trace
         self._started = started
         self._closed = False
@@ -182,28 +185,29 @@ class ModelStream:
         self.finish_reason = "stop"
         self.text_parts: list[str] = []
 
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
-        """Yield chunks; an upstream failure mid-stream raises `UpstreamError` after recording it."""
+    async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
+        """Yield chunk lists; an upstream failure mid-stream raises `UpstreamError` after recording it."""
         try:
             if self._first is not None:
                 first, self._first = self._first, None
                 yield self._seen(first)
-            async for chunk in self._chunks:
-                yield self._seen(chunk)
+            async for chunks in self._chunks:
+                yield self._seen(chunks)
             self._done = True
         except UpstreamError as exc:
             await self.close(exc)
             raise
         await self.close()
 
-    def _seen(self, chunk: Chunk) -> Chunk:
-        if chunk.delta:
-            self.text_parts.append(chunk.delta)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        return chunk
+    def _seen(self, chunks: list[Chunk]) -> list[Chunk]:
+        for chunk in chunks:
+            if chunk.delta:
+                self.text_parts.append(chunk.delta)
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            if chunk.finish_reason:
+                self.finish_reason = chunk.finish_reason
+        return chunks
 
     @property
     def text(self) -> str:

@@ -9,13 +9,14 @@ reference forwarder's client (bench/bare_forwarder.py). Bodies are encoded and d
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import aclosing
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from .adapters.base import UpstreamError, error_for_status
+from .adapters.base import Chunk, UpstreamError, error_for_status
 from .jsonio import dumps
 
 _MAX_CONNECTIONS = 1000
@@ -104,13 +105,56 @@ async def post_json(client: HttpClient, path: str, body: dict[str, Any], headers
         raise UpstreamError("upstream sent invalid JSON", retryable=False) from exc
 
 
-async def stream_lines(
-    client: HttpClient, path: str, body: dict[str, Any], headers: dict[str, str]
-) -> AsyncIterator[str]:
-    """POST and yield the answer's non-empty lines as they arrive (SSE or NDJSON).
+class LineParser(Protocol):
+    """One streamed answer's lines (SSE or NDJSON) turned into chunks, line by line, with no I/O."""
 
-    Closing the iterator (for instance because our own client went away) closes the upstream
-    connection, which is how an upstream generation gets stopped. Lines have no length limit.
+    done: bool  # the upstream said the answer is complete; later lines are not fed
+
+    def feed(self, line: str) -> list[Chunk]:
+        """The chunks this line carries (often none); raises `UpstreamError` for an error event."""
+
+    def end(self) -> Chunk:
+        """The closing chunk (usage, finish reason); raises `UpstreamError` if the answer was cut short."""
+
+
+async def stream_chunks(
+    client: HttpClient, path: str, body: dict[str, Any], headers: dict[str, str], parser: LineParser
+) -> AsyncIterator[list[Chunk]]:
+    """POST and yield, per network read, the chunks its lines carried, ending with `parser.end()`.
+
+    Lists rather than single chunks: a fast upstream often delivers many events per read, and each
+    layer between here and the client then takes one step per read instead of one per event. A
+    parser's `UpstreamError` is raised after the chunks that came before it have been yielded.
+    """
+    async with aclosing(_line_batches(client, path, body, headers)) as batches:
+        async for lines in batches:
+            batch: list[Chunk] = []
+            try:
+                for line in lines:
+                    batch += parser.feed(line)
+                    if parser.done:
+                        break
+            except UpstreamError:
+                if batch:
+                    yield batch
+                raise
+            if parser.done:
+                batch.append(parser.end())
+                yield batch
+                return
+            if batch:
+                yield batch
+    yield [parser.end()]
+
+
+async def _line_batches(
+    client: HttpClient, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> AsyncIterator[list[str]]:
+    """POST and yield the answer's non-empty lines, as a list per network read, as they arrive.
+
+    Closing the iterator early (for instance because our own client went away) closes the upstream
+    connection, which is how an upstream generation gets stopped; once the whole answer has
+    arrived, aiohttp has returned the connection to its pool already. Lines have no length limit.
     """
     try:
         async with client.session.post(client.url(path), data=dumps(body), headers={**headers, **_JSON}) as r:
@@ -122,11 +166,11 @@ async def stream_lines(
                 async for data in r.content.iter_any():
                     lines = (pending + data).splitlines()
                     pending = lines.pop() if data[-1] not in b"\r\n" else b""
-                    for line in lines:
-                        if line:
-                            yield _decoded(line)
+                    decoded = [_decoded(line) for line in lines if line]
+                    if decoded:
+                        yield decoded
                 if pending:
-                    yield _decoded(pending)
+                    yield [_decoded(pending)]
                 finished = True
             finally:
                 if not finished:

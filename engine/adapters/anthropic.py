@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..settings import ModelSettings
-from ..upstream import ClientPool, loads, post_json, request_headers, sse_data, stream_lines
+from ..upstream import ClientPool, loads, post_json, request_headers, sse_data, stream_chunks
 from .base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
@@ -70,30 +70,41 @@ class AnthropicAdapter:
             tool_calls=tools,
         )
 
-    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]:
-        input_tokens = output_tokens = 0
-        finish: str | None = None
-        lines = stream_lines(
-            self.client, self.path, self._body(messages, opts, True), request_headers(opts.request_id, self.auth)
-        )
-        async for line in lines:
-            payload = sse_data(line)
-            if payload is None:
-                continue
-            event = loads(payload)
-            kind = event.get("type")
-            if kind == "message_start":
-                input_tokens = int(((event.get("message") or {}).get("usage") or {}).get("input_tokens", 0))
-            elif kind == "content_block_delta":
-                delta = event.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield Chunk(delta=delta["text"])
-            elif kind == "message_delta":
-                output_tokens = int((event.get("usage") or {}).get("output_tokens", output_tokens))
-                finish = (event.get("delta") or {}).get("stop_reason") or finish
-            elif kind == "error":
-                message = (event.get("error") or {}).get("message", "stream error")
-                raise UpstreamError(f"upstream error event: {message}", retryable=False)
-            elif kind == "message_stop":
-                break
-        yield Chunk(usage=Usage(input_tokens, output_tokens), finish_reason=finish or "stop")
+    def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
+        body = self._body(messages, opts, True)
+        headers = request_headers(opts.request_id, self.auth)
+        return stream_chunks(self.client, self.path, body, headers, StreamParser())
+
+
+class StreamParser:
+    """Typed SSE events: text deltas, token counts in message_start/message_delta, message_stop."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.input_tokens = self.output_tokens = 0
+        self.finish: str | None = None
+
+    def feed(self, line: str) -> list[Chunk]:
+        payload = sse_data(line)
+        if payload is None:
+            return []
+        event = loads(payload)
+        kind = event.get("type")
+        if kind == "message_start":
+            self.input_tokens = int(((event.get("message") or {}).get("usage") or {}).get("input_tokens", 0))
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                return [Chunk(delta=delta["text"])]
+        elif kind == "message_delta":
+            self.output_tokens = int((event.get("usage") or {}).get("output_tokens", self.output_tokens))
+            self.finish = (event.get("delta") or {}).get("stop_reason") or self.finish
+        elif kind == "error":
+            message = (event.get("error") or {}).get("message", "stream error")
+            raise UpstreamError(f"upstream error event: {message}", retryable=False)
+        elif kind == "message_stop":
+            self.done = True
+        return []
+
+    def end(self) -> Chunk:
+        return Chunk(usage=Usage(self.input_tokens, self.output_tokens), finish_reason=self.finish or "stop")

@@ -1,7 +1,7 @@
 """What every model adapter is: one interface, the reply and chunk shapes, and the error kinds.
 
 The router only knows this module. An adapter turns a list of chat messages into a `Reply` (or a
-stream of `Chunk`s) and raises `UpstreamError` for anything that went wrong upstream, saying
+stream of `Chunk` lists) and raises `UpstreamError` for anything that went wrong upstream, saying
 whether trying again could help.
 """
 
@@ -74,7 +74,9 @@ class Adapter(Protocol):
 
     async def chat(self, messages: list[Message], opts: CallOptions) -> Reply: ...
 
-    def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]: ...
+    def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
+        """The reply as it arrives: each item is the chunks that came together (never empty); the
+        last chunk carries usage and the finish reason."""
 
 
 def count_words(text: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from ..settings import ModelSettings
-from .base import CallOptions, Chunk, Message, Reply, Usage, count_words, prompt_words
+from .base import CallOptions, Chunk, Message, Reply, Usage, prompt_words
 
 
 def builtin_answer(messages: list[Message]) -> str:
@@ -36,8 +36,7 @@ class BuiltinAdapter:
         words = self._answer(messages, opts)
         return Reply(text=" ".join(words), usage=Usage(prompt_words(messages), len(words)))
 
-    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
         words = self._answer(messages, opts)
-        for i, word in enumerate(words):
-            yield Chunk(delta=word if i == 0 else " " + word)
-        yield Chunk(usage=Usage(prompt_words(messages), count_words(" ".join(words))), finish_reason="stop")
+        chunks = [Chunk(delta=word if i == 0 else " " + word) for i, word in enumerate(words)]
+        yield [*chunks, Chunk(usage=Usage(prompt_words(messages), len(words)), finish_reason="stop")]

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..settings import ModelSettings
-from ..upstream import ClientPool, loads, post_json, request_headers, stream_lines
+from ..upstream import ClientPool, loads, post_json, request_headers, stream_chunks
 from .base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
 
 DEFAULT_API_BASE = "http://127.0.0.1:11434"
@@ -53,18 +53,27 @@ class OllamaAdapter:
             tool_calls=list(message.get("tool_calls") or []),
         )
 
-    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]:
-        lines = stream_lines(
-            self.client, "/api/chat", self._body(messages, opts, True), request_headers(opts.request_id)
-        )
-        async for line in lines:
-            event = loads(line)
-            if event.get("error"):
-                raise UpstreamError(f"upstream error: {event['error']}", retryable=False)
-            delta = (event.get("message") or {}).get("content")
-            if delta:
-                yield Chunk(delta=delta)
-            if event.get("done"):
-                yield Chunk(usage=_usage(event), finish_reason=event.get("done_reason") or "stop")
-                return
-        raise UpstreamError("upstream stream ended without done", retryable=True)
+    def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
+        body = self._body(messages, opts, True)
+        return stream_chunks(self.client, "/api/chat", body, request_headers(opts.request_id), StreamParser())
+
+
+class StreamParser:
+    """One JSON object per line; the one with `done: true` carries the counts and ends the answer."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.last: dict[str, Any] = {}
+
+    def feed(self, line: str) -> list[Chunk]:
+        event = loads(line)
+        if event.get("error"):
+            raise UpstreamError(f"upstream error: {event['error']}", retryable=False)
+        self.done, self.last = bool(event.get("done")), event
+        delta = (event.get("message") or {}).get("content")
+        return [Chunk(delta=delta)] if delta else []
+
+    def end(self) -> Chunk:
+        if not self.done:
+            raise UpstreamError("upstream stream ended without done", retryable=True)
+        return Chunk(usage=_usage(self.last), finish_reason=self.last.get("done_reason") or "stop")

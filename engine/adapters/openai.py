@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..settings import ModelSettings
-from ..upstream import ClientPool, loads, post_json, request_headers, sse_data, stream_lines
+from ..upstream import ClientPool, loads, post_json, request_headers, sse_data, stream_chunks
 from .base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage, count_words, prompt_words
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -63,28 +63,40 @@ class OpenAIAdapter:
             tool_calls=list(message.get("tool_calls") or []),
         )
 
-    async def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[Chunk]:
-        usage: Usage | None = None
-        finish: str | None = None
-        words = 0
-        lines = stream_lines(
-            self.client,
-            "/chat/completions",
-            self._body(messages, opts, True),
-            request_headers(opts.request_id, self.auth),
-        )
-        async for line in lines:
-            payload = sse_data(line)
-            if payload is None:
-                continue
-            if payload == "[DONE]":
-                break
-            event = loads(payload)
-            usage = _usage(event.get("usage")) or usage
-            for choice in event.get("choices") or []:
-                finish = choice.get("finish_reason") or finish
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    words += count_words(delta)
-                    yield Chunk(delta=delta)
-        yield Chunk(usage=usage or Usage(prompt_words(messages), words), finish_reason=finish or "stop")
+    def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
+        body = self._body(messages, opts, True)
+        headers = request_headers(opts.request_id, self.auth)
+        return stream_chunks(self.client, "/chat/completions", body, headers, StreamParser(messages))
+
+
+class StreamParser:
+    """`data: {chunk}` events until `data: [DONE]`; usage from the last event that has it."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.done = False
+        self.usage: Usage | None = None
+        self.finish: str | None = None
+        self.words = 0
+
+    def feed(self, line: str) -> list[Chunk]:
+        payload = sse_data(line)
+        if payload is None:
+            return []
+        if payload == "[DONE]":
+            self.done = True
+            return []
+        event = loads(payload)
+        self.usage = _usage(event.get("usage")) or self.usage
+        chunks = []
+        for choice in event.get("choices") or []:
+            self.finish = choice.get("finish_reason") or self.finish
+            delta = (choice.get("delta") or {}).get("content")
+            if delta:
+                self.words += count_words(delta)
+                chunks.append(Chunk(delta=delta))
+        return chunks
+
+    def end(self) -> Chunk:
+        usage = self.usage or Usage(prompt_words(self.messages), self.words)
+        return Chunk(usage=usage, finish_reason=self.finish or "stop")
