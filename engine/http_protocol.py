@@ -41,7 +41,7 @@ class CoalescingTransport:
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            self._transport.write(b"".join(pending))
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
