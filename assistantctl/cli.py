@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import cli_hosts
+from . import cli_hosts, cli_keys
 from .cli_common import EXIT_ERROR, EXIT_OK, fail, load, names, targets
 
 
@@ -96,3 +96,4 @@ def render(spec_path: str, out: str | None, only: str | None, hosts: str | None,
 
 
 cli_hosts.register(main)
+main.add_command(cli_keys.keys)

@@ -71,7 +71,10 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
     spec = load(spec_path)
     plans = _plans(spec, spec_path, hosts, with_diff)
     _warn_locks(plans)
-    click.echo(render_json(plans) if as_json else render_text(plans, with_diff), nl=False)
+    from .schema.checks import exposure_warnings
+
+    warnings = exposure_warnings(spec)
+    click.echo(render_json(plans, warnings) if as_json else render_text(plans, with_diff, warnings), nl=False)
     if out:
         from .saved_plan import save
 

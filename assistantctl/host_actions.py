@@ -90,23 +90,27 @@ def last_audit(root: str, actions: list[str]) -> dict:
 
 
 HISTORY = os.path.join("data", "history.sqlite3")
+KEYS = os.path.join("data", "keys.sqlite3")  # API keys: hashes only, but losing them locks every client out
+DATABASES = (HISTORY, KEYS)
 
 
 def backup(root: str) -> dict:
-    """A tar.gz (base64) of the host's state without secrets: a consistent copy of the history
-    database (SQLite's online backup, safe while the engine writes) and the audit log."""
+    """A tar.gz (base64) of the host's state without secrets: consistent copies of the history and
+    API-key databases (SQLite's online backup, safe while the engine writes) and the audit log."""
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        database = os.path.join(root, HISTORY)
-        if os.path.exists(database):
-            copy = os.path.join(tmp, "history.sqlite3")
+        for name in DATABASES:
+            database = os.path.join(root, name)
+            if not os.path.exists(database):
+                continue
+            copy = os.path.join(tmp, os.path.basename(name))
             source, target = sqlite3.connect(database), sqlite3.connect(copy)
             try:
                 source.backup(target)
             finally:
                 source.close()
                 target.close()
-            tar.add(copy, arcname=HISTORY)
+            tar.add(copy, arcname=name)
         audit = os.path.join(root, "logs", AUDIT)
         if os.path.exists(audit):
             tar.add(audit, arcname=os.path.join("logs", AUDIT))
@@ -114,29 +118,32 @@ def backup(root: str) -> dict:
 
 
 def restore(root: str, archive: str, python: str) -> dict:
-    """Put a backup's history database in place: stop the engine, swap the file, start it again."""
+    """Put a backup's databases in place: stop the engine, swap the files, start it again."""
     conf = os.path.join(root, "current", "supervisor", "supervisord.conf")
     supervisorctl = [python, "-m", "supervisor.supervisorctl", "-c", conf]
-    restored = []
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(archive)), mode="r:gz") as tar:
-        member = next((m for m in tar.getmembers() if m.name == HISTORY and m.isfile()), None)
-        if member is None:
-            return {"restored": restored}
-        data = tar.extractfile(member).read()
+        members = {m.name: m for m in tar.getmembers() if m.name in DATABASES and m.isfile()}
+        contents = {name: tar.extractfile(member).read() for name, member in members.items()}
+    if not contents:
+        return {"restored": []}
     stopped = os.path.exists(conf) and subprocess.run(
         supervisorctl + ["stop", "engine"], capture_output=True, check=False
     )
     running = bool(stopped) and stopped.returncode == 0
-    database = os.path.join(root, HISTORY)
-    os.makedirs(os.path.dirname(database), mode=0o750, exist_ok=True)
-    staged = database + ".restore"
-    with open(staged, "wb") as out:
-        out.write(data)
-    for suffix in ("-wal", "-shm"):
-        if os.path.exists(database + suffix):
-            os.unlink(database + suffix)
-    os.replace(staged, database)
-    restored.append(HISTORY)
+    restored = []
+    for name in DATABASES:
+        if name not in contents:
+            continue
+        database = os.path.join(root, name)
+        os.makedirs(os.path.dirname(database), mode=0o750, exist_ok=True)
+        staged = database + ".restore"
+        with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(contents[name])
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(database + suffix):
+                os.unlink(database + suffix)
+        os.replace(staged, database)
+        restored.append(name)
     if running:
         subprocess.run(supervisorctl + ["start", "engine"], capture_output=True, check=True)
     return {"restored": restored, "engine_restarted": running}

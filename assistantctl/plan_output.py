@@ -34,8 +34,8 @@ def summary_line(plans: list[HostPlan]) -> str:
     )
 
 
-def render_text(plans: list[HostPlan], with_diff: bool = False) -> str:
-    out: list[str] = []
+def render_text(plans: list[HostPlan], with_diff: bool = False, warnings: list[str] = ()) -> str:
+    out: list[str] = [f"! {warning}" for warning in warnings]
     for plan in plans:
         target = plan.target
         out.append(f"host {plan.host} ({target.host.address}) root {target.root}")
@@ -72,11 +72,12 @@ def _diff(plan: HostPlan, path: str) -> list[str]:
     ]
 
 
-def render_json(plans: list[HostPlan]) -> str:
+def render_json(plans: list[HostPlan], warnings: list[str] = ()) -> str:
     return (
         json.dumps(
             {
                 "summary": summary(plans),
+                "warnings": list(warnings),
                 "hosts": [
                     {
                         "host": p.host,

@@ -4,6 +4,7 @@ SSH round trip (the module's source piped to the host's python3) for the others.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -20,9 +21,20 @@ def run_on_host(target: Target, module: ModuleType, request: dict) -> dict:
     if target.host.connection == "local":
         return module.dispatch(request)
     source = Path(module.__file__).read_text(encoding="utf-8")
+    command = ssh_command(target, ["python3", "-c", _quote_for_remote_shell(source)])
+    result = subprocess.run(
+        command, input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise HostUnreachable(f"{target.host.name}: {result.stderr.strip() or 'ssh failed'}")
+    return json.loads(result.stdout)
+
+
+def ssh_command(target: Target, remote: list[str]) -> list[str]:
+    """`ssh ... host <remote>`: `remote` is one shell command line on the host, quoted by the caller."""
     host = target.host
     destination = f"{host.ssh_user}@{host.address}" if host.ssh_user else host.address
-    command = [
+    return [
         "ssh",
         *(["-F", host.ssh_config] if host.ssh_config else []),
         "-o",
@@ -32,16 +44,23 @@ def run_on_host(target: Target, module: ModuleType, request: dict) -> dict:
         "-p",
         str(host.ssh_port),
         destination,
-        "python3",
-        "-c",
-        _quote_for_remote_shell(source),
+        *remote,
     ]
-    result = subprocess.run(
-        command, input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=60, check=False
+
+
+def run_engine_module(target: Target, module: str, arguments: list[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m assistantctl.engine.<module> ...` with the interpreter the host's live engine runs
+    (read from the live release's supervisor program: after the controller's code changed, the host
+    still runs the runtime of its last apply), in a local process or over SSH."""
+    tail = [f"assistantctl.engine.{module}", *arguments]
+    if target.host.connection == "local":
+        return subprocess.run([target.python, "-m", *tail], capture_output=True, text=True, timeout=60, check=False)
+    program = shlex.quote(f"{target.root}/current/supervisor/programs/engine.conf")
+    script = (
+        rf"live=$(sed -n 's/^command=\([^ ]*\) -m assistantctl\.engine .*/\1/p' {program} 2>/dev/null); "
+        f'exec "${{live:-{target.python}}}" -m {" ".join(shlex.quote(word) for word in tail)}'
     )
-    if result.returncode != 0:
-        raise HostUnreachable(f"{host.name}: {result.stderr.strip() or 'ssh failed'}")
-    return json.loads(result.stdout)
+    return subprocess.run(ssh_command(target, [script]), capture_output=True, text=True, timeout=60, check=False)
 
 
 def fetch_facts(target: Target, with_content: tuple[str, ...] = (), status: bool = False) -> dict:

@@ -39,7 +39,7 @@ from harness import (
     wrk,
 )
 
-CHAT = {"message": "hello there, how are you today?", "user": "bench"}
+CHAT = {"message": "hello there, how are you today?"}  # no credentials: the anonymous user, on loopback
 CHAT_FAKE = {**CHAT, "model": "fake"}
 COMPLETION = {"messages": [{"role": "user", "content": "hello there, how are you today?"}]}
 UPSTREAM = {**COMPLETION, "model": "fake"}

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from .http_protocol import CoalescingHttpToolsProtocol
+    from .http_protocol import protocol
 
     uvicorn.run(
         "assistantctl.engine.app:create_app",
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.listen_port,
         workers=settings.workers,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
+        http=protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),  # type: ignore[arg-type]
+        proxy_headers=False,  # the app applies uvicorn's middleware itself, trusting its edges (engine/edge.py)
         access_log=False,  # the engine writes its own access lines in the contract format
         log_level="warning",
         timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 5,

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .adapters.base import Message
+from .api_history import whose
 from .bodies import chat_request, read_json
 from .errors import ApiError
 from .history import ConversationNotFound, Row, new_id
@@ -40,7 +41,7 @@ def _body_limit(rt: Runtime) -> int:
 async def _prepare(request: Request) -> tuple[Runtime, Trace, object, str, list[Message]]:
     rt = runtime(request)
     req = chat_request(await read_json(request, _body_limit(rt)), rt.settings.max_message_chars)
-    user = await admit(request, rt, req.user)
+    user = await admit(request, rt, req.user, model=req.model)
     check_model(rt.catalog, req.model)
     conversation_id = req.conversation_id or new_id()
     try:
@@ -125,7 +126,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 
 async def history(request: Request) -> Response:
     rt = runtime(request)
-    user = await admit(request, rt, request.query_params.get("user") or None)
+    user = await whose(request, rt, request.query_params.get("user") or None)  # an admin may name anyone
     limit = _int_param(request, "limit", 50, 1, _MAX_PAGE)
     items, next_before = await rt.history.page(
         user, request.query_params.get("conversation_id") or None, limit, request.query_params.get("before") or None

@@ -48,8 +48,8 @@ async def chat_completions(request: Request) -> Response:
     rt = runtime(request)
     max_chars = rt.settings.max_message_chars
     req = completion_request(await read_json(request, max(1 << 20, max_chars * 4 * 16)), max_chars)
-    user = await admit(request, rt, req.user)
     model = None if req.model in (None, "default") else req.model
+    user = await admit(request, rt, None, model=model)  # OpenAI's `user` labels an end user; it is no identity
     catalog = rt.catalog
     check_model(catalog, model)
     trace = new_trace(request, user)
@@ -128,8 +128,7 @@ async def _relay(
 
 async def list_models(request: Request) -> Response:
     rt = runtime(request)
-    if rt.auth.key:
-        request.state.user = rt.auth.user(request, None)
+    request.state.user = rt.auth.user(request, None)
     catalog = rt.catalog
     return JSONResponse(
         {

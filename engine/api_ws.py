@@ -1,9 +1,10 @@
 """The websocket channel for mobile clients: JSON text frames, message ids, heartbeats, resume.
 
 Served at the websocket channel's `path` (`/ws` by default) when the settings list that channel.
-The user is decided as for the REST API: the verified JWT subject (Authorization: Bearer) when
-JWT is on, else the `user` query parameter (`anonymous` without one). A refused handshake is an
-HTTP 401/403/400 with the REST API's JSON error body. See docs/websocket.md for the whole protocol.
+The user is decided as for the REST API (engine/auth.py): an API key or JWT in Authorization:
+Bearer, else the one anonymous user where the settings allow it; a `user` query parameter may only
+name the caller. A refused handshake is an HTTP 401/403/400 with the REST API's JSON error body.
+See docs/websocket.md for the whole protocol.
 
 Client -> server
   {"type": "chat", "id": "<client message id>", "message": "...", "conversation_id": "..."?,
@@ -42,6 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import logs, metrics
 from .bodies import chat_request
 from .errors import ApiError, error_response
+from .jsonio import RefusedJson, loads
 from .pipeline import check_model
 from .replies import Frame, Job, Replies, done_frame, error_frame
 from .runtime import Runtime
@@ -180,7 +182,10 @@ class Connection:
             await self.send(error_frame(None, "invalid_frame", "frames must be JSON text, not binary"))
             return
         try:
-            frame = json.loads(text)
+            frame = loads(text)
+        except RefusedJson as exc:  # too deep, or text with a lone surrogate
+            await self.send(error_frame(None, exc.code, str(exc)))
+            return
         except ValueError:
             await self.send(error_frame(None, "invalid_json", "the frame is not valid JSON"))
             return
@@ -209,21 +214,23 @@ class Connection:
         try:
             req = chat_request(frame, self.rt.settings.max_message_chars)
             check_model(self.rt.catalog, req.model)
-            await self._rate_limit()
+            await self._limit(req.model or self.model)
         except ApiError as exc:
             await self.send(error_frame(client_id, exc.code, exc.message, **_retry_after(exc)))
             return
         job = self.replies.answer(self.rt, self.user, client_id, req, req.model or self.model)
         self._following[client_id] = self._spawn(self._forward(job))
 
-    async def _rate_limit(self) -> None:
-        limit = self.rt.settings.rate_limit
-        client = self.websocket.client
-        key = self.user if limit.key == "user" else (client.host if client else "-")
-        allowed, wait = await self.rt.limiter.check(key)
-        if not allowed:
-            metrics.RATE_LIMITED.labels(self.websocket.url.path).inc()
-            raise ApiError(429, "rate_limited", "too many messages, slow down", {"Retry-After": str(int(wait) + 1)})
+    async def _limit(self, model: str | None) -> None:
+        """The REST API's limits (engine/limits.py) for one chat frame; raises the 429 ApiError."""
+        rt, client = self.rt, self.websocket.client
+        key = self.user if rt.settings.rate_limit.key == "user" else (client.host if client else "-")
+        entry = rt.catalog.entries.get(model or rt.catalog.default)
+        refusal = await rt.limits.admit(
+            rt.settings, self.user, key, entry.settings if entry else None, self.websocket.url.path
+        )
+        if refusal is not None:
+            raise refusal.error()
 
     async def _forward(self, job: Job) -> None:
         queue = job.follow()

@@ -19,8 +19,9 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from . import api_admin, api_chat, api_openai, api_ws, channels, metrics, openapi
+from . import api_admin, api_chat, api_history, api_openai, api_ws, channels, edge, metrics, openapi
 from .errors import ApiError, api_error_handler, http_error_handler
+from .limits import LIMITS
 from .middleware import AccessMiddleware
 from .replies import Replies
 from .runtime import Runtime
@@ -48,6 +49,10 @@ def routes(
         Route("/v1/models", api_openai.list_models, methods=["GET"]),
         Route("/admin/v1/default-model", api_admin.set_default_model, methods=["PUT"]),
         Route("/openapi.json", openapi.endpoint, methods=["GET"]),
+        Route("/api/v1/conversations", api_history.list_conversations, methods=["GET"]),
+        Route("/api/v1/conversations/{conversation_id}", api_history.delete_conversation, methods=["DELETE"]),
+        Route("/api/v1/users/{user}/history", api_history.delete_user_history, methods=["DELETE"]),
+        Route("/admin/v1/history/keys", api_history.history_keys, methods=["GET"]),
     ]
     if websocket_path:
         table.append(WebSocketRoute(websocket_path, api_ws.endpoint))
@@ -76,6 +81,8 @@ def build_app(rt: Runtime) -> Starlette:
     table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path, webhooks.routes())
     for path in (*_RATE_LIMITED_ROUTES, *([websocket_path] if websocket_path else [])):
         metrics.RATE_LIMITED.labels(path)  # show the counter at 0 before the first refusal
+    for limit in LIMITS:
+        metrics.LIMIT_REFUSALS.labels(limit)
     replies = Replies()
 
     @contextlib.asynccontextmanager
@@ -99,7 +106,7 @@ def build_app(rt: Runtime) -> Starlette:
 
     app = _Engine(
         routes=table,
-        middleware=[Middleware(AccessMiddleware, routes=frozenset(r.path for r in table))],
+        middleware=[*_edge_middleware(rt), Middleware(AccessMiddleware, routes=frozenset(r.path for r in table))],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )
@@ -107,6 +114,18 @@ def build_app(rt: Runtime) -> Starlette:
     app.state.replies = replies
     app.state.webhooks = webhooks
     return app
+
+
+def _edge_middleware(rt: Runtime) -> list[Middleware]:
+    """The edge guard (engine-only hosts) outermost, then X-Forwarded-For from trusted peers only."""
+    security = rt.settings.security
+    layers = [Middleware(edge.proxy_headers_middleware, edge_addresses=list(security.edge_addresses))]
+    if security.edge_secret:
+        secret = rt.secrets.get(security.edge_secret)
+        if not secret:
+            raise RuntimeError(f"edge_secret names secret {security.edge_secret!r}, which is not in the secrets file")
+        layers.insert(0, Middleware(edge.EdgeGuard, edge_addresses=list(security.edge_addresses), secret=secret))
+    return layers
 
 
 def create_app() -> Starlette:

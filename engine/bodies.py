@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .adapters.base import Message
+from .auth import USER_PATTERN
 from .errors import ApiError
-from .jsonio import loads
+from .jsonio import RefusedJson, loads
 
 DEFAULT_PRIORITY = 5  # 0 (first) .. 9 (last) among requests waiting for the same model
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -45,17 +46,30 @@ class CompletionRequest:
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past `max_bytes`, 400 for anything `json_object` refuses,
+    408 when the body stopped arriving (the connection's body timeout, engine/http_protocol.py)."""
     size = int(request.headers.get("content-length") or 0)
     if size > max_bytes:
         raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
     try:
-        data = loads(body)
-    except (ValueError, UnicodeDecodeError):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
+    except ClientDisconnect:  # the client left, or the protocol answered 408 and hung up: nobody reads this
+        raise ApiError(408, "body_timeout", "the request body did not arrive in time") from None
+    return json_object(body)
+
+
+def json_object(raw: bytes | bytearray) -> dict[str, Any]:
+    """`raw` decoded as a JSON object; any other input raises a 400 `ApiError`, never anything
+    else: invalid JSON, nesting past jsonio.MAX_DEPTH, text with a lone surrogate, a non-object."""
+    try:
+        data = loads(raw)
+    except RefusedJson as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    except ValueError:  # UnicodeDecodeError is one
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
@@ -71,9 +85,18 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _integer(value: Any) -> int | None:
+    """An integer as JSON Schema counts them (2.0 is one, true is not), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _priority(data: dict[str, Any]) -> int:
-    value = data.get("priority", DEFAULT_PRIORITY)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9:
+    value = _integer(data.get("priority", DEFAULT_PRIORITY))
+    if value is None or not 0 <= value <= 9:
         raise ApiError(400, "invalid_field", "priority must be an integer from 0 (first) to 9")
     return value
 
@@ -107,13 +130,29 @@ def chat_request(data: dict[str, Any], max_chars: int) -> ChatRequest:
 def _content(value: Any, max_chars: int) -> str:
     # OpenAI content may be a list of parts; only text parts are understood here.
     if isinstance(value, list):
-        parts = [p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text"]
-        if len(parts) != len(value):
-            raise ApiError(400, "invalid_field", "only text content parts are supported")
-        value = "".join(parts)
+        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
+            raise ApiError(400, "invalid_field", "only text content parts (with a string text) are supported")
+        value = "".join(p["text"] for p in value)
     if value is None:
         value = ""
     return _text(value, "content", max_chars)
+
+
+def _positive_int(data: dict[str, Any], key: str) -> int | None:
+    if data.get(key) is None:
+        return None
+    value = _integer(data[key])
+    if value is None or value < 1:
+        raise ApiError(400, "invalid_field", f"{key} must be a positive integer")
+    return value
+
+
+def _flag(data: dict[str, Any], key: str, nullable: bool = False) -> bool:
+    if key not in data or (nullable and data[key] is None):
+        return False
+    if not isinstance(data[key], bool):
+        raise ApiError(400, "invalid_field", f"{key} must be true or false")
+    return data[key]
 
 
 def completion_request(data: dict[str, Any], max_chars: int) -> CompletionRequest:
@@ -122,23 +161,26 @@ def completion_request(data: dict[str, Any], max_chars: int) -> CompletionReques
         raise ApiError(400, "invalid_field", "messages must be a non-empty list")
     messages: list[Message] = []
     for item in raw:
-        if not isinstance(item, dict) or item.get("role") not in _ROLES:
+        role = item.get("role") if isinstance(item, dict) else None
+        if not isinstance(role, str) or role not in _ROLES:
             raise ApiError(400, "invalid_field", f"each message needs a role in {sorted(_ROLES)}")
-        messages.append({"role": item["role"], "content": _content(item.get("content"), max_chars)})
-    options = data.get("stream_options") or {}
-    max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise ApiError(400, "invalid_field", "max_tokens must be a positive integer")
+        messages.append({"role": role, "content": _content(item.get("content"), max_chars)})
+    options = data.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(400, "invalid_field", "stream_options must be an object")
+    max_tokens, max_completion_tokens = _positive_int(data, "max_tokens"), _positive_int(data, "max_completion_tokens")
     temperature = data.get("temperature")
-    if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
+    if temperature is not None and (
+        not isinstance(temperature, int | float) or isinstance(temperature, bool) or not 0 <= temperature <= 2
+    ):
         raise ApiError(400, "invalid_field", "temperature must be a number from 0 to 2")
     return CompletionRequest(
         messages=messages,
         model=_optional_str(data, "model"),
-        stream=bool(data.get("stream", False)),
-        include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+        stream=_flag(data, "stream", nullable=True),  # OpenAI's API takes null for false
+        include_usage=_flag(options or {}, "include_usage"),
         user=_optional_str(data, "user"),
-        max_tokens=max_tokens,
+        max_tokens=max_tokens if max_tokens is not None else max_completion_tokens,
         temperature=float(temperature) if temperature is not None else None,
         priority=_priority(data),
     )
@@ -154,9 +196,9 @@ class _Body(BaseModel):
 class ChatBody(_Body):
     """POST /api/v1/chat and /api/v1/chat/stream."""
 
-    message: str = Field(min_length=1, description="The user's message; not blank, at most max_message_chars.")
+    message: str = Field(pattern=r"\S", description="The user's message; not blank, at most max_message_chars.")
     user: str | None = Field(
-        None, pattern=r"^[\w.@+-]{1,128}$", description="Who is asking; ignored when JWT is on (the token's sub)."
+        None, pattern=USER_PATTERN, description="Who is asking: only ever the caller (telegram:12345, say)."
     )
     conversation_id: str | None = Field(
         None, pattern=_CONVERSATION_ID.pattern, description="Continue this conversation; a new one when absent."
@@ -184,9 +226,9 @@ class CompletionBody(_Body):
 
     messages: list[CompletionMessage] = Field(min_length=1)
     model: str | None = Field(None, min_length=1, description='A declared model; absent or "default": the default.')
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, pattern=r"^[\w.@+-]{1,128}$")
+    user: str | None = Field(None, pattern=USER_PATTERN, description="Only ever the caller.")
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)

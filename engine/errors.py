@@ -1,10 +1,17 @@
-"""Errors a client can act on, always answered as JSON `{"error": {"code", "message"}}`."""
+"""Errors a client can act on, always answered as JSON `{"error": {"code", "message"}}`.
+
+A message is for the client, so it never carries what only the operator should see: an upstream's
+own words or its internal address stay in the log (`upstream_failure` says what a client may know).
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
+from .adapters.base import UpstreamError
 from .jsonio import JSONResponse
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 class ApiError(Exception):
@@ -26,6 +33,17 @@ async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (404, 405 ...), with their headers: a 405 must say `Allow`."""
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "error")
-    return error_response(status, "not_found" if status == 404 else "http_error", str(detail))
+    return error_response(status, _HTTP_CODES.get(status, "http_error"), str(detail), getattr(exc, "headers", None))
+
+
+def upstream_failure(exc: UpstreamError) -> str:
+    """What a client may learn of a failed model call: its kind, never the upstream's words or
+    address (a connection error names host:port; an error body can name anything)."""
+    if exc.timeout:
+        return "the model did not answer in time"
+    if exc.status is not None:
+        return f"the model answered HTTP {exc.status}"
+    return "the model call failed (the engine log has the details)"

@@ -3,7 +3,8 @@
 Writes are group-committed on a connection and thread of their own (history_writer.py):
 concurrent requests' rows go into one transaction, and each request still waits until its own
 rows are durable. Stored text is PII-masked, then sealed (encrypted
-when a history key is configured).
+when a history key is configured); each message row carries the id of the key that sealed it.
+Deleting, listing and the background upkeep live in lifecycle_sqlite.py.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 import aiosqlite
 
-from .crypto import Sealer
+from .crypto import Keyring
 from .history_writer import BatchWriter
+from .lifecycle_sqlite import SqliteLifecycle, migrate
 from .pii import Masker
 
 _SCHEMA = """
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS messages (
     content TEXT NOT NULL,
     model TEXT,
     tokens INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    key_id TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_user ON messages(user, seq);
@@ -88,13 +91,14 @@ class OwnedConversations:
 
 
 class History(OwnedConversations):
-    def __init__(self, data_dir: str, sealer: Sealer, masker: Masker) -> None:
+    def __init__(self, data_dir: str, sealer: Keyring, masker: Masker) -> None:
         self.path = Path(data_dir) / "history.sqlite3"
         self.sealer = sealer
         self.masker = masker
         self.db: aiosqlite.Connection | None = None
         self._writer = BatchWriter(self.path, lambda text: sealer.seal(masker.mask(text)))
         self.client_messages = ClientMessages(self.path, sealer)
+        self.lifecycle = SqliteLifecycle(self.path, sealer)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +109,10 @@ class History(OwnedConversations):
             await self.db.execute(f"PRAGMA {pragma}")
         await self.db.executescript(_SCHEMA)
         await self.db.commit()
+        await migrate(self.db)
         await self._writer.start()
         await self.client_messages.open()
+        await self.lifecycle.open()
 
     async def close(self) -> None:
         await self._writer.close()
@@ -114,6 +120,7 @@ class History(OwnedConversations):
             await self.db.close()
             self.db = None
         await self.client_messages.close()
+        await self.lifecycle.close()
 
     async def ping(self) -> bool:
         try:
@@ -131,10 +138,12 @@ class History(OwnedConversations):
 
     async def _last_messages(self, conversation_id: str, limit: int) -> list[dict[str, str]]:
         assert self.db is not None
-        query = "SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
+        query = "SELECT role, content, key_id FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
         async with self.db.execute(query, (conversation_id, limit)) as cursor:
             rows = await cursor.fetchall()
-        return [{"role": role, "content": self.sealer.open(content)} for role, content in reversed(rows)]
+        return [
+            {"role": role, "content": self.sealer.open(content, key_id)} for role, content, key_id in reversed(rows)
+        ]
 
     async def append(self, rows: list[Row]) -> None:
         """Store rows (one conversation each call); returns once they are committed."""
@@ -153,7 +162,7 @@ class History(OwnedConversations):
             where.append("seq < (SELECT seq FROM messages WHERE id = ?)")
             args.append(before)
         query = (
-            "SELECT id, conversation_id, role, content, model, tokens, created_at FROM messages "
+            "SELECT id, conversation_id, role, content, model, tokens, created_at, key_id FROM messages "
             f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         )
         async with self.db.execute(query, (*args, limit + 1)) as cursor:
@@ -163,7 +172,7 @@ class History(OwnedConversations):
                 "id": r[0],
                 "conversation_id": r[1],
                 "role": r[2],
-                "content": self.sealer.open(r[3]),
+                "content": self.sealer.open(r[3], r[7]),
                 "model": r[4],
                 "tokens": r[5],
                 "created_at": r[6],
@@ -211,7 +220,7 @@ class ClientMessages:
     rollback) with the history writer's batches.
     """
 
-    def __init__(self, path: Path, sealer: Sealer) -> None:
+    def __init__(self, path: Path, sealer: Keyring) -> None:
         self.path = path
         self.sealer = sealer
         self.db: aiosqlite.Connection | None = None
@@ -219,6 +228,7 @@ class ClientMessages:
     async def open(self) -> None:
         self.db = await aiosqlite.connect(self.path, isolation_level=None)
         await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.db.execute("PRAGMA secure_delete=ON")  # `release` deletes: leave no text in free pages
         await self.db.executescript(_CLIENT_SCHEMA)
 
     async def close(self) -> None:
@@ -278,13 +288,13 @@ class ClientMessages:
     ) -> list[ClientMessage]:
         assert self.db is not None
         query = (
-            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model "
+            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model, m.key_id "
             "FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
             f"WHERE {where} ORDER BY c.seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
         async with self.db.execute(query, (*args, limit)) as cursor:
             rows = await cursor.fetchall()
         return [
-            ClientMessage(r[0], r[1], r[2], r[3], self.sealer.open(r[4]) if r[4] is not None else None, r[5])
+            ClientMessage(r[0], r[1], r[2], r[3], self.sealer.open(r[4], r[6]) if r[4] is not None else None, r[5])
             for r in rows
         ]

@@ -6,6 +6,8 @@ request waits until its own batch is committed, which with PostgreSQL's default
 synchronous_commit=on means flushed to the server's WAL); `client_messages` holds the websocket
 channel's idempotent-resend claims, visible to every node as soon as they are made. The schema is
 created at start, idempotently, under an advisory lock so that nodes starting together do not race.
+Each message row carries the id of the key that sealed it; deleting, listing and the background
+upkeep live in lifecycle_postgres.py.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 
 import asyncpg
 
-from .crypto import Sealer
+from .crypto import Keyring
 from .group_commit import GroupCommit
 from .history import ClientMessage, OwnedConversations, Row
+from .lifecycle_postgres import UPGRADE, PostgresLifecycle
 from .pii import Masker
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     user_name TEXT NOT NULL,
@@ -50,6 +54,8 @@ CREATE TABLE IF NOT EXISTS client_messages (
     UNIQUE (user_name, client_id)
 );
 """
+    + UPGRADE
+)
 # Any constant shared by every node: CREATE TABLE IF NOT EXISTS is not safe against a concurrent twin.
 _SCHEMA_LOCK = 0x61737369  # "assi"
 _POOL_MIN, _POOL_MAX = 1, 10
@@ -60,13 +66,14 @@ _PING_TIMEOUT = 2.0
 class PostgresHistory(OwnedConversations):
     """`History` over PostgreSQL. `dsn` is the secret's value (it may hold a password: never log it)."""
 
-    def __init__(self, dsn: str, sealer: Sealer, masker: Masker) -> None:
+    def __init__(self, dsn: str, sealer: Keyring, masker: Masker) -> None:
         self.dsn = dsn
         self.sealer = sealer
         self.masker = masker
         self._pool: asyncpg.Pool | None = None
         self._group = GroupCommit[list[Row]](self._write)
         self.client_messages = PostgresClientMessages(self)
+        self.lifecycle = PostgresLifecycle(self)
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -93,9 +100,9 @@ class PostgresHistory(OwnedConversations):
         return await self.pool.fetchval("SELECT user_name FROM conversations WHERE id = $1", conversation_id)
 
     async def _last_messages(self, conversation_id: str, limit: int) -> list[dict[str, str]]:
-        query = "SELECT role, content FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+        query = "SELECT role, content, key_id FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
         rows = await self.pool.fetch(query, conversation_id, limit)
-        return [{"role": r["role"], "content": self.sealer.open(r["content"])} for r in reversed(rows)]
+        return [{"role": r["role"], "content": self.sealer.open(r["content"], r["key_id"])} for r in reversed(rows)]
 
     async def append(self, rows: list[Row]) -> None:
         """Store rows (one conversation each call); returns once they are committed."""
@@ -108,8 +115,10 @@ class PostgresHistory(OwnedConversations):
         for rows in batch:
             for row in rows:
                 conversations[row.conversation_id] = (row.conversation_id, row.user, now, now)
-                content = self.sealer.seal(self.masker.mask(row.content))
-                messages.append((row.id, row.conversation_id, row.user, row.role, content, row.model, row.tokens, now))
+                content, key_id = self.sealer.seal(self.masker.mask(row.content))
+                messages.append(
+                    (row.id, row.conversation_id, row.user, row.role, content, row.model, row.tokens, now, key_id)
+                )
         async with self.pool.acquire() as conn, conn.transaction():
             # In id order: two nodes upserting overlapping conversations then lock rows in one order.
             await conn.executemany(
@@ -118,8 +127,8 @@ class PostgresHistory(OwnedConversations):
                 [conversations[key] for key in sorted(conversations)],
             )
             await conn.executemany(
-                "INSERT INTO messages (id, conversation_id, user_name, role, content, model, tokens, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO messages (id, conversation_id, user_name, role, content, model, tokens, created_at, "
+                "key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 messages,
             )
 
@@ -135,7 +144,7 @@ class PostgresHistory(OwnedConversations):
             args.append(before)
             where.append(f"seq < (SELECT seq FROM messages WHERE id = ${len(args)})")
         query = (
-            "SELECT id, conversation_id, role, content, model, tokens, created_at FROM messages "
+            "SELECT id, conversation_id, role, content, model, tokens, created_at, key_id FROM messages "
             f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ${len(args) + 1}"
         )
         rows = await self.pool.fetch(query, *args, limit + 1)
@@ -144,7 +153,7 @@ class PostgresHistory(OwnedConversations):
                 "id": r["id"],
                 "conversation_id": r["conversation_id"],
                 "role": r["role"],
-                "content": self.sealer.open(r["content"]),
+                "content": self.sealer.open(r["content"], r["key_id"]),
                 "model": r["model"],
                 "tokens": r["tokens"],
                 "created_at": r["created_at"],
@@ -225,12 +234,12 @@ class PostgresClientMessages:
 
     async def _select(self, where: str, args: list[str], limit: int, newest_first: bool = False) -> list[ClientMessage]:
         query = (
-            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model "
+            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model, m.key_id "
             "FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
             f"WHERE {where} ORDER BY c.seq {'DESC' if newest_first else 'ASC'} LIMIT ${len(args) + 1}"
         )
         rows = await self.history.pool.fetch(query, *args, limit)
         return [
-            ClientMessage(r[0], r[1], r[2], r[3], self.sealer.open(r[4]) if r[4] is not None else None, r[5])
+            ClientMessage(r[0], r[1], r[2], r[3], self.sealer.open(r[4], r[6]) if r[4] is not None else None, r[5])
             for r in rows
         ]

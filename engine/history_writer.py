@@ -7,8 +7,9 @@ thread hand-off plus a wake-up of the event loop, and masking/encryption ran on 
 
 Durability is unchanged: WAL with synchronous=NORMAL (a commit survives the process crashing;
 on power loss the last commits before the next checkpoint can be lost), and `write()` returns
-only after the transaction holding its rows has committed. A batch that fails fails every
-request in it and leaves the writer running.
+only after the transaction holding its rows has committed. A batch that fails (its transaction
+rolled back) is committed again request by request, so only a request whose own rows cannot be
+stored fails; the writer keeps running.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ _CONVERSATIONS = (
     "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at"
 )
 _MESSAGES = (
-    "INSERT INTO messages (id, conversation_id, user, role, content, model, tokens, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (id, conversation_id, user, role, content, model, tokens, created_at, key_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -46,9 +47,10 @@ class RowLike(Protocol):
 
 
 class BatchWriter:
-    def __init__(self, path: Path, prepare: Callable[[str], str]) -> None:
-        """`prepare` turns a message's text into what is stored (mask, then seal); it runs on the
-        writer thread, so it must be thread-safe (Masker and Sealer are: no state per call)."""
+    def __init__(self, path: Path, prepare: Callable[[str], tuple[str, str]]) -> None:
+        """`prepare` turns a message's text into what is stored and the id of the key that sealed
+        it (mask, then seal); it runs on the writer thread, so it must be thread-safe (Masker and
+        Keyring are: no state per call)."""
         self.path = path
         self.prepare = prepare
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="history-writer")
@@ -90,8 +92,10 @@ class BatchWriter:
         for rows in batch:
             for row in rows:
                 conversations[row.conversation_id] = (row.conversation_id, row.user, now, now)
-                content = self.prepare(row.content)
-                messages.append((row.id, row.conversation_id, row.user, row.role, content, row.model, row.tokens, now))
+                content, key_id = self.prepare(row.content)
+                messages.append(
+                    (row.id, row.conversation_id, row.user, row.role, content, row.model, row.tokens, now, key_id)
+                )
         try:
             db.executemany(_CONVERSATIONS, list(conversations.values()))
             db.executemany(_MESSAGES, messages)

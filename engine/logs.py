@@ -71,6 +71,9 @@ class _EventFormatter(logging.Formatter):
     def __init__(self, masker: Masker) -> None:
         super().__init__()
         self.masker = masker
+        # The `user` field as lines show it (see Masker.user): None when masking is off, so the
+        # hot path pays one attribute test.
+        self.users = masker.user if masker else None
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -85,6 +88,8 @@ class _EventFormatter(logging.Formatter):
 class TextFormatter(_EventFormatter):
     def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any]) -> str:
         """The line for one event; `format` and the fast path of `event` both end here."""
+        if self.users is not None and fields.get("user"):
+            fields["user"] = self.users(fields["user"])  # `fields` is always the caller's own copy
         parts = [timestamp(created), level, name]
         parts += [f"{key}={_value(value)}" for key, value in fields.items()]
         if message:
@@ -95,6 +100,8 @@ class TextFormatter(_EventFormatter):
 
 class JsonFormatter(_EventFormatter):
     def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any]) -> str:
+        if self.users is not None and fields.get("user"):
+            fields["user"] = self.users(fields["user"])
         data: dict[str, Any] = {"time": timestamp(created), "level": level, "logger": name}
         data.update({key: "-" if value in (None, "") else value for key, value in fields.items()})
         if message:

@@ -55,7 +55,12 @@ QUEUE_DEPTH = Gauge("assistant_queue_depth", "Requests waiting for a model slot.
 WEBSOCKET_CONNECTIONS = Gauge(
     "assistant_websocket_connections", "Open websocket connections.", multiprocess_mode="livesum"
 )
-RATE_LIMITED = Counter("assistant_rate_limited_total", "Requests refused by the rate limit.", ["route"])
+RATE_LIMITED = Counter("assistant_rate_limited_total", "Requests refused by any limit, by route.", ["route"])
+LIMIT_REFUSALS = Counter(
+    "assistant_limit_refusals_total",
+    "Requests refused, by the limit that refused them (engine/limits.py LIMITS).",
+    ["limit"],
+)
 
 
 _children: dict[tuple[object, ...], Any] = {}
@@ -90,6 +95,10 @@ def exposition() -> bytes:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    if not request.app.state.runtime.auth.may_read_metrics(request):
+        from .errors import ApiError
+
+        raise ApiError(403, "forbidden", "metrics are for the monitoring networks and admins")
     # Multiprocess collection reads every worker's files: keep that off the event loop.
     body = await asyncio.to_thread(exposition) if os.environ.get(MULTIPROC_ENV) else exposition()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -21,8 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import api_admin, api_chat, api_openai, channels, metrics
+from . import api_admin, api_chat, api_history, api_openai, channels, metrics
+from .auth import USER_PATTERN
 from .bodies import ChatBody, CompletionBody, DefaultModelBody
+from .openapi_events import ChatCompletionChunk, CompletionStreamError, event_schema
 
 API_VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"
@@ -88,6 +90,40 @@ class HistoryPage(_Reply):
     user: str
     messages: list[HistoryMessage]
     next_before: str | None
+
+
+class ConversationSummary(_Reply):
+    id: str
+    created_at: float
+    updated_at: float
+    messages: int
+    title: str  # the first user message's first 80 characters
+
+
+class ConversationPage(_Reply):
+    user: str
+    conversations: list[ConversationSummary]
+    next_before: str | None
+
+
+class ConversationDeleted(_Reply):
+    conversation_id: str
+    deleted_messages: int
+
+
+class UserHistoryDeleted(_Reply):
+    user: str
+    deleted_messages: int
+
+
+class HistoryKeyStatus(_Reply):
+    current: str | None
+    keys: list[str]
+    records: dict[str, int]
+    plaintext: int
+    unlabelled: int
+    pending: int
+    unknown_keys: list[str]
 
 
 class Health(_Reply):
@@ -159,6 +195,8 @@ _ERRORS = {
     503: "Overloaded or no model available; see Retry-After",
     504: "The model did not answer in time",
 }
+# A `user` query parameter: auth's user pattern, or empty (`user=`), which means the caller, as absent does.
+_QUERY_USER = {"type": "string", "pattern": f"^(?:{USER_PATTERN.strip('^$')})?$"}
 _CHAT_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
 
 
@@ -170,7 +208,9 @@ class Operation:
     body: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     query: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # (name, description, schema)
-    events: tuple[type[BaseModel], ...] = ()
+    path: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # (name, description, schema) of the path's {parameters}
+    events: tuple[type[BaseModel], ...] = ()  # the bodies of the server-sent events, when it streams
+    stream_end: str | None = None  # a last event's `data` that is not JSON (OpenAI's [DONE])
     description: str = ""
     secured: bool = True
     also_ok: tuple[int, ...] = ()  # other statuses answered with the 200 body
@@ -182,8 +222,11 @@ class Operation:
         op: dict[str, Any] = {"operationId": operation_id, "summary": self.summary, "tags": [self.tag]}
         if self.description:
             op["description"] = self.description
-        if self.query:
+        if self.query or self.path:
             op["parameters"] = [
+                {"name": name, "in": "path", "required": True, "description": text, "schema": schema}
+                for name, text, schema in self.path
+            ] + [
                 {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
                 for name, text, schema in self.query
             ]
@@ -198,13 +241,15 @@ class Operation:
         return op
 
     def _ok(self) -> dict[str, Any]:
+        content: dict[str, Any] = {}
         if self.ok is not None:
-            return {"description": "OK", "content": {"application/json": {"schema": _ref(self.ok)}}}
-        events = {"oneOf": [_ref(m) for m in self.events]}
-        return {
-            "description": "Server-sent events, each `data: <JSON>`; the JSON of each event is one of x-event-schema",
-            "content": {"text/event-stream": {"schema": {"type": "string"}, "x-event-schema": events}},
-        }
+            content["application/json"] = {"schema": _ref(self.ok)}
+        if self.events:
+            content["text/event-stream"] = {"schema": event_schema(self.events, self.stream_end)}
+        description = "OK"
+        if self.events:
+            description += "; server-sent events when it streams" if self.ok else ": server-sent events"
+        return {"description": description, "content": content}
 
 
 OPERATIONS: dict[Any, Operation] = {
@@ -233,11 +278,52 @@ OPERATIONS: dict[Any, Operation] = {
         HistoryPage,
         errors=(400, 401, 403, 429),
         query=(
-            ("user", "Whose history (ignored when JWT is on)", {"type": "string"}),
+            (
+                "user",
+                "Whose history: the caller's own; an admin may name anyone (telegram:123)",
+                _QUERY_USER,
+            ),
             ("conversation_id", "Only this conversation", {"type": "string"}),
             ("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
             ("before", "Cursor: the previous page's next_before", {"type": "string"}),
         ),
+    ),
+    api_history.list_conversations: Operation(
+        "The user's conversations, newest first",
+        "chat",
+        ConversationPage,
+        errors=(400, 401, 403, 429),
+        query=(
+            (
+                "user",
+                "Whose conversations: the caller's own; an admin may name anyone",
+                _QUERY_USER,
+            ),
+            ("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+            ("before", "Cursor: the previous page's next_before", {"type": "string"}),
+        ),
+    ),
+    api_history.delete_conversation: Operation(
+        "Delete one of the caller's conversations",
+        "chat",
+        ConversationDeleted,
+        errors=(401, 403, 404, 429),
+        path=(("conversation_id", "The conversation", {"type": "string"}),),
+        description="404 when the conversation does not exist or belongs to someone else.",
+    ),
+    api_history.delete_user_history: Operation(
+        "Delete everything of one user: messages, conversations, client message ids",
+        "chat",
+        UserHistoryDeleted,
+        errors=(400, 401, 403, 429),
+        path=(("user", "The caller themself, or anyone for an admin", {"type": "string", "pattern": USER_PATTERN}),),
+    ),
+    api_history.history_keys: Operation(
+        "History records per encryption key id, and how many the background rotation still re-seals",
+        "admin",
+        HistoryKeyStatus,
+        errors=(401, 403),
+        description="Open to callers on the host itself, or with the admin scope.",
     ),
     api_openai.chat_completions: Operation(
         "OpenAI-compatible chat completion (stream: true for server-sent chunks)",
@@ -245,6 +331,9 @@ OPERATIONS: dict[Any, Operation] = {
         ChatCompletion,
         CompletionBody,
         _CHAT_ERRORS,
+        events=(ChatCompletionChunk, CompletionStreamError),
+        stream_end="[DONE]",
+        description="With `stream: true`, server-sent chunks ending with `data: [DONE]` (not after an error).",
     ),
     api_openai.list_models: Operation("The declared models", "openai", ModelList, errors=(401, 403)),
     api_admin.set_default_model: Operation(
@@ -259,6 +348,7 @@ OPERATIONS: dict[Any, Operation] = {
 
 
 async def endpoint(request: Request) -> Response:
+    request.app.state.runtime.auth.caller(request)  # the API's description is for its callers only
     return Response(text(request.app.routes), media_type="application/json")
 
 

@@ -12,14 +12,18 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from starlette.requests import Request
 
 from . import logs, metrics
 from .adapters.base import CallOptions, Chunk, Message, Reply, UpstreamError
 from .catalog import Catalog
-from .errors import ApiError
+from .errors import ApiError, upstream_failure
+from .limits import MeteredStream
 from .middleware import request_id
+from .pii import Masker
+from .pii_placeholders import RestoringStream, hide_pii
 from .router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
 from .runtime import Runtime
 from .skills import SkillFailed
@@ -29,15 +33,24 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-async def admit(request: Request, rt: Runtime, claimed_user: str | None) -> str:
-    """Authenticate and rate-limit; returns the user. Raises 401/403/429 as ApiErrors."""
-    user = rt.auth.user(request, claimed_user)
+async def admit(
+    request: Request,
+    rt: Runtime,
+    claimed_user: str | None,
+    scope: str = "chat",
+    *,
+    model: str | None = None,
+) -> str:
+    """Authenticate (the caller must hold `scope`) and apply the limits (engine/limits.py);
+    returns the user. A "chat" request calls `model` (None: the default), so that model's limits
+    and the daily token budget apply too. Raises 401/403/429 as ApiErrors."""
+    user = rt.auth.user(request, claimed_user, scope)
     request.state.user = user
     key = user if rt.settings.rate_limit.key == "user" else (request.client.host if request.client else "-")
-    allowed, wait = await rt.limiter.check(key)
-    if not allowed:
-        metrics.RATE_LIMITED.labels(request.url.path).inc()
-        raise ApiError(429, "rate_limited", "too many requests, slow down", {"Retry-After": str(int(wait) + 1)})
+    entry = rt.catalog.entries.get(model or rt.catalog.default) if scope == "chat" else None
+    refusal = await rt.limits.admit(rt.settings, user, key, entry.settings if entry else None, request.url.path)
+    if refusal is not None:
+        raise refusal.error()
     return user
 
 
@@ -87,12 +100,19 @@ async def call_model(
     skills = rt.skills  # this request keeps the skills it started with, whatever a reload does
     try:
         async with asyncio.timeout(rt.settings.request_timeout_seconds):
-            answered_by, reply = await rt.router.chat(catalog, model, await skills.pre(messages), opts, trace, priority)
+            messages, hidden = hide_pii(_before_model(rt), await skills.pre(messages))
+            answered_by, reply = await rt.router.chat(catalog, model, messages, opts, trace, priority)
+            if hidden:
+                reply = hidden.restored_reply(reply)
             if skills.has_post:
                 reply = replace(reply, text=await skills.post(reply.text))
-            return answered_by, reply
     except (TimeoutError, NoModelAvailable, AllModelsFailed, SkillFailed) as exc:
         raise _mapped(exc, trace) from None
+    if rt.limits.meters(rt.settings):  # the token limits are charged what the call really used
+        entry = catalog.entries.get(answered_by)
+        tokens = reply.usage.input_tokens + reply.usage.output_tokens
+        await rt.limits.charge(rt.settings, trace.user, entry.settings if entry else None, tokens)
+    return answered_by, reply
 
 
 async def open_stream(
@@ -104,16 +124,21 @@ async def open_stream(
     trace: Trace,
     priority: int,
     deadline: float,
-) -> ModelStream | CompleteStream:
+) -> ModelStream | CompleteStream | RestoringStream | MeteredStream:
     """A stream of the model's reply, started; with post hooks, the whole hooked reply as one chunk."""
     skills = rt.skills
     try:
         async with asyncio.timeout_at(deadline):
-            messages = await skills.pre(messages)
+            messages, hidden = hide_pii(_before_model(rt), await skills.pre(messages))
             if not skills.has_post:
-                return await rt.router.stream(catalog, model, messages, opts, trace, priority)
+                stream = await rt.router.stream(catalog, model, messages, opts, trace, priority)
+                return _metered(rt, catalog, trace, hidden.restoring(stream) if hidden else stream)
             answered_by, reply = await rt.router.chat(catalog, model, messages, opts, trace, priority)
-            return CompleteStream(answered_by, replace(reply, text=await skills.post(reply.text)))
+            if hidden:
+                reply = hidden.restored_reply(reply)
+            return _metered(
+                rt, catalog, trace, CompleteStream(answered_by, replace(reply, text=await skills.post(reply.text)))
+            )
     except (TimeoutError, NoModelAvailable, AllModelsFailed, SkillFailed) as exc:
         raise _mapped(exc, trace) from None
 
@@ -127,7 +152,7 @@ class StreamEnd:
 
 
 async def relay_deltas(
-    rt: Runtime, stream: ModelStream | CompleteStream, deadline: float, end: StreamEnd
+    rt: Runtime, stream: ModelStream | CompleteStream | RestoringStream, deadline: float, end: StreamEnd
 ) -> AsyncIterator[list[str]]:
     """The stream's text pieces, a list of those that arrived together at a time, until it
     finishes, fails or passes `deadline`. The request counts as in flight meanwhile and the stream
@@ -141,7 +166,7 @@ async def relay_deltas(
                 if deltas:
                     yield deltas
     except UpstreamError as exc:  # the stream has recorded it against the model already
-        end.error = str(exc)
+        end.error = upstream_failure(exc)  # the details are in the engine.model log line
     except TimeoutError:
         end.error, end.timeout = "the model did not finish within request_timeout_seconds", True
         await stream.close(UpstreamError(end.error, retryable=True, timeout=True))
@@ -166,6 +191,18 @@ class CompleteStream:
         """Nothing to end: the model call finished (and was recorded) before this existed."""
 
 
+def _before_model(rt: Runtime) -> Masker | None:
+    """The masker that hides PII from the upstream model (security.pii_before_model), or None."""
+    return rt.masker if rt.settings.security.pii_before_model else None
+
+
+def _metered(rt: Runtime, catalog: Catalog, trace: Trace, stream: Any) -> Any:
+    """`stream`, charged its tokens when it closes if some token limit is set."""
+    if not rt.limits.meters(rt.settings):
+        return stream
+    return MeteredStream(rt.limits, rt.settings, catalog, trace.user, stream)
+
+
 def _mapped(exc: Exception, trace: Trace) -> ApiError:
     if isinstance(exc, SkillFailed):
         logs.event(logs.APP, logging.WARNING, str(exc), request_id=trace.request_id, user=trace.user)
@@ -178,4 +215,5 @@ def _mapped(exc: Exception, trace: Trace) -> ApiError:
         return ApiError(503, "unavailable", str(exc), {"Retry-After": "1"})
     assert isinstance(exc, AllModelsFailed)
     status = 504 if exc.last.timeout else 502
-    return ApiError(status, "upstream_error", f"every model failed; last: {exc.last}")
+    # The router's engine.model lines have the whole story (address, upstream's words); not the client.
+    return ApiError(status, "upstream_error", f"every model failed; last: {upstream_failure(exc.last)}")

@@ -1,24 +1,26 @@
 """Token buckets in Redis, shared by every worker of every engine node.
 
-The same buckets as `ratelimit.RateLimiter` (`burst` tokens per key, refilled at
-requests_per_minute / 60 per second), kept in one Redis hash per key and updated by one Lua script,
-so a take is atomic across nodes. The script reads Redis's own clock: nodes whose clocks disagree
-still share one bucket. A bucket expires once it would have refilled completely.
+The buckets of `ratelimit.py`, each one Redis hash (`tokens`, `at`) under `prefix + key`, and one
+Lua script that settles a request's takes all or nothing, so a decision is atomic across nodes.
+The script reads Redis's own clock: nodes whose clocks disagree still share one bucket. A bucket
+expires once it would have refilled completely (a day's budget: once its day is over).
 
-When Redis is unreachable the limiter FAILS OPEN to this worker's in-memory buckets, with the same
-limits. Why: the rate limit guards the model budget against a noisy user; it is not what makes an
-answer correct, so a cache outage must not become a full outage of every node. Falling back to the
-local buckets (instead of allowing everything) keeps a bound: at worst each worker of each node
-admits the configured rate, until Redis is back. Each outage logs one WARNING when it starts and
-one INFO, with the number of decisions taken locally, when Redis answers again. (No metric of its
-own: the engine's metric names are a fixed contract, docs/architecture.md.)
-While Redis is down only one request per `_RETRY_SECONDS` tries it, so a dead Redis adds no latency.
+When Redis is unreachable the limiter FAILS OPEN to this node's own buckets (`fallback`: the
+SQLite file its workers share, or this worker's memory), with the same limits. Why: the limits
+guard the model budget against a noisy user; they are not what makes an answer correct, so a
+cache outage must not become a full outage of every node. Falling back to local buckets (instead
+of allowing everything) keeps a bound: at worst each node admits the configured rate, until Redis
+is back. Each outage logs one WARNING when it starts and one INFO, with the number of decisions
+taken locally, when Redis answers again (its refusals still count in
+`assistant_limit_refusals_total`). While Redis is down only one request per `_RETRY_SECONDS` tries
+it, so a dead Redis adds no latency.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -26,85 +28,99 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import logs
-from .ratelimit import RateLimiter
+from .ratelimit import ALLOWED, Batches, Buckets, Take, Verdict
 
 _TIMEOUT_SECONDS = 0.25
 _RETRY_SECONDS = 1.0
-# KEYS[1] bucket; ARGV rate (tokens/s), burst. Returns {allowed 0|1, seconds to wait as a string}
-# (Lua numbers become integers in a Redis reply).
-_TAKE = """
+# KEYS: the buckets; ARGV: five per bucket (rate, capacity, cost, need, reset_in), as in `Take`.
+# Returns {index of the refusing bucket with the longest wait (1-based; 0: allowed), that wait as
+# a string} (Lua numbers become integers in a Redis reply). Same arithmetic as ratelimit.settle.
+_SETTLE = """
 if redis.replicate_commands then redis.replicate_commands() end
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(bucket[1]) or burst
-local at = tonumber(bucket[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed, wait = 0, 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-elseif rate > 0 then
-  wait = (1 - tokens) / rate
-else
-  wait = 60
+local levels, refused, longest = {}, 0, -1
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 5
+  local rate, capacity = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local need, reset_in = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  local bucket = redis.call('HMGET', key, 'tokens', 'at')
+  local level = tonumber(bucket[1]) or capacity
+  local at = tonumber(bucket[2]) or now
+  level = math.min(capacity, level + math.max(0, now - at) * rate)
+  levels[i] = level
+  if level < need then
+    local wait = reset_in
+    if rate > 0 then wait = (need - level) / rate end
+    if wait > longest then refused, longest = i, wait end
+  end
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-local ttl = 60
-if rate > 0 then ttl = math.ceil(burst / rate) + 1 end
-redis.call('EXPIRE', KEYS[1], ttl)
-return {allowed, tostring(wait)}
+if refused > 0 then return {refused, tostring(longest)} end
+for i, key in ipairs(KEYS) do
+  local b = (i - 1) * 5
+  local rate, capacity, cost = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  if cost ~= 0 then
+    local level = levels[i] - cost
+    redis.call('HSET', key, 'tokens', tostring(level), 'at', tostring(now))
+    local ttl = tonumber(ARGV[b + 5])
+    if rate > 0 then ttl = (capacity - level) / rate end
+    redis.call('EXPIRE', key, math.ceil(ttl) + 1)
+  end
+end
+return {0, '0'}
 """
 
 
 class RedisRateLimiter:
-    """`RateLimiter`'s interface (`check`, `reconfigured`, `aclose`) over Redis. `url` is the
-    secret's value (it may hold a password: never log it); `prefix` keeps assistants that share
-    one Redis apart."""
+    """The store interface (`apply`, `aclose`) over Redis. `url` is the secret's value (it may
+    hold a password: never log it); `prefix` keeps assistants that share one Redis apart."""
 
-    def __init__(
-        self, url: str, requests_per_minute: int, burst: int, prefix: str, client: redis.Redis | None = None
-    ) -> None:
+    def __init__(self, url: str, prefix: str, fallback: Buckets, client: redis.Redis | None = None) -> None:
         self.url = url
         self.prefix = prefix
-        self.rate = requests_per_minute / 60.0
-        self.burst = max(burst, 1)
+        self.fallback = fallback
         self.client = client or redis.Redis.from_url(
             url,
             socket_timeout=_TIMEOUT_SECONDS,
             socket_connect_timeout=_TIMEOUT_SECONDS,
             retry=Retry(NoBackoff(), 0),  # one try: the fallback is the retry
         )
-        self.script = self.client.register_script(_TAKE)
-        self.fallback = RateLimiter(requests_per_minute, burst)
+        self.script = self.client.register_script(_SETTLE)
+        self._batches = Batches(self._settle_batch)
         self._retry_at = 0.0
         self._outage = False
         self._local_decisions = 0
 
-    async def check(self, key: str) -> tuple[bool, float]:
-        """Take one token for `key`. Returns (allowed, seconds until a token is available)."""
+    async def apply(self, takes: Sequence[Take]) -> Verdict:
+        """Settle `takes` in Redis (or, while it is down, in the fallback)."""
+        return await self._batches.apply(takes)
+
+    async def _settle_batch(self, batch: list[Sequence[Take]]) -> list[Verdict]:
+        """One round trip for the whole batch: a pipeline of script calls, each atomic."""
         now = time.monotonic()
         if now >= self._retry_at:
             if self._outage:
                 self._retry_at = now + _RETRY_SECONDS  # one probe at a time while Redis is down
             try:
-                allowed, wait = await self.script(keys=[self.prefix + key], args=[self.rate, self.burst])
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for takes in batch:
+                        args: list[float] = []
+                        for t in takes:
+                            args += (t.rate, t.capacity, t.cost, t.need, t.reset_in)
+                        await self.script(keys=[self.prefix + t.key for t in takes], args=args, client=pipe)
+                    replies = await pipe.execute()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._went_down(exc)
             else:
                 self._came_back()
-                return bool(int(allowed)), float(wait)
-        self._local_decisions += 1
-        return self.fallback.allow(key)
-
-    def reconfigured(self, requests_per_minute: int, burst: int) -> RedisRateLimiter:
-        """New limits over the same Redis connection pool (a settings reload)."""
-        return RedisRateLimiter(self.url, requests_per_minute, burst, self.prefix, self.client)
+                return [_verdict(takes, reply) for takes, reply in zip(batch, replies, strict=True)]
+        self._local_decisions += len(batch)
+        return [await self.fallback.apply(takes) for takes in batch]
 
     async def aclose(self) -> None:
+        await self._batches.wait_idle()
         await self.client.aclose()
+        await self.fallback.aclose()
 
     def _went_down(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + _RETRY_SECONDS
@@ -114,7 +130,7 @@ class RedisRateLimiter:
                 logs.APP,
                 logging.WARNING,
                 f"rate limit: Redis unreachable ({type(exc).__name__}: {exc}); failing open to this "
-                "worker's in-memory limits until it answers again",
+                "node's own limits until it answers again",
             )
 
     def _came_back(self) -> None:
@@ -128,3 +144,8 @@ class RedisRateLimiter:
                 "shared again",
             )
             self._local_decisions = 0
+
+
+def _verdict(takes: Sequence[Take], reply: list) -> Verdict:
+    index = int(reply[0])
+    return ALLOWED if index == 0 else Verdict(False, float(reply[1]), takes[index - 1].limit)

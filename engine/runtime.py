@@ -20,8 +20,10 @@ from pathlib import Path
 from . import logs, storage
 from .auth import Auth
 from .catalog import Catalog, build_catalog
-from .crypto import Sealer
-from .pii import Masker
+from .crypto import keyring
+from .limits import Limits
+from .pii import Masker, pseudonym_key
+from .retention import Upkeep
 from .router import Router
 from .settings import EngineSettings, load_secrets
 from .skills import load_skills
@@ -36,20 +38,19 @@ class Runtime:
         self.settings_path = settings_path
         self.settings_digest, self.settings = _read(settings_path)
         self.secrets = load_secrets(self.settings)
-        self.masker = Masker(self.settings.security.pii_masking)
-        self.auth = Auth(self.settings.security, self.secrets)
+        kinds = self.settings.security.pii_masking
+        self.masker = Masker(kinds, pseudonym_key(self.settings.data_dir) if kinds else None)
+        self.keys = storage.keys(self.settings, self.secrets)
+        self.auth = Auth(self.settings.security, self.secrets, self.keys)
         self.clients = ClientPool()
         self.catalog: Catalog = build_catalog(self.settings, self.secrets, self.clients)
         self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
         self.skills = load_skills(self.settings.skills)
-        limit = self.settings.rate_limit
-        self.limiter = storage.limiter(self.settings, self.secrets)
-        self.limiter_settings = limit
-        key = self.settings.security.history_key_secret
-        if key and not self.secrets.get(key):
-            raise RuntimeError(f"history encryption is on but secret {key!r} is not in the secrets file")
-        sealer = Sealer(self.secrets.get(key) if key else None)
-        self.history = storage.history(self.settings, self.secrets, sealer, self.masker)
+        self.limits = Limits(storage.limiter(self.settings, self.secrets))
+        self.history_keys = keyring(self.settings.security, self.secrets)
+        self.history = storage.history(self.settings, self.secrets, self.history_keys, self.masker)
+        # Retention and key rotation, in the background (one worker of the deployment at a time).
+        self.upkeep = Upkeep(self.history.lifecycle, self.history_keys, self.settings.security.history_retention_days)
         self.in_flight = 0
         self._override_mtime: float | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -67,6 +68,8 @@ class Runtime:
             self.masker,
         )
         await self.history.open()
+        self.upkeep.start()
+        await self.keys.start()
         self._apply_override()
         self._poller = asyncio.create_task(self._poll_override())
         logs.event(
@@ -80,8 +83,10 @@ class Runtime:
         if self._poller:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+        await self.keys.stop()
+        await self.upkeep.stop()
         await self.history.close()
-        await self.limiter.aclose()
+        await self.limits.aclose()
         await self.clients.aclose()
         logs.event(logs.APP, logging.INFO, f"engine stopped pid={os.getpid()}")
         logs.stop()
@@ -92,7 +97,7 @@ class Runtime:
             digest, settings = _read(self.settings_path)
             secrets = load_secrets(settings)
             catalog = build_catalog(settings, secrets, self.clients, previous=self.catalog)
-            auth = Auth(settings.security, secrets)
+            auth = Auth(settings.security, secrets, self.keys)
             skills = load_skills(settings.skills)
         except Exception as exc:  # noqa: BLE001 - a bad file must never take a running engine down
             logs.event(logs.APP, logging.ERROR, f"reload failed, keeping the running settings: {exc}")
@@ -120,9 +125,6 @@ class Runtime:
         self.router = Router(settings.retries, settings.retry_backoff_seconds)
         self.auth = auth
         self.skills = skills
-        if settings.rate_limit != self.limiter_settings:
-            self.limiter = self.limiter.reconfigured(settings.rate_limit.requests_per_minute, settings.rate_limit.burst)
-            self.limiter_settings = settings.rate_limit
         self._override_mtime = None
         self._apply_override()
         logs.event(

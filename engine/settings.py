@@ -27,7 +27,9 @@ class ModelSettings(_Settings):
     connect_timeout_seconds: float = 5
     read_timeout_seconds: float = 60
     max_concurrency: int = 64
+    # Quotas for this model across the whole deployment (engine/limits.py); None: no quota.
     requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
 
@@ -63,15 +65,64 @@ class RateLimitSettings(_Settings):
     key: Literal["user", "ip"]
 
 
+class GlobalRateLimitSettings(_Settings):
+    """Requests per minute for the whole deployment, every user together."""
+
+    requests_per_minute: int = Field(ge=1)
+    burst: int = Field(ge=1)
+
+
+class HistoryKeySettings(_Settings):
+    """One key of the history keyring: an id stored beside each record it seals, and the name of
+    the secrets-file entry holding the key (a Fernet key, or any secret: it is stretched to one)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    secret: str
+
+
 class SecuritySettings(_Settings):
+    # Who may call without credentials: clients on the host itself (the default), anyone, or nobody.
+    anonymous: Literal["loopback", "anywhere", "off"] = "loopback"
+    # JWT: one of the three key sources names a secret (HS*: the shared secret; RS256/ES256: a PEM
+    # public key or a JWKS document).
     jwt_secret: str | None = None
-    jwt_algorithm: str = "HS256"
+    jwt_public_key_secret: str | None = None
+    jwt_jwks_secret: str | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_max_lifetime_seconds: int = Field(86_400, ge=1)
+    jwt_leeway_seconds: int = Field(30, ge=0)
+    # Clients that read the metrics without credentials (admins may from anywhere).
+    metrics_allow_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # An engine listening beyond loopback admits only these edge addresses (and loopback), and only
+    # with the shared secret (a secret name) in the X-Assistant-Edge header.
+    edge_addresses: list[str] = Field(default_factory=list)
+    edge_secret: str | None = None
     allowed_users: list[str] = Field(default_factory=list)
     history_key_secret: str | None = None
+    # The history keyring, current key first; older keys only read (and are re-sealed away in the
+    # background). history_key_secret is the older one-key form; set one or the other.
+    history_keys: list[HistoryKeySettings] = Field(default_factory=list)
+    # Messages older than this are deleted (hourly and at start); None keeps history forever.
+    history_retention_days: float | None = Field(None, gt=0)
     pii_masking: list[str] = Field(default_factory=list)
+    # Hide the pii_masking kinds from the upstream model behind placeholders restored in the reply.
+    pii_before_model: bool = False
     audit_log: str | None = None
+
+    @property
+    def jwt_configured(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_public_key_secret or self.jwt_jwks_secret)
+
+    @model_validator(mode="after")
+    def _one_history_keyring(self) -> SecuritySettings:
+        if self.history_key_secret and self.history_keys:
+            raise ValueError("set history_keys or history_key_secret, not both")
+        ids = [key.id for key in self.history_keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError("history_keys: every key needs an id of its own")
+        return self
 
 
 class EngineSettings(_Settings):
@@ -90,7 +141,14 @@ class EngineSettings(_Settings):
     channels: list[ChannelSettings] = Field(default_factory=list)
     skills: list[SkillSettings] = Field(default_factory=list)
     rate_limit: RateLimitSettings
+    global_rate_limit: GlobalRateLimitSettings | None = None
+    # Tokens (input + output) a user may spend per UTC day; None: no budget.
+    daily_tokens_per_user: int | None = Field(None, ge=1)
     request_timeout_seconds: float = 120
+    # A request's headers must arrive within header_timeout_seconds of its first byte (or of the
+    # connection opening), its body within body_timeout_seconds of the headers (engine/http_protocol.py).
+    header_timeout_seconds: float = Field(10, gt=0)
+    body_timeout_seconds: float = Field(30, gt=0)
     max_in_flight: int = 256
     queue_size: int = 1024
     max_message_chars: int = 16_000

@@ -2,31 +2,34 @@
 
 - history: SQLite in `data_dir` (one node; the default) or PostgreSQL (several nodes), named by
   `history_backend`; the DSN is the secret `history_dsn_secret`.
-- rate-limit buckets: this process's memory (the default) or Redis (shared by all workers and
-  nodes), named by `rate_limit_backend`; the URL is the secret `rate_limit_redis_url_secret`.
+- limit buckets (engine/limits.py): with `rate_limit_backend` "memory", this node's own: this
+  process's memory when it is the only worker and keeps no daily budget (nothing to share or to
+  keep over a restart), else `<data_dir>/limits.sqlite3`, shared by the node's workers; with
+  "redis", Redis (every worker of every node), the URL in the secret `rate_limit_redis_url_secret`,
+  falling back to the node's own buckets while Redis is down.
 
 The drivers of the shared backends are imported only when the settings ask for them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .crypto import Sealer
+from .crypto import Keyring
 from .history import History
+from .keys import KeyStore, PostgresTable, SqliteTable
 from .pii import Masker
-from .ratelimit import RateLimiter
+from .ratelimit import Buckets, MemoryBuckets
 from .settings import EngineSettings
 
 if TYPE_CHECKING:
     from .history_postgres import PostgresHistory
-    from .ratelimit_redis import RedisRateLimiter
 
     HistoryStore = History | PostgresHistory
-    Limiter = RateLimiter | RedisRateLimiter
 
 
-def history(settings: EngineSettings, secrets: dict[str, str], sealer: Sealer, masker: Masker) -> HistoryStore:
+def history(settings: EngineSettings, secrets: dict[str, str], sealer: Keyring, masker: Masker) -> HistoryStore:
     """The history store the settings name (not opened yet: the caller awaits `open()` at start)."""
     if settings.history_backend == "postgres":
         from .history_postgres import PostgresHistory
@@ -35,15 +38,29 @@ def history(settings: EngineSettings, secrets: dict[str, str], sealer: Sealer, m
     return History(settings.data_dir, sealer, masker)
 
 
-def limiter(settings: EngineSettings, secrets: dict[str, str]) -> Limiter:
-    """The rate limiter the settings name; later limit changes go through its `reconfigured`."""
-    limit = settings.rate_limit
+def limiter(settings: EngineSettings, secrets: dict[str, str]) -> Buckets:
+    """The bucket store the settings name. The limits themselves are read from the settings on
+    every request, so a reload needs no new store."""
+    local: Buckets
+    if settings.workers == 1 and settings.daily_tokens_per_user is None:
+        local = MemoryBuckets()
+    else:
+        from .ratelimit_sqlite import SqliteBuckets
+
+        local = SqliteBuckets(Path(settings.data_dir) / "limits.sqlite3")
     if settings.rate_limit_backend == "redis":
         from .ratelimit_redis import RedisRateLimiter
 
         url = _secret(secrets, settings.rate_limit_redis_url_secret, "rate_limit_redis_url_secret")
-        return RedisRateLimiter(url, limit.requests_per_minute, limit.burst, f"assistant:{settings.name}:ratelimit:")
-    return RateLimiter(limit.requests_per_minute, limit.burst)
+        return RedisRateLimiter(url, f"assistant:{settings.name}:ratelimit:", local)
+    return local
+
+
+def keys(settings: EngineSettings, secrets: dict[str, str]) -> KeyStore:
+    """The API keys, beside the history: a file of their own in data_dir, or the PostgreSQL database."""
+    if settings.history_backend == "postgres":
+        return KeyStore(PostgresTable(_secret(secrets, settings.history_dsn_secret, "history_dsn_secret")))
+    return KeyStore(SqliteTable(Path(settings.data_dir) / "keys.sqlite3"))
 
 
 def _secret(secrets: dict[str, str], name: str | None, field: str) -> str:

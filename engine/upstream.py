@@ -81,6 +81,8 @@ class ClientPool:
 
 
 def _transport_error(exc: BaseException) -> UpstreamError:
+    """The failure with aiohttp's words, which name the upstream's host:port: fit for the engine.model
+    log line and nothing else (what a client reads comes from errors.upstream_failure)."""
     timeout = isinstance(exc, TimeoutError)
     kind = "timeout" if timeout else "connection error"
     return UpstreamError(f"upstream {kind}: {type(exc).__name__} {exc}".strip(), retryable=True, timeout=timeout)

@@ -7,6 +7,8 @@ import json
 from ..engine.settings import (
     ChannelSettings,
     EngineSettings,
+    GlobalRateLimitSettings,
+    HistoryKeySettings,
     ModelSettings,
     RateLimitSettings,
     SecuritySettings,
@@ -56,7 +58,13 @@ def build_settings(target: Target) -> EngineSettings:
             if s.enabled
         ],
         rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),
+        global_rate_limit=(
+            GlobalRateLimitSettings(**limits.global_rate_limit.model_dump()) if limits.global_rate_limit else None
+        ),
+        daily_tokens_per_user=limits.daily_tokens_per_user,
         request_timeout_seconds=limits.timeouts.request_seconds,
+        header_timeout_seconds=limits.timeouts.header_seconds,
+        body_timeout_seconds=limits.timeouts.body_seconds,
         max_in_flight=limits.concurrency.max_in_flight,
         queue_size=limits.concurrency.queue_size,
         max_message_chars=limits.max_message_chars,
@@ -83,6 +91,7 @@ def _model(spec: Spec, name: str) -> ModelSettings:
         read_timeout_seconds=m.read_timeout_seconds,
         max_concurrency=m.max_concurrency,
         requests_per_minute=m.requests_per_minute,
+        tokens_per_minute=m.tokens_per_minute,
         max_tokens=m.max_tokens,
         temperature=m.temperature,
     )
@@ -119,18 +128,42 @@ def _channels(spec: Spec, secrets: dict[str, str]) -> list[ChannelSettings]:
 
 def _security(spec: Spec, target: Target, secrets: dict[str, str]) -> SecuritySettings:
     security = spec.security
+    jwt_on = security.jwt.enabled
+    guarded = not target.has_role("edge")  # an engine-only host listens beyond loopback: edges only
     return SecuritySettings(
-        jwt_secret=_name_if_set(secrets, "security.jwt.secret") if security.jwt.enabled else None,
+        anonymous=security.anonymous,
+        jwt_secret=_name_if_set(secrets, "security.jwt.secret") if jwt_on else None,
+        jwt_public_key_secret=_name_if_set(secrets, "security.jwt.public_key") if jwt_on else None,
+        jwt_jwks_secret=_name_if_set(secrets, "security.jwt.jwks") if jwt_on else None,
         jwt_algorithm=security.jwt.algorithm,
         jwt_issuer=security.jwt.issuer,
         jwt_audience=security.jwt.audience,
+        jwt_max_lifetime_seconds=security.jwt.max_lifetime_seconds,
+        jwt_leeway_seconds=security.jwt.leeway_seconds,
+        metrics_allow_networks=[str(n) for n in spec.monitoring.metrics.allow_networks],
+        edge_addresses=[h.address for h in spec.deploy.hosts if "edge" in h.roles] if guarded else [],
+        edge_secret=_name_if_set(secrets, "security.edge_secret") if guarded else None,
         allowed_users=list(security.allowed_users),
         history_key_secret=(
             _name_if_set(secrets, "security.history_encryption.key") if security.history_encryption.enabled else None
         ),
+        history_keys=_history_keys(spec, secrets),
+        history_retention_days=security.history_retention_days,
         pii_masking=list(security.pii_masking.kinds) if security.pii_masking.enabled else [],
+        pii_before_model=security.pii_masking.enabled and security.pii_masking.before_model,
         audit_log=target.path("logs", "audit.log") if security.audit.enabled else None,
     )
+
+
+def _history_keys(spec: Spec, secrets: dict[str, str]) -> list[HistoryKeySettings]:
+    """The keyring, current key first; each key's secret is named by its place in the spec."""
+    encryption = spec.security.history_encryption
+    if not encryption.enabled:
+        return []
+    return [
+        HistoryKeySettings(id=key.id, secret=f"security.history_encryption.keys.{index}.key")
+        for index, key in enumerate(encryption.keys)
+    ]
 
 
 def _is_engine_secret(name: str) -> bool:

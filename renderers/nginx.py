@@ -113,8 +113,27 @@ def site_context(target: Target) -> dict[str, object]:
         "stream_timeout": max(request_timeout, STREAM_READ_TIMEOUT_MIN_SECONDS),
         "websocket_timeout": seconds(spec.channels.websocket.heartbeat_seconds * WEBSOCKET_HEARTBEATS_BEFORE_TIMEOUT),
         "web": spec.channels.web.enabled,
+        "edge_secret": _sends_edge_secret(target),
         "exact": exact_locations(spec),
     }
+
+
+EDGE_AUTH_FILE = "edge-auth.conf"
+EDGE_SECRET = "security.edge_secret"
+
+
+def _sends_edge_secret(target: Target) -> bool:
+    """Whether this edge proxies to engine-only hosts, which require the shared secret."""
+    port = target.spec.deploy.ports.engine
+    remote = [s for s in upstream_servers(target.spec, target.host) if s != f"127.0.0.1:{port}"]
+    return bool(remote) and target.spec.security.edge_secret is not None
+
+
+def secret_files(target: Target, values: dict[str, str]) -> Files:
+    """`edge-auth.conf`: the header with the shared secret, for edges in front of engine-only hosts."""
+    if not _sends_edge_secret(target) or EDGE_SECRET not in values:
+        return {}
+    return {EDGE_AUTH_FILE: render_template("nginx/edge-auth.conf.j2", secret=values[EDGE_SECRET])}
 
 
 def render(target: Target, snippets: frozenset[str] = frozenset()) -> Files:
@@ -140,4 +159,5 @@ RENDERER = Renderer(
     render=render,
     applies=lambda t: t.has_role("edge"),
     check="nginx -t -q -p {dir}/ -c nginx.conf -e {root}/logs/nginx-error.log",
+    secret_files=secret_files,
 )

@@ -12,7 +12,25 @@ Finding = tuple[tuple[str | int, ...], str, str | None]
 
 def cross_check(spec: Spec) -> list[Finding]:
     """Every cross-section problem in a spec that passed the per-field validation."""
-    return [*_model_references(spec), *_port_clashes(spec), *_host_references(spec), *_skills(spec)]
+    return [
+        *_model_references(spec),
+        *_port_clashes(spec),
+        *_host_references(spec),
+        *_skills(spec),
+        *_engine_only_hosts(spec),
+    ]
+
+
+def _engine_only_hosts(spec: Spec) -> Iterator[Finding]:
+    """An engine without an edge of its own listens beyond loopback: only its edges, holding the
+    shared secret, may reach it."""
+    for i, host in enumerate(spec.deploy.hosts):
+        if "engine" in host.roles and "edge" not in host.roles and spec.security.edge_secret is None:
+            yield (
+                ("deploy", "hosts", i, "roles"),
+                f"host '{host.name}' runs the engine without the edge: it would listen beyond loopback unguarded",
+                "set security.edge_secret: ${env:EDGE_SECRET} (nginx sends it, the engine requires it)",
+            )
 
 
 def _skills(spec: Spec) -> Iterator[Finding]:
@@ -104,3 +122,14 @@ def _host_references(spec: Spec) -> Iterator[Finding]:
         yield ("deploy", "state"), "history 'postgres' needs postgres_dsn: ${env:...}", None
     if state.rate_limits == "redis" and state.redis_url is None:
         yield ("deploy", "state"), "rate_limits 'redis' needs redis_url: ${env:...}", None
+
+
+def exposure_warnings(spec: Spec) -> list[str]:
+    """Choices that are allowed but open the assistant wider than the defaults; plan shows them."""
+    warnings = []
+    if spec.security.anonymous == "anywhere":
+        warnings.append(
+            "security.anonymous is 'anywhere': every client that reaches the assistant chats and reads "
+            "history as the one anonymous user, with no key or token"
+        )
+    return warnings

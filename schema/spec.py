@@ -33,7 +33,18 @@ class ModelSpec(Strict):
     connect_timeout_seconds: PositiveSeconds = 5
     read_timeout_seconds: PositiveSeconds = 60
     max_concurrency: int = Field(64, ge=1, le=100_000, description="In-flight calls to this model.")
-    requests_per_minute: int | None = Field(None, ge=1, description="Upstream quota for this model.")
+    requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Upstream quota for this model: requests per minute from the whole deployment (every "
+        "user, worker and node together); past it requests for this model get 429 with Retry-After.",
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Upstream quota for this model in tokens (input + output) per minute, deployment-wide. "
+        "A call is admitted while any are left and charged its real usage afterwards.",
+    )
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
 
@@ -150,6 +161,16 @@ class Timeouts(Strict):
     connect_seconds: PositiveSeconds = 5
     read_seconds: PositiveSeconds = 60
     request_seconds: PositiveSeconds = 120
+    header_seconds: PositiveSeconds = Field(
+        10,
+        description="A request's headers must arrive within this long, or the engine answers 408 and closes the "
+        "connection (a client sending half a request, or nothing, no longer holds it).",
+    )
+    body_seconds: PositiveSeconds = Field(
+        30,
+        description="A request's body must arrive within this long after its headers, or the engine answers 408 "
+        "(a body shorter than its Content-Length no longer hangs).",
+    )
 
 
 class Concurrency(Strict):
@@ -158,8 +179,26 @@ class Concurrency(Strict):
     queue_size: int = Field(1024, ge=0)
 
 
+class GlobalRateLimit(Strict):
+    requests_per_minute: int = Field(ge=1, description="Requests per minute for the whole deployment.")
+    burst: int = Field(ge=1, description="Requests admitted at once before the per-minute rate applies.")
+
+
 class Limits(Strict):
-    rate_limit: RateLimit = RateLimit()
+    rate_limit: RateLimit = Field(
+        RateLimit(),
+        description="Requests per minute per user (or client IP), exact across every worker and, with "
+        "deploy.state.rate_limits: redis, every node.",
+    )
+    global_rate_limit: GlobalRateLimit | None = Field(
+        None, description="Requests per minute for the whole deployment, every user together; unset: none."
+    )
+    daily_tokens_per_user: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens (input + output) each user may spend per UTC day; past it 429 with Retry-After "
+        "until 00:00 UTC. Unset: no budget.",
+    )
     timeouts: Timeouts = Timeouts()
     concurrency: Concurrency = Concurrency()
     max_message_chars: int = Field(16_000, ge=1)
@@ -250,16 +289,36 @@ class Monitoring(Strict):
 
 
 class Jwt(Strict):
+    """Tokens from an identity provider: `sub` is the user, `scope` (space-separated) or `scopes` the
+    scopes (chat, history, admin; chat and history when absent), `exp` is required."""
+
     enabled: bool = False
-    secret: SecretRef | None = None
-    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
-    issuer: str | None = Field(None, max_length=200)
-    audience: str | None = Field(None, max_length=200)
+    algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = Field(
+        "HS256", description="HS*: a shared secret; RS256/ES256: the issuer's public key or JWKS."
+    )
+    secret: SecretRef | None = Field(None, description="The shared HMAC secret (HS* algorithms).")
+    public_key: SecretRef | None = Field(
+        None, description="The issuer's PEM public key (RS256/ES256), e.g. ${file:keys/issuer.pub}."
+    )
+    jwks: SecretRef | None = Field(
+        None, description="A JWKS document of the issuer's keys (RS256/ES256), e.g. ${file:jwks.json}; picked by kid."
+    )
+    issuer: str | None = Field(None, max_length=200, description="Required `iss` claim, when set.")
+    audience: str | None = Field(None, max_length=200, description="Required `aud` claim, when set.")
+    max_lifetime_seconds: int = Field(
+        86_400, ge=60, le=31_536_000, description="Tokens whose `exp` lies further ahead (or after `iat`) are refused."
+    )
+    leeway_seconds: int = Field(30, ge=0, le=600, description="Clock skew allowed on exp, nbf and iat.")
 
     @model_validator(mode="after")
-    def _secret_when_enabled(self) -> Jwt:
-        if self.enabled and self.secret is None:
-            raise ValueError("jwt is enabled but has no secret: add secret: ${env:JWT_SECRET}")
+    def _key_when_enabled(self) -> Jwt:
+        if not self.enabled:
+            return self
+        if self.algorithm.startswith("HS"):
+            if self.secret is None:
+                raise ValueError("jwt is enabled but has no secret: add secret: ${env:JWT_SECRET}")
+        elif (self.public_key is None) == (self.jwks is None):
+            raise ValueError(f"jwt with {self.algorithm} needs exactly one of public_key or jwks")
         return self
 
 
@@ -276,21 +335,53 @@ class Tls(Strict):
         return self
 
 
+class HistoryKey(Strict):
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Stored beside every record this key seals; never reuse an id for another key.",
+    )
+    key: SecretRef = Field(description="A Fernet key (or any secret, stretched to one).")
+
+
 class HistoryEncryption(Strict):
     enabled: bool = False
-    key: SecretRef | None = None
+    key: SecretRef | None = Field(None, description="One key; `keys` instead to rotate keys.")
+    keys: list[HistoryKey] = Field(
+        default_factory=list,
+        description="The keyring, current key first: new records are sealed with it, and records sealed "
+        "with the others are re-sealed with it in the background (GET /admin/v1/history/keys shows "
+        "progress); drop an old key once none of its records remain.",
+    )
 
     @model_validator(mode="after")
     def _key_when_enabled(self) -> HistoryEncryption:
-        if self.enabled and self.key is None:
+        if self.key is not None and self.keys:
+            raise ValueError("history encryption: set key or keys, not both")
+        if self.enabled and self.key is None and not self.keys:
             raise ValueError("history encryption is enabled but has no key: add key: ${env:HISTORY_KEY}")
+        ids = [k.id for k in self.keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError("history encryption: every key needs an id of its own")
         return self
 
 
 class PiiMasking(Strict):
     enabled: bool = False
-    kinds: list[Literal["email", "phone", "credit_card", "ip_address"]] = Field(
-        default_factory=lambda: ["email", "phone", "credit_card"]
+    kinds: list[Literal["email", "phone", "credit_card", "ip_address", "cn_resident_id"]] = Field(
+        default_factory=lambda: ["email", "phone", "credit_card"],
+        description=(
+            "What is masked in stored history and log lines (a log line's user, when it is PII, becomes a keyed "
+            "pseudonym u:<12 hex>): email; phone (7-15 digits); credit_card (13-19 digits passing the Luhn "
+            "check); ip_address (IPv4); cn_resident_id (Chinese resident ID: 17 digits and a MOD 11-2 check "
+            "digit 0-9 or X, with a valid birth date)."
+        ),
+    )
+    before_model: bool = Field(
+        False,
+        description=(
+            "Also hide these kinds from the upstream model: each value becomes a placeholder such as [email_1] "
+            "and the model's reply gets the real values back before the user sees it or it is stored."
+        ),
     )
 
 
@@ -299,13 +390,31 @@ class Audit(Strict):
 
 
 class Security(Strict):
+    anonymous: Literal["loopback", "anywhere", "off"] = Field(
+        "loopback",
+        description="Who may chat without an API key or token, as the one anonymous user: clients on the host "
+        "itself (loopback, the default), every client (anywhere: an explicit choice, flagged by plan), or nobody.",
+    )
     jwt: Jwt = Jwt()
+    edge_secret: SecretRef | None = Field(
+        None,
+        description="Shared by the edges and the engine-only hosts: nginx sends it with every request, and an "
+        "engine-only host admits only its edges' addresses holding it. Required when a host has the engine role "
+        "without the edge role.",
+    )
     tls: Tls = Tls()
     allowed_users: list[str] = Field(default_factory=list, description="Empty: everyone may chat.")
     allowed_networks: list[IPv4Network | IPv6Network] = Field(
         default_factory=list, description="Source networks nginx admits; empty: all."
     )
     history_encryption: HistoryEncryption = HistoryEncryption()
+    history_retention_days: int | None = Field(
+        None,
+        ge=1,
+        le=36_500,
+        description="Delete conversation history older than this many days (checked hourly and at start); "
+        "unset keeps it forever.",
+    )
     pii_masking: PiiMasking = PiiMasking()
     audit: Audit = Audit()
 
@@ -350,7 +459,11 @@ class HighAvailability(Strict):
 class SharedState(Strict):
     history: Literal["sqlite", "postgres"] = "sqlite"
     postgres_dsn: SecretRef | None = None
-    rate_limits: Literal["memory", "redis"] = "memory"
+    rate_limits: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Where the limits' buckets live. memory: each node keeps its own (its workers share a "
+        "SQLite file in the data dir); redis: one set for every node (needs redis_url).",
+    )
     redis_url: SecretRef | None = None
 
 

@@ -7,10 +7,12 @@ running on the spec it found, and the fixture stops everything at the end, pass 
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
 
+from api_keys import bearer, create_key
 from cli_helpers import Deployment, applied, default_spec
 
 pytestmark = pytest.mark.slow
@@ -23,13 +25,16 @@ def deployment(tmp_path_factory):
 
 
 def test_apply_starts_an_assistant_that_answers_through_nginx(deployment):
-    reply = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": "hello", "user": "alice"}, timeout=10)
+    alice = bearer(create_key(deployment.root / "current" / "engine" / "settings.json", "alice"))
+    time.sleep(0.6)  # the engine picks new keys up within half a second
+    reply = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": "hello"}, headers=alice, timeout=10)
     assert reply.status_code == 200
     body = reply.json()
     assert "hello" in body["reply"] and body["model"] == "local"
     health = httpx.get(f"{deployment.url}/health", timeout=5)
     assert health.status_code == 200
-    history = httpx.get(f"{deployment.url}/api/v1/history", params={"user": "alice"}, timeout=5).json()
+    history = httpx.get(f"{deployment.url}/api/v1/history", headers=alice, timeout=5).json()
+    assert history["user"] == "alice"
     assert [(m["role"], m["conversation_id"]) for m in history["messages"]] == [
         ("assistant", body["conversation_id"]),
         ("user", body["conversation_id"]),

@@ -9,14 +9,14 @@ same for every channel and lives in `delivery.py`.
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..errors import ApiError
+from ..jsonio import RefusedJson, loads
 from ..runtime import Runtime
 from ..settings import ChannelSettings
 from .outbound import Outbound
@@ -26,14 +26,23 @@ from .outbound import Outbound
 _MIN_BODY_BYTES = 256 * 1024
 
 
+_CODES = {
+    400: "malformed",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    408: "body_timeout",
+    413: "too_large",
+}
+
+
 class Rejected(ApiError):
     """A request the channel refuses (4xx): nothing else happens, one log line says why.
 
     The reason must never contain a secret or a value derived from one."""
 
     def __init__(self, status: int, reason: str) -> None:
-        code = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large"}
-        super().__init__(status, code.get(status, "refused"), reason)
+        super().__init__(status, _CODES.get(status, "refused"), reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +132,24 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     if declared > max_bytes:
         raise Rejected(413, f"body over {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise Rejected(413, f"body over {max_bytes} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise Rejected(413, f"body over {max_bytes} bytes")
+    except ClientDisconnect:  # gone, or cut off by the body timeout (engine/http_protocol.py)
+        raise Rejected(408, "the body did not arrive in time") from None
     return bytes(body)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or Rejected(400): invalid JSON, nested too deep, text with a
+    lone surrogate (jsonio refuses those two) or not an object."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = loads(raw)
+    except RefusedJson as exc:
+        raise Rejected(400, f"body refused: {exc}") from None
+    except ValueError:  # UnicodeDecodeError is one
         raise Rejected(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise Rejected(400, "body is not a JSON object")

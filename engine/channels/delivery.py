@@ -6,8 +6,9 @@ In the request (so the platform gets its 200 only after these are decided):
 2. once: the delivery id is claimed in the history store's client-message table (the websocket
    channel's idempotency keys, shared by every worker and kept across restarts), so a redelivery
    of the same update, here or on another worker, finds the claim and is only acknowledged;
-3. how often: the rate limit, keyed by the user (authenticated by the platform's signature,
-   unlike a claimed API user; keying by IP would throttle every user of the platform at once).
+3. how often: the limits (engine/limits.py), the rate limit keyed by the user (authenticated by
+   the platform's signature, unlike a claimed API user; keying by IP would throttle every user of
+   the platform at once), and the channel's model's quotas and the user's daily token budget.
 Refusals are acknowledged with 200 too: a 4xx would only make the platform retry.
 
 After the 200, in a task of this worker: the model call through the /api/v1/chat pipeline
@@ -24,7 +25,7 @@ import time
 
 from starlette.requests import Request
 
-from .. import logs, metrics
+from .. import logs
 from ..adapters.base import UpstreamError
 from ..bodies import DEFAULT_PRIORITY
 from ..errors import ApiError
@@ -73,11 +74,12 @@ class Deliveries:
         if await store.claim(user, client_id, conversation_id, message_id) is not None:
             _note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
             return
-        allowed, _ = await rt.limiter.check(user)
-        if not allowed:
-            metrics.RATE_LIMITED.labels(request.url.path).inc()
+        entry = rt.catalog.entries.get(config.settings.model or rt.catalog.default)
+        model = entry.settings if entry else None
+        refusal = await rt.limits.admit(rt.settings, user, user, model, request.url.path)
+        if refusal is not None:  # acknowledged all the same: a 4xx would only make the platform retry
             await store.release(user, client_id, message_id)
-            _note(rid, channel, user, "ignored: rate limited")
+            _note(rid, channel, user, f"ignored: {refusal.limit} limit, retry after {refusal.retry_after} s")
             return
         trace = Trace(request_id=rid, user=user, started=time.monotonic())
         answer = _Answer(rt, channel, config, inbound, trace, conversation_id, message_id, client_id)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 
-from assistantctl.engine.settings import EngineSettings, ModelSettings, RateLimitSettings
+from assistantctl.engine.settings import EngineSettings, ModelSettings, RateLimitSettings, SecuritySettings
 from fake_models import free_port
 from processes import stop_process
 
@@ -49,6 +50,18 @@ class RunningEngine:
         return EngineSettings.model_validate_json(self.settings_path.read_text())
 
 
+# Every test engine trusts this JWT key unless a test sets its own security settings, so that tests
+# can speak as different users (`as_user`); anonymous callers are all the one local user.
+TEST_JWT_SECRET = "tests.jwt"
+TEST_JWT_KEY = "engine-tests-jwt-signing-key-of-32-bytes"
+
+
+def as_user(user: str, **claims: Any) -> dict[str, str]:
+    """Authorization headers that make a request `user`'s (a JWT signed with TEST_JWT_KEY)."""
+    token = jwt.encode({"sub": user, "exp": int(time.time()) + 600, **claims}, TEST_JWT_KEY, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def model(name: str, provider: str = "builtin", **kwargs: Any) -> ModelSettings:
     return ModelSettings(name=name, provider=provider, model=kwargs.pop("model", name), **kwargs)
 
@@ -78,6 +91,9 @@ def start_engine(
     **overrides: Any,
 ) -> RunningEngine:
     root.mkdir(parents=True, exist_ok=True)
+    if "security" not in overrides:
+        overrides["security"] = SecuritySettings(jwt_secret=TEST_JWT_SECRET)
+        secrets = {TEST_JWT_SECRET: TEST_JWT_KEY, **(secrets or {})}
     if secrets is not None:
         (root / "secrets.json").write_text(json.dumps(secrets))
         overrides["secrets_file"] = str(root / "secrets.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_process import RunningEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, as_user, model, start_engine, stop_engine
 
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) engine\.[a-z]+"
@@ -43,7 +43,7 @@ def test_health_and_ready_report_a_working_engine(engine: RunningEngine) -> None
 
 def test_chat_answers_with_reply_ids_and_usage(engine: RunningEngine) -> None:
     with engine.client() as client:
-        answer = client.post("/api/v1/chat", json={"message": "what is the time", "user": "ann"}).json()
+        answer = client.post("/api/v1/chat", json={"message": "what is the time"}, headers=as_user("ann")).json()
     assert "what is the time" in answer["reply"]
     assert answer["model"] == "local"
     assert len(answer["conversation_id"]) == 32 and len(answer["message_id"]) == 32
@@ -53,12 +53,12 @@ def test_chat_answers_with_reply_ids_and_usage(engine: RunningEngine) -> None:
 
 def test_conversation_keeps_context_between_turns(engine: RunningEngine) -> None:
     with engine.client() as client:
-        first = client.post("/api/v1/chat", json={"message": "one", "user": "bea"}).json()
+        first = client.post("/api/v1/chat", json={"message": "one"}, headers=as_user("bea")).json()
         second = client.post(
-            "/api/v1/chat", json={"message": "two", "user": "bea", "conversation_id": first["conversation_id"]}
+            "/api/v1/chat", json={"message": "two", "conversation_id": first["conversation_id"]}, headers=as_user("bea")
         ).json()
         stolen = client.post(
-            "/api/v1/chat", json={"message": "x", "user": "eve", "conversation_id": first["conversation_id"]}
+            "/api/v1/chat", json={"message": "x", "conversation_id": first["conversation_id"]}, headers=as_user("eve")
         )
     assert "(turn 2)" in second["reply"]
     assert second["usage"]["input_tokens"] > first["usage"]["input_tokens"]
@@ -66,9 +66,9 @@ def test_conversation_keeps_context_between_turns(engine: RunningEngine) -> None
 
 
 def test_stream_sends_sse_deltas_then_a_done_event_with_usage(engine: RunningEngine) -> None:
-    with engine.client() as client:
-        whole = client.post("/api/v1/chat", json={"message": "stream me", "user": "cat"}).json()
-        response = client.post("/api/v1/chat/stream", json={"message": "stream me", "user": "cat"})
+    with engine.client(headers=as_user("cat")) as client:
+        whole = client.post("/api/v1/chat", json={"message": "stream me"}).json()
+        response = client.post("/api/v1/chat/stream", json={"message": "stream me"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.text)
@@ -81,28 +81,17 @@ def test_stream_sends_sse_deltas_then_a_done_event_with_usage(engine: RunningEng
 
 
 def test_history_pages_newest_first_without_overlap(engine: RunningEngine) -> None:
-    with engine.client() as client:
+    with engine.client(headers=as_user("dan")) as client:
         conversation = None
         for i in range(3):
-            body = {
-                "message": f"message {i}",
-                "user": "dan",
-                **({"conversation_id": conversation} if conversation else {}),
-            }
+            body = {"message": f"message {i}", **({"conversation_id": conversation} if conversation else {})}
             conversation = client.post("/api/v1/chat", json=body).json()["conversation_id"]
-        page1 = client.get(
-            "/api/v1/history", params={"user": "dan", "conversation_id": conversation, "limit": 4}
-        ).json()
+        page1 = client.get("/api/v1/history", params={"conversation_id": conversation, "limit": 4}).json()
         page2 = client.get(
             "/api/v1/history",
-            params={
-                "user": "dan",
-                "conversation_id": conversation,
-                "limit": 4,
-                "before": page1["next_before"],
-            },
+            params={"conversation_id": conversation, "limit": 4, "before": page1["next_before"]},
         ).json()
-        other = client.get("/api/v1/history", params={"user": "nobody"}).json()
+        other = client.get("/api/v1/history", headers=as_user("nobody")).json()
     assert [m["role"] for m in page1["messages"]] == ["assistant", "user"] * 2
     assert page1["messages"][1]["content"] == "message 2"
     assert [m["content"] for m in page2["messages"] if m["role"] == "user"] == ["message 0"]
@@ -117,14 +106,13 @@ def test_history_pages_newest_first_without_overlap(engine: RunningEngine) -> No
     [
         ("/api/v1/chat", b"{not json", 400),
         ("/api/v1/chat", b"[1, 2]", 400),
-        ("/api/v1/chat", b'{"user": "x"}', 400),
+        ("/api/v1/chat", b'{"conversation_id": "x"}', 400),
         ("/api/v1/chat", b'{"message": 5}', 400),
         ("/api/v1/chat", b'{"message": "   "}', 400),
         ("/api/v1/chat", json.dumps({"message": "x" * 501}).encode(), 413),
         ("/api/v1/chat", b'{"message": "hi", "model": "nope"}', 404),
         ("/api/v1/chat", b'{"message": "hi", "priority": "high"}', 400),
         ("/api/v1/chat", b'{"message": "hi", "conversation_id": "../etc"}', 400),
-        ("/api/v1/chat", b'{"message": "hi", "user": "has space"}', 400),
         ("/api/v1/chat/stream", b"", 400),
         ("/v1/chat/completions", b'{"messages": []}', 400),
         ("/v1/chat/completions", b'{"messages": [{"role": "wizard", "content": "x"}]}', 400),
@@ -138,6 +126,13 @@ def test_bad_requests_get_a_json_4xx(engine: RunningEngine, path: str, body: byt
     assert response.json()["error"]["message"]
 
 
+def test_a_user_name_outside_the_pattern_gets_400(engine: RunningEngine) -> None:
+    with engine.client(headers=as_user("has space")) as client:
+        response = client.post("/api/v1/chat", json={"message": "hi"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_user"
+
+
 def test_bad_history_parameters_get_400(engine: RunningEngine) -> None:
     with engine.client() as client:
         assert client.get("/api/v1/history", params={"limit": "many"}).status_code == 400
@@ -147,7 +142,7 @@ def test_bad_history_parameters_get_400(engine: RunningEngine) -> None:
 def test_request_id_is_echoed_and_logged_in_the_contract_format(engine: RunningEngine) -> None:
     with engine.client() as client:
         response = client.post(
-            "/api/v1/chat", json={"message": "log me", "user": "fay"}, headers={"X-Request-ID": "req-abc-123"}
+            "/api/v1/chat", json={"message": "log me"}, headers={"X-Request-ID": "req-abc-123", **as_user("fay")}
         )
     assert response.headers["x-request-id"] == "req-abc-123"
     lines = engine.log_lines()
@@ -160,8 +155,8 @@ def test_request_id_is_echoed_and_logged_in_the_contract_format(engine: RunningE
 
 def test_metrics_use_the_contract_names(engine: RunningEngine) -> None:
     with engine.client() as client:
-        client.post("/api/v1/chat", json={"message": "count me", "user": "gus"})
-        client.post("/api/v1/chat/stream", json={"message": "count me", "user": "gus"})
+        client.post("/api/v1/chat", json={"message": "count me"}, headers=as_user("gus"))
+        client.post("/api/v1/chat/stream", json={"message": "count me"}, headers=as_user("gus"))
         text = client.get("/metrics").text
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("assistant_")}
     base = {re.sub(r"_(bucket|sum|count)$", "", name) for name in names}
@@ -176,6 +171,7 @@ def test_metrics_use_the_contract_names(engine: RunningEngine) -> None:
         "assistant_queue_depth",
         "assistant_websocket_connections",
         "assistant_rate_limited_total",
+        "assistant_limit_refusals_total",
     }
     assert engine.metric("assistant_model_calls_total", model="local", outcome="success") >= 2
     assert engine.metric("assistant_model_tokens_total", model="local", direction="input") >= 4

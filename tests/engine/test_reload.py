@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from engine_process import RunningEngine, StartEngine, model
+from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, StartEngine, as_user, model
 from fake_models import FakeUpstream
 
 
@@ -30,11 +30,12 @@ async def test_switching_the_default_under_load_drops_no_request(
 
         async def worker(w: int, stop_at: float) -> None:
             nonlocal sent
+            headers = as_user(f"u{w}")
             while time.monotonic() < stop_at:
                 path = "/api/v1/chat/stream" if sent % 3 == 0 else "/api/v1/chat"
                 sent += 1
                 started = time.monotonic()
-                response = await client.post(path, json={"message": f"load {sent}", "user": f"u{w}"})
+                response = await client.post(path, json={"message": f"load {sent}"}, headers=headers)
                 if path.endswith("stream"):
                     name = json.loads(response.text.strip().rsplit("data: ", 1)[1])["model"]
                 else:
@@ -58,16 +59,21 @@ async def test_switching_the_default_under_load_drops_no_request(
 
 def test_admin_endpoint_is_audited_and_closed_to_remote_callers(engine_factory: StartEngine, tmp_path) -> None:
     audit = tmp_path / "audit.log"
-    engine = engine_factory([model("local"), model("other")], security={"audit_log": str(audit)})
+    engine = engine_factory(
+        [model("local"), model("other")],
+        security={"audit_log": str(audit), "jwt_secret": TEST_JWT_SECRET},
+        secrets={TEST_JWT_SECRET: TEST_JWT_KEY},
+    )
+    remote = {"X-Forwarded-For": "203.0.113.9"}
     with engine.client() as client:
-        remote = client.put(
-            "/admin/v1/default-model", json={"model": "other"}, headers={"X-Forwarded-For": "203.0.113.9"}
-        )
+        anonymous = client.put("/admin/v1/default-model", json={"model": "other"}, headers=remote)
+        user = client.put("/admin/v1/default-model", json={"model": "other"}, headers={**remote, **as_user("ann")})
         unknown = client.put("/admin/v1/default-model", json={"model": "ghost"})
         missing = client.put("/admin/v1/default-model", json={})
         ok = client.put("/admin/v1/default-model", json={"model": "other"}, headers={"X-Request-ID": "adm-1"})
         models = client.get("/v1/models").json()["data"]
-    assert (remote.status_code, unknown.status_code, missing.status_code, ok.status_code) == (403, 404, 400, 200)
+    assert (anonymous.status_code, user.status_code) == (401, 403)  # a remote caller needs a key with admin
+    assert (unknown.status_code, missing.status_code, ok.status_code) == (404, 400, 200)
     assert [m["id"] for m in models if m["default"]] == ["other"]
     time.sleep(0.3)  # the engine writes its logs every 0.2 s
     record = json.loads(audit.read_text().splitlines()[-1])

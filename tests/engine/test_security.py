@@ -23,6 +23,7 @@ def token(sub: str, **claims: object) -> dict[str, str]:
 @pytest.fixture
 def engine(engine_factory: StartEngine) -> RunningEngine:
     security = SecuritySettings(
+        anonymous="off",
         jwt_secret="security.jwt.secret",
         allowed_users=["ann", "bob"],
         history_key_secret="security.history.key",
@@ -42,10 +43,15 @@ def test_jwt_is_required_and_its_subject_is_the_user(engine: RunningEngine) -> N
         forged = jwt.encode({"sub": "ann"}, "another-key-also-32-bytes-long!!", algorithm="HS256")
         bad = client.post("/api/v1/chat", json={"message": "hi"}, headers={"Authorization": f"Bearer {forged}"})
         assert bad.status_code == 401
-        ok = client.post("/api/v1/chat", json={"message": "hi", "user": "bob"}, headers=token("ann"))
+        claimed = client.post("/api/v1/chat", json={"message": "hi", "user": "bob"}, headers=token("ann"))
+        assert claimed.status_code == 403  # a token's holder cannot speak as someone else
+        ok = client.post("/api/v1/chat", json={"message": "hi", "user": "ann"}, headers=token("ann"))
         assert ok.status_code == 200
-        history = client.get("/api/v1/history", params={"user": "bob"}, headers=token("ann")).json()
+        assert client.get("/api/v1/history", params={"user": "bob"}, headers=token("ann")).status_code == 403
+        history = client.get("/api/v1/history", headers=token("ann")).json()
+        others = client.get("/api/v1/history", headers=token("bob")).json()
     assert history["user"] == "ann" and len(history["messages"]) == 2
+    assert others["user"] == "bob" and others["messages"] == []
 
 
 def test_users_outside_the_allowed_list_get_403(engine: RunningEngine) -> None:

@@ -28,7 +28,7 @@ import redis
 from test_websocket import Client
 
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
-from engine_process import RunningEngine, model, start_engine, stop_engine
+from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, as_user, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream, free_port
 from processes import stop_process
 
@@ -150,14 +150,14 @@ def _node(root: Path, name: str, pg: Service, rds: Service, fake: FakeUpstream) 
     return start_engine(
         root / name,
         [model("local"), model("cloud", "openai", model="gpt-test", api_base=f"{fake.url}/v1", api_key_secret="k")],
-        secrets={"k": "sk-test", "pg": pg.url, "redis": rds.url, "history": HISTORY_KEY},
+        secrets={"k": "sk-test", "pg": pg.url, "redis": rds.url, "history": HISTORY_KEY, TEST_JWT_SECRET: TEST_JWT_KEY},
         channels=[ChannelSettings(name="websocket", path="/ws", heartbeat_seconds=5)],
         history_backend="postgres",
         history_dsn_secret="pg",
         rate_limit_backend="redis",
         rate_limit_redis_url_secret="redis",
         rate_limit=RateLimitSettings(requests_per_minute=6, burst=BURST, key="user"),
-        security=SecuritySettings(history_key_secret="history", pii_masking=["email"]),
+        security=SecuritySettings(jwt_secret=TEST_JWT_SECRET, history_key_secret="history", pii_masking=["email"]),
     )
 
 
@@ -179,15 +179,14 @@ def test_a_conversation_written_on_one_node_is_served_by_the_other(
     nodes: tuple[RunningEngine, RunningEngine], postgres: Service
 ) -> None:
     a, b = nodes
-    first = httpx.post(f"{a.url}/api/v1/chat", json={"user": "ann", "message": "mail me at ann@example.org"})
+    ann = as_user("ann")
+    first = httpx.post(f"{a.url}/api/v1/chat", json={"message": "mail me at ann@example.org"}, headers=ann)
     assert first.status_code == 200, first.text
     conversation = first.json()["conversation_id"]
-    second = httpx.post(
-        f"{b.url}/api/v1/chat", json={"user": "ann", "message": "again", "conversation_id": conversation}
-    )
+    second = httpx.post(f"{b.url}/api/v1/chat", json={"message": "again", "conversation_id": conversation}, headers=ann)
     assert second.status_code == 200, second.text
     assert "(turn 2)" in second.json()["reply"]  # node B read node A's turn as context
-    page = httpx.get(f"{b.url}/api/v1/history", params={"user": "ann", "conversation_id": conversation}).json()
+    page = httpx.get(f"{b.url}/api/v1/history", params={"conversation_id": conversation}, headers=ann).json()
     assert [m["role"] for m in page["messages"]] == ["assistant", "user", "assistant", "user"]
     assert page["messages"][3]["content"] == "mail me at [email]"  # masked before it was stored
     rows = asyncio.run(_fetch(postgres.url, "SELECT content FROM messages WHERE conversation_id = $1", conversation))
@@ -203,7 +202,7 @@ def test_concurrent_turns_on_both_nodes_are_all_committed(
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=10) as client:
             calls = [
-                client.post(f"{nodes[i % 2].url}/api/v1/chat", json={"user": f"crowd-{i}", "message": f"m{i}"})
+                client.post(f"{nodes[i % 2].url}/api/v1/chat", json={"message": f"m{i}"}, headers=as_user(f"crowd-{i}"))
                 for i in range(40)
             ]
             return [r.status_code for r in await asyncio.gather(*calls)]
@@ -238,10 +237,10 @@ def test_a_websocket_id_claimed_on_one_node_is_replayed_not_regenerated_on_the_o
 def test_the_rate_limit_is_shared_by_both_nodes(
     nodes: tuple[RunningEngine, RunningEngine], shared_redis: Service
 ) -> None:
-    statuses = []
+    statuses, cat = [], as_user("cat")
     for i in range(2 * BURST):
         node = nodes[i % 2]
-        response = httpx.post(f"{node.url}/api/v1/chat", json={"user": "cat", "message": f"hi {i}"})
+        response = httpx.post(f"{node.url}/api/v1/chat", json={"message": f"hi {i}"}, headers=cat)
         statuses.append(response.status_code)
         if response.status_code == 429:
             assert int(response.headers["retry-after"]) >= 1
@@ -260,10 +259,14 @@ def test_with_redis_down_a_node_fails_open_to_its_own_limits_and_recovers(
     try:
         engine = _node(tmp_path, "alone", postgres, own, openai_fake)
         chat = f"{engine.url}/api/v1/chat"
-        assert [httpx.post(chat, json={"user": "dan", "message": "x"}).status_code for _ in range(BURST)] == [200] * 4
+
+        def send(user: str) -> int:
+            return httpx.post(chat, json={"message": "x"}, headers=as_user(user)).status_code
+
+        assert [send("dan") for _ in range(BURST)] == [200] * 4
         stop_process(own.process, signal.SIGKILL)
         started = time.monotonic()
-        statuses = [httpx.post(chat, json={"user": "eve", "message": "x"}).status_code for _ in range(BURST + 2)]
+        statuses = [send("eve") for _ in range(BURST + 2)]
         elapsed = time.monotonic() - started
         # Fail open, but to this worker's own buckets with the same limits, and without waiting on Redis.
         assert statuses == [200] * BURST + [429] * 2
@@ -271,7 +274,7 @@ def test_with_redis_down_a_node_fails_open_to_its_own_limits_and_recovers(
         assert any("rate limit: Redis unreachable" in line and "WARNING" in line for line in engine.log_lines())
         own = _start_redis(own.root, own.port)
         time.sleep(1.1)  # the limiter probes Redis again once a second
-        assert httpx.post(chat, json={"user": "fay", "message": "x"}).status_code == 200
+        assert send("fay") == 200
         assert redis.Redis.from_url(own.url).exists("assistant:test:ratelimit:fay") == 1
         assert any("rate limit: Redis answers again after" in line for line in engine.log_lines())
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from assistantctl.engine.settings import SkillSettings
 from assistantctl.engine.skills import load_skills
-from engine_process import StartEngine, model
+from engine_process import StartEngine, as_user, model
 from fake_models import FakeUpstream
 
 PLUGINS = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -43,10 +43,10 @@ def test_post_hooks_shape_replies_history_and_streams_in_order(engine_factory: S
     ]
     engine = engine_factory([model("local")], skills=hooks, env=PLUGINS)
     with engine.client() as client:
-        reply = client.post("/api/v1/chat", json={"message": "tell me the Secret-Plan", "user": "ann"}).json()
+        reply = client.post("/api/v1/chat", json={"message": "tell me the Secret-Plan"}, headers=as_user("ann")).json()
         assert "[REDACTED]" in reply["reply"] and "SECRET-PLAN" not in reply["reply"]
         assert reply["reply"].endswith("!") and reply["reply"] == reply["reply"].upper()
-        history = client.get("/api/v1/history", params={"user": "ann"}).json()["messages"]
+        history = client.get("/api/v1/history", headers=as_user("ann")).json()["messages"]
         assert history[0]["role"] == "assistant" and history[0]["content"] == reply["reply"]
         with client.stream("POST", "/api/v1/chat/stream", json={"message": "the secret-plan again"}) as streamed:
             body = streamed.read().decode()
@@ -57,11 +57,11 @@ def test_a_failing_or_stuck_hook_fails_the_request_and_stores_nothing(engine_fac
     hooks = [skill("stuck", "skill_plugins:Stuck", ["pre"], timeout=0.3, seconds=5)]
     engine = engine_factory([model("local")], skills=hooks, env=PLUGINS, name="stuck")
     with engine.client() as client:
-        answer = client.post("/api/v1/chat", json={"message": "hi", "user": "bob"})
+        answer = client.post("/api/v1/chat", json={"message": "hi"}, headers=as_user("bob"))
         assert answer.status_code == 502
         assert answer.json()["error"]["code"] == "skill_failed"
         assert "stuck" in answer.json()["error"]["message"]
-        assert client.get("/api/v1/history", params={"user": "bob"}).json()["messages"] == []
+        assert client.get("/api/v1/history", headers=as_user("bob")).json()["messages"] == []
     broken = engine_factory(
         [model("local")], skills=[skill("broken", "skill_plugins:Broken", ["pre"])], env=PLUGINS, name="broken"
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from api_keys import create_key
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream
 
@@ -30,9 +31,17 @@ def engine(
     stop_engine(running)
 
 
+@pytest.fixture(scope="module")
+def api_key(engine: RunningEngine) -> str:
+    """The SDK sends its api_key as a bearer token, so it must be one of the engine's own keys."""
+    key = create_key(engine.settings_path, "sdk")
+    time.sleep(0.6)  # engines pick new keys up within half a second
+    return key
+
+
 @pytest.fixture
-def sdk(engine: RunningEngine) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{engine.url}/v1", api_key="unused", max_retries=0)
+def sdk(engine: RunningEngine, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{engine.url}/v1", api_key=api_key, max_retries=0)
 
 
 FAKE_TEXT = "".join(WORDS)

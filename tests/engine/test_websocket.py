@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
-from engine_process import RunningEngine, StartEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, StartEngine, as_user, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream
 
 HEARTBEAT = 0.2
@@ -46,11 +46,17 @@ def fake(openai_fake: FakeUpstream) -> FakeUpstream:
 
 
 class Client:
-    """A websocket client that answers the server's pings (and counts them) while it reads."""
+    """A websocket client that answers the server's pings (and counts them) while it reads.
 
-    def __init__(self, engine: RunningEngine, user: str | None = None, headers: dict[str, str] | None = None):
-        url = engine.url.replace("http://", "ws://") + "/ws" + (f"?user={user}" if user else "")
-        self.ws: ClientConnection = connect(url, additional_headers=headers, proxy=None, open_timeout=5).__enter__()
+    `user` signs in as that user with a token of the test engines' JWT key (engine_process.as_user);
+    `headers` are sent as they are, and `query` is appended to the path (`?user=...`)."""
+
+    def __init__(
+        self, engine: RunningEngine, user: str | None = None, headers: dict[str, str] | None = None, query: str = ""
+    ):
+        url = engine.url.replace("http://", "ws://") + "/ws" + query
+        sent = {**(as_user(user) if user else {}), **(headers or {})}
+        self.ws: ClientConnection = connect(url, additional_headers=sent, proxy=None, open_timeout=5).__enter__()
         self.pings: list[dict[str, Any]] = []
 
     def __enter__(self) -> Client:
@@ -107,7 +113,7 @@ def test_server_sends_heartbeat_pings_at_the_configured_interval(engine: Running
 
 def test_a_client_that_misses_heartbeats_is_closed(engine: RunningEngine) -> None:
     started = time.monotonic()
-    with connect(engine.url.replace("http://", "ws://") + "/ws?user=ida", proxy=None) as ws:
+    with connect(engine.url.replace("http://", "ws://") + "/ws", additional_headers=as_user("ida"), proxy=None) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             while time.monotonic() - started < 5:
                 assert json.loads(ws.recv(timeout=5))["type"] == "ping"  # never answered
@@ -124,7 +130,7 @@ def test_chat_streams_numbered_chunks_then_done_and_stores_the_turn(engine: Runn
     assert "".join(c["delta"] for c in chunks) == done["reply"]
     assert "hello over websocket" in done["reply"]
     with engine.client() as http:
-        history = http.get("/api/v1/history", params={"user": "sam"}).json()["messages"]
+        history = http.get("/api/v1/history", headers=as_user("sam")).json()["messages"]
     assert history[0]["id"] == done["message_id"] and history[0]["content"] == done["reply"]
     assert history[0]["conversation_id"] == done["conversation_id"]
 
@@ -275,18 +281,24 @@ def test_the_handshake_and_frames_follow_the_rest_apis_auth_and_rate_limit(engin
         [model("local")],
         name="secured",
         channels=[ws_channel()],
-        security=SecuritySettings(jwt_secret="jwt", allowed_users=["ann"]),
+        security=SecuritySettings(anonymous="off", jwt_secret="jwt", allowed_users=["ann"]),
         secrets={"jwt": JWT_KEY},
         rate_limit=RateLimitSettings(requests_per_minute=1, burst=2, key="user"),
     )
+    refusals = {
+        "none": ({}, "?user=ann"),
+        "forged": ({"Authorization": "Bearer x.y.z"}, ""),
+        "eve": (_token("eve"), ""),
+        "ann claiming eve": (_token("ann"), "?user=eve"),  # the query may only name the token's subject
+    }
     statuses = {}
-    for name, headers in {"none": None, "forged": {"Authorization": "Bearer x.y.z"}, "eve": _token("eve")}.items():
+    for name, (headers, query) in refusals.items():
         with pytest.raises(InvalidStatus) as refused:
-            Client(secured, "ann", headers)  # the query user is ignored when JWT is on
+            Client(secured, None, headers, query)
         statuses[name] = refused.value.response.status_code
         assert json.loads(refused.value.response.body)["error"]["code"] in ("unauthorized", "forbidden")
-    assert statuses == {"none": 401, "forged": 401, "eve": 403}
-    with Client(secured, "eve", _token("ann")) as client:
+    assert statuses == {"none": 401, "forged": 401, "eve": 403, "ann claiming eve": 403}
+    with Client(secured, None, _token("ann"), "?user=ann") as client:
         for n in (1, 2):
             client.send({"type": "chat", "id": f"a{n}", "message": f"hi {n}"})
             assert client.reply(f"a{n}")[1]["type"] == "done"

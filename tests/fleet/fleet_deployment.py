@@ -43,8 +43,10 @@ class FleetDeployment:
         virtualenv on each host (tests that don't exercise that save the install time)."""
         self.fleet = fleet
         self.folder = folder
-        self.env = env or {}  # what `${env:...}` secrets of the spec resolve against
+        # What `${env:...}` secrets of the spec resolve against; the edges' shared secret is always one.
+        self.env = {"EDGE_SECRET": "fleet-edge-secret", **(env or {})}
         self.data = default_spec()
+        self.data.setdefault("security", {})["edge_secret"] = "${env:EDGE_SECRET}"
         self.data["deploy"] = {
             "root": fleet.root,
             "serial": 1,

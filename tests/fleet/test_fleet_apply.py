@@ -17,6 +17,7 @@ from importlib import metadata
 import httpx
 import pytest
 
+from api_keys import bearer
 from assistantctl.runtime import controller_runtime
 from fleet_deployment import FleetDeployment, only_prepared
 
@@ -41,21 +42,36 @@ def fleet(make_fleet, tmp_path_factory) -> FleetDeployment:
     return deployment
 
 
-def chat(url: str, message: str, user: str = "alice") -> httpx.Response:
-    return httpx.post(f"{url}/api/v1/chat", json={"message": message, "user": user}, timeout=10)
+def key_for(fleet: FleetDeployment, user: str) -> dict[str, str]:
+    """Headers with a new API key for `user`, made on `core` (the engine host) by `assistantctl keys`."""
+    created = fleet.run("keys", "create", user, "--host", "core")
+    assert created.returncode == 0, created.stderr
+    time.sleep(0.6)  # the engine picks new keys up within half a second
+    return bearer(created.stdout.strip())
 
 
-def test_apply_deploys_every_host_over_ssh_and_each_edge_answers_through_its_nginx(fleet):
+@pytest.fixture(scope="module")
+def alice(fleet) -> dict[str, str]:
+    return key_for(fleet, "alice")
+
+
+def chat(url: str, message: str, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{url}/api/v1/chat", json={"message": message}, headers=headers, timeout=10)
+
+
+def test_apply_deploys_every_host_over_ssh_and_each_edge_answers_through_its_nginx(fleet, alice):
     replies = {}
     for name in EDGES:
-        reply = chat(fleet.url(name), f"hello from {name}")
+        reply = chat(fleet.url(name), f"hello from {name}", alice)
         assert reply.status_code == 200, reply.text
         assert f"hello from {name}" in reply.json()["reply"]
         replies[name] = reply.json()["conversation_id"]
-    direct = chat(fleet.url("core", port=ENGINE_PORT), "hello engine")
-    assert direct.status_code == 200
+    # The engine-only host answers its edges only: a client with a valid key, but not an edge, is refused.
+    direct = chat(fleet.url("core", port=ENGINE_PORT), "hello engine", alice)
+    assert direct.status_code == 403 and "answers its edges only" in direct.text
     # Both edges proxy to the one engine: what went through edge-a is in the history edge-b serves.
-    history = httpx.get(fleet.url("edge-b", "/api/v1/history"), params={"user": "alice"}, timeout=5).json()
+    history = httpx.get(fleet.url("edge-b", "/api/v1/history"), headers=alice, timeout=5).json()
+    assert history["user"] == "alice"
     assert {m["conversation_id"] for m in history["messages"]} >= set(replies.values())
     # Each host has its own files under the same absolute root.
     assert (fleet.host("core").files / "current" / "engine" / "settings.json").exists() is False  # link is absolute
@@ -135,7 +151,7 @@ def test_apply_repairs_a_hand_edit_and_removes_runtimes_no_release_uses(fleet):
     assert sorted(p.name for p in core.path("venvs").iterdir()) == [runtime]
 
 
-def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fleet):
+def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fleet, alice):
     live = {name: fleet.live_release(name) for name in ROLES}
     releases = {name: fleet.releases(name) for name in ROLES}
     original = fleet.data
@@ -159,7 +175,7 @@ def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fl
     assert {name: fleet.live_release(name) for name in ROLES} == live
     assert {name: fleet.releases(name) for name in ROLES} == releases  # no new release, no staging left
     for name in EDGES:
-        assert chat(fleet.url(name), "still there?").status_code == 200
+        assert chat(fleet.url(name), "still there?", alice).status_code == 200
     assert fleet.run("plan", "--detailed-exitcode").returncode == 0
 
 
@@ -186,7 +202,8 @@ def _supervisord_command(host) -> str:
 
 
 def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_history(fleet, tmp_path):
-    said = chat(fleet.url("edge-a"), "remember this across the rebuild", user="dr").json()
+    dr = key_for(fleet, "dr")
+    said = chat(fleet.url("edge-a"), "remember this across the rebuild", dr).json()
     backup = fleet.run("backup", "--host", "core", "--out", str(tmp_path))
     assert backup.returncode == 0, backup.stdout + backup.stderr
     [archive] = tmp_path.glob("core-*.tar.gz")
@@ -200,17 +217,23 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_his
             shutil.rmtree(entry)
         else:
             entry.unlink()
-    assert chat(fleet.url("edge-a"), "anyone there?").status_code == 502
+    assert chat(fleet.url("edge-a"), "anyone there?", dr).status_code == 502
 
     rebuilt = fleet.run("apply", "--limit", "core")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert f"+ engine runtime {controller_runtime().id}" in rebuilt.stdout
-    history = httpx.get(fleet.url("edge-a", "/api/v1/history"), params={"user": "dr"}, timeout=5).json()
-    assert history["messages"] == []
+    time.sleep(0.6)
+    # The keys went with the host, and come back with the backup: clients keep their keys.
+    assert httpx.get(fleet.url("edge-a", "/api/v1/history"), headers=dr, timeout=5).status_code == 401
 
     restored = fleet.run("restore", str(archive), "--host", "core")
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    history = httpx.get(fleet.url("edge-b", "/api/v1/history"), params={"user": "dr"}, timeout=5).json()
+    assert "data/keys.sqlite3" in restored.stdout
+    deadline = time.monotonic() + 20
+    while (answer := httpx.get(fleet.url("edge-b", "/api/v1/history"), headers=dr, timeout=5)).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    history = answer.json()
     contents = [(m["conversation_id"], m["content"]) for m in history["messages"]]
     assert (said["conversation_id"], "remember this across the rebuild") in contents
     assert (said["conversation_id"], said["reply"]) in contents

@@ -33,6 +33,7 @@ import httpx
 import pytest
 from postgres import start_postgres
 
+from api_keys import bearer
 from fleet_deployment import FleetDeployment, only_prepared
 
 pytestmark = pytest.mark.slow
@@ -128,15 +129,30 @@ def engine_pid(pair: FleetDeployment, name: str) -> int:
     return int(supervisorctl(pair, name, "pid", "engine").strip())
 
 
-def chat(message: str, user: str, conversation: str | None = None, url: str | None = None) -> dict:
-    body = {"message": message, "user": user, **({"conversation_id": conversation} if conversation else {})}
-    reply = httpx.post(url, json=body, timeout=10)
+def key_for(pair: FleetDeployment, user: str) -> dict[str, str]:
+    """Headers with a new API key for `user` (`assistantctl keys create`): the pair shares its keys in
+    PostgreSQL, so one key opens both engines."""
+    created = pair.run("keys", "create", user)
+    assert created.returncode == 0, created.stdout + created.stderr
+    time.sleep(0.6)  # the engines pick new keys up within half a second
+    return bearer(created.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def hana(pair: FleetDeployment) -> dict[str, str]:
+    return key_for(pair, "hana")
+
+
+def chat(message: str, caller: dict[str, str], conversation: str | None = None, url: str | None = None) -> dict:
+    body = {"message": message, **({"conversation_id": conversation} if conversation else {})}
+    reply = httpx.post(url, json=body, headers=caller, timeout=10)
     assert reply.status_code == 200, reply.text
     return reply.json()
 
 
-def history(pair: FleetDeployment, user: str, conversation: str) -> list[str]:
-    page = httpx.get(vip(pair, "/api/v1/history"), params={"user": user, "conversation_id": conversation}, timeout=10)
+def history(pair: FleetDeployment, caller: dict[str, str], conversation: str) -> list[str]:
+    url = vip(pair, "/api/v1/history")
+    page = httpx.get(url, params={"conversation_id": conversation}, headers=caller, timeout=10)
     assert page.status_code == 200, page.text
     return [m["content"] for m in page.json()["messages"]]
 
@@ -144,11 +160,11 @@ def history(pair: FleetDeployment, user: str, conversation: str) -> list[str]:
 # --- failover ---------------------------------------------------------------------------------
 
 
-def test_the_virtual_ip_moves_to_the_backup_and_back_when_the_master_engine_stops(pair):
+def test_the_virtual_ip_moves_to_the_backup_and_back_when_the_master_engine_stops(pair, hana):
     settled = watch_until(pair, "ha-a")
     print(f"\nvirtual IP on the master ha-a {settled.seconds:.1f} s after the test began")
     assert "RUNNING" in supervisorctl(pair, "ha-b", "status", "keepalived")
-    before = chat("remember the blue door", "hana", url=vip(pair, "/api/v1/chat"))
+    before = chat("remember the blue door", hana, url=vip(pair, "/api/v1/chat"))
     conversation = before["conversation_id"]
 
     stopped_at = time.monotonic()
@@ -161,8 +177,8 @@ def test_the_virtual_ip_moves_to_the_backup_and_back_when_the_master_engine_stop
     assert failover.seconds < SWITCH_LIMIT_SECONDS and time.monotonic() - stopped_at < SWITCH_LIMIT_SECONDS
 
     # ha-b's engine serves what ha-a's wrote (the master's engine is down: nothing else could).
-    assert "remember the blue door" in history(pair, "hana", conversation)
-    after = chat("which door?", "hana", conversation, url=vip(pair, "/api/v1/chat"))
+    assert "remember the blue door" in history(pair, hana, conversation)
+    after = chat("which door?", hana, conversation, url=vip(pair, "/api/v1/chat"))
     assert after["conversation_id"] == conversation and "(turn 2)" in after["reply"], after
 
     assert "started" in supervisorctl(pair, "ha-a", "start", "engine")
@@ -172,7 +188,7 @@ def test_the_virtual_ip_moves_to_the_backup_and_back_when_the_master_engine_stop
     assert all(steady), f"requests to the VIP failed after the master came back: {steady}"
     assert vip_holders(pair) == ["ha-a"]
     # And ha-a serves the turn written on ha-b.
-    assert history(pair, "hana", conversation).count("which door?") == 1
+    assert history(pair, hana, conversation).count("which door?") == 1
     notify_log = pair.host("ha-b").path("logs/keepalived-notify.log").read_text()
     assert "state=MASTER" in notify_log and "state=BACKUP" in notify_log, notify_log
 
@@ -202,9 +218,11 @@ def test_a_crashed_master_engine_is_restarted_by_supervisor_and_the_virtual_ip_s
 
 @dataclass
 class Load:
-    """One client calling the VIP back to back (a new connection per call, 5 s timeout)."""
+    """One client calling the VIP back to back (a new connection per call, 5 s timeout), as each of
+    `users` in turn (so no user's rate limit is reached)."""
 
     url: str
+    users: list[dict[str, str]]
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     slowest: float = 0.0
@@ -216,7 +234,8 @@ class Load:
             i += 1
             start = time.monotonic()
             try:
-                reply = httpx.post(self.url, json={"message": f"m{i}", "user": f"load-{i}"}, timeout=5)
+                user = self.users[i % len(self.users)]
+                reply = httpx.post(self.url, json={"message": f"m{i}"}, headers=user, timeout=5)
                 if reply.status_code == 200:
                     self.ok += 1
                 else:
@@ -306,8 +325,9 @@ def test_a_rolling_apply_drains_each_host_of_the_pair_and_the_virtual_ip_keeps_s
     watch_until(pair, "ha-a")
     pids = {name: engine_pid(pair, name) for name in ROLES}
     notified = {name: len(notify_states(pair, name)) for name in ROLES}
+    # Up to ~15 calls a second for the whole rollout: more than one user's 600 a minute.
+    load = Load(vip(pair, "/api/v1/chat"), [key_for(pair, f"load-{n}") for n in range(4)])
     pair.rewrite(engine_change(pair, serial=1))
-    load = Load(vip(pair, "/api/v1/chat"))
     client = threading.Thread(target=load.run, daemon=True)
     client.start()
     try:

@@ -27,6 +27,7 @@ from lscl.lang import LsclAttribute, LsclBlock, LsclConditions
 from lscl.parser import parse_lscl
 from pygrok import Grok
 
+from api_keys import bearer, create_key
 from assistantctl.engine.logs import TextFormatter
 from assistantctl.engine.pii import Masker
 from assistantctl.renderers import engine as engine_renderer
@@ -222,10 +223,12 @@ def traffic(make_target, tmp_path):
         processes.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         base = f"http://127.0.0.1:{target.spec.deploy.ports.http}"
         wait_for(f"{base}/health", processes[-1], Path(error_log))
+        alice, bob = bearer(create_key(settings, "alice")), bearer(create_key(settings, "bob"))
+        time.sleep(0.6)  # engines read new keys every half second
         with httpx.Client(base_url=base, timeout=20, headers={"User-Agent": 'probe "7" \\ x'}) as client:
             responses = [
-                client.post("/api/v1/chat", json={"message": "hello", "user": "alice"}),
-                client.post("/api/v1/chat", json={"message": "hi", "user": "bob", "model": "broken"}),
+                client.post("/api/v1/chat", json={"message": "hello"}, headers=alice),
+                client.post("/api/v1/chat", json={"message": "hi", "model": "broken"}, headers=bob),
                 client.get("/nowhere?q=a b"),
             ]
         time.sleep(0.5)  # the engine writes its log every 0.2 s

@@ -14,8 +14,8 @@ from assistantctl.engine.crypto import Sealer
 from assistantctl.engine.history import History
 from assistantctl.engine.history_postgres import PostgresHistory
 from assistantctl.engine.pii import Masker
-from assistantctl.engine.ratelimit import RateLimiter
 from assistantctl.engine.ratelimit_redis import RedisRateLimiter
+from assistantctl.engine.ratelimit_sqlite import SqliteBuckets
 from assistantctl.engine.settings import EngineSettings, load_secrets
 from assistantctl.renderers.engine import render
 
@@ -70,9 +70,10 @@ def test_the_engine_picks_the_backends_from_the_rendered_pair(make_target, tmp_p
     assert isinstance(limiter, RedisRateLimiter) and limiter.url == REDIS_URL
 
 
-def test_the_default_spec_keeps_sqlite_and_memory(make_target) -> None:
+def test_the_default_spec_keeps_history_and_limits_on_the_node(make_target) -> None:
     settings = EngineSettings.model_validate_json(render(make_target())["settings.json"])
     assert (settings.history_backend, settings.history_dsn_secret) == ("sqlite", None)
     assert (settings.rate_limit_backend, settings.rate_limit_redis_url_secret) == ("memory", None)
     assert isinstance(storage.history(settings, {}, Sealer(None), Masker([])), History)
-    assert isinstance(storage.limiter(settings, {}), RateLimiter)
+    # Its two workers share their limit buckets through a file of the node, so limits stay exact.
+    assert settings.workers == 2 and isinstance(storage.limiter(settings, {}), SqliteBuckets)

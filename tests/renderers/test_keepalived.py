@@ -60,6 +60,7 @@ def ha_overrides(
     http_port: int = 8080,
 ) -> dict:
     return {
+        "security": {"edge_secret": "${env:EDGE_SECRET}"},
         "deploy": {
             "ports": {"engine": engine_port, "http": http_port},
             "hosts": [

@@ -115,6 +115,7 @@ def rich_overrides(cert: str, key: str) -> dict:
         "security": {
             "tls": {"enabled": True, "certificate": cert, "key": key},
             "allowed_networks": ["192.168.0.0/16", "127.0.0.0/8", "::1/128"],
+            "edge_secret": "${env:EDGE_SECRET}",
         },
         "deploy": {
             "server_name": "assistant.example.com",
@@ -221,7 +222,8 @@ HOSTILE_FIELDS = {
     "tls.certificate": lambda v: {"security": {"tls": {"enabled": True, "certificate": "/c" + v, "key": "/k"}}},
     "tls.key": lambda v: {"security": {"tls": {"enabled": True, "certificate": "/c", "key": "/k" + v}}},
     "engine address": lambda v: {
-        "deploy": {"hosts": [{"name": "local", "roles": ["edge"]}, {"name": "w", "address": v, "roles": ["engine"]}]}
+        "deploy": {"hosts": [{"name": "local", "roles": ["edge"]}, {"name": "w", "address": v, "roles": ["engine"]}]},
+        "security": {"edge_secret": "${env:EDGE_SECRET}"},
     },
     "host name": lambda v: {"deploy": {"hosts": [{"name": v, "roles": ["engine", "edge"]}]}},
 }

@@ -202,6 +202,7 @@ def test_config_scrapes_every_engine_and_node_and_passes_promtool(make_target, w
                 "prometheus": {"enabled": True, "scrape_interval_seconds": 30},
                 "metrics": {"path": "/internal/metrics"},
             },
+            "security": {"edge_secret": "${env:EDGE_SECRET}"},
             "deploy": {
                 "hosts": hosts,
                 "ports": {"engine": 9181},

@@ -62,6 +62,7 @@ def test_programs_follow_roles_and_toggles(make_target):
 
 def test_hosts_of_the_ha_pair_run_keepalived_in_the_foreground_with_their_own_pid_files(make_target, tmp_path):
     ha = {
+        "security": {"edge_secret": "${env:EDGE_SECRET}"},
         "deploy": {
             "hosts": [
                 {"name": "a", "address": "10.0.0.1", "roles": ["edge"]},

@@ -1,0 +1,59 @@
+"""Between the edge and the engine: which peers may connect, and whose X-Forwarded-For to believe.
+
+An engine on an edge host listens on loopback only: its one peer is the local nginx. An engine-only
+host listens beyond loopback for its edges, so it admits a connection only from an edge address
+(`security.edge_addresses`) that also presents the shared secret nginx adds to every request
+(`X-Assistant-Edge`); anyone else gets a bare 403 before routing, logging or parsing a body.
+Loopback peers (health checks on the host itself) pass.
+
+Only those peers' X-Forwarded-For is believed (uvicorn's own ProxyHeadersMiddleware does the
+rewriting), so a client address seen by auth and the rate limits is the one the edge saw.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from .auth import is_loopback
+
+HEADER = b"x-assistant-edge"
+_LOOPBACK = ["127.0.0.1", "::1"]
+_REFUSED = b'{"error":{"code":"forbidden","message":"this engine answers its edges only"}}'
+
+
+def proxy_headers_middleware(app: ASGIApp, edge_addresses: list[str]) -> ASGIApp:
+    """Rewrite the client address from X-Forwarded-For, for the local proxy and the edges only."""
+    return ProxyHeadersMiddleware(app, trusted_hosts=[*_LOOPBACK, *edge_addresses])
+
+
+class EdgeGuard:
+    """Refuse every connection that is neither loopback nor an edge holding the shared secret."""
+
+    def __init__(self, app: ASGIApp, edge_addresses: list[str], secret: str) -> None:
+        self.app = app
+        self.edges = frozenset(edge_addresses)
+        self.secret = secret.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not self._admitted(scope):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSED)).encode())]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": _REFUSED})
+            return
+        await self.app(scope, receive, send)
+
+    def _admitted(self, scope: Scope) -> bool:
+        peer = scope.get("client")
+        host = peer[0] if peer else None
+        if is_loopback(host):
+            return True
+        if host not in self.edges:
+            return False
+        presented = next((value for key, value in scope["headers"] if key == HEADER), b"")
+        return hmac.compare_digest(presented, self.secret)
