@@ -31,9 +31,11 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/engine_chat.py --duration 10
 
-# Regenerate the committed JSON Schema and OpenAPI document after changing their sources.
+# Regenerate the committed JSON Schema, its Markdown reference and the OpenAPI document after
+# changing their sources.
 schema: $(VENV)/.installed
 	$(BIN)/assistantctl schema > schema/assistant.schema.json
+	$(BIN)/assistantctl schema --markdown > docs/spec.md
 	$(BIN)/python -m assistantctl.engine.openapi > engine/openapi.json
 
 # Regenerate tests/golden after an intended renderer/template change; review the diff.

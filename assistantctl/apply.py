@@ -7,7 +7,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import yaml
 from . import runtime
 from .plan import HostPlan
 from .renderers import Target, keepalived
+from .scratch import private_workdir
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,16 @@ def run_apply(
     changing = [p for p in plans if p.has_changes]
     if not changing:
         return []
-    with tempfile.TemporaryDirectory(prefix="assistantctl-apply-", dir=workdir) as tmp:
-        tmpdir = Path(tmp)
+    # the bundles hold secrets: a private folder, removed on every way out (see scratch.py)
+    with private_workdir("apply", workdir) as tmpdir:
         releases = {p.host: release_name(p) for p in changing}
         for plan in changing:
             if plan.install_runtime:
                 echo(f"  [{plan.host}] wheelhouse for engine runtime {plan.target.runtime} (built once per version)")
-        hosts = {p.host: {**host_vars(p.target), **_bundle_vars(p, releases[p.host], tmpdir)} for p in changing}
+        hosts = {
+            p.host: {**host_vars(p.target), **_bundle_vars(p, releases[p.host], tmpdir), **_local_tmp(p.target, tmpdir)}
+            for p in changing
+        }
         output = run_playbook("apply.yml", _write_inventory(hosts, changing[0].target, tmpdir), echo)
     return _results(output, [p.host for p in changing], releases)
 
@@ -56,9 +59,9 @@ def run_rollback(
     choices: list[tuple[Target, str]], echo: Callable[[str], None] = print, workdir: Path | None = None
 ) -> list[HostResult]:
     """Point each target's `current` at the chosen release, reload everything, health-check."""
-    with tempfile.TemporaryDirectory(prefix="assistantctl-rollback-", dir=workdir) as tmp:
+    with private_workdir("rollback", workdir) as tmpdir:
         hosts = {t.host.name: {**host_vars(t), "assistant_release": release} for t, release in choices}
-        output = run_playbook("rollback.yml", _write_inventory(hosts, choices[0][0], Path(tmp)), echo)
+        output = run_playbook("rollback.yml", _write_inventory(hosts, choices[0][0], tmpdir), echo)
     return _results(output, [t.host.name for t, _ in choices], {t.host.name: r for t, r in choices})
 
 
@@ -143,6 +146,12 @@ def _bundle_vars(plan: HostPlan, release: str, tmpdir: Path) -> dict:
     return values
 
 
+def _local_tmp(target: Target, tmpdir: Path) -> dict:
+    """On this machine, Ansible's copy of the bundle (unarchive ships it to the "remote" temp folder
+    first) goes to the private folder too, so a killed run leaves it nowhere else."""
+    return {"ansible_remote_tmp": str(tmpdir / "ansible-remote")} if target.host.connection == "local" else {}
+
+
 def _write_inventory(hosts: dict[str, dict], any_target: Target, tmpdir: Path) -> Path:
     deploy = any_target.spec.deploy
     inventory = {
@@ -171,6 +180,7 @@ def run_playbook(playbook: str, inventory: Path, echo: Callable[[str], None]) ->
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_SSH_PIPELINING": "True",
+        "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-local"),
     }
     command = [sys.executable, "-m", "ansible", "playbook", "-i", str(inventory), str(playbooks / playbook)]
     # Play keywords (serial, max_fail_percentage) are templated before any host is chosen, so they
@@ -179,13 +189,28 @@ def run_playbook(playbook: str, inventory: Path, echo: Callable[[str], None]) ->
     command += ["-e", json.dumps(play_vars)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         output = []
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith("  ["):
-                echo(line.rstrip("\n"))
+        try:
+            for line in proc.stdout:
+                output.append(line)
+                if line.startswith("  ["):
+                    echo(line.rstrip("\n"))
+        except BaseException:
+            # interrupted (Ctrl-C, an error in echo): stop the play now rather than wait for it to
+            # end (Popen's exit waits) while this run releases its locks. A run killed outright
+            # takes its play down too: the play dies on its next line of output (EPIPE).
+            _stop(proc)
+            raise
     if not result_file.exists():
         raise RuntimeError(f"ansible-playbook stopped before any host ran (rc {proc.returncode}):\n{''.join(output)}")
     return json.loads(result_file.read_text())
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _results(output: dict, hosts: list[str], releases: dict[str, str]) -> list[HostResult]:

@@ -1,7 +1,10 @@
 """`render --check`: run each service's own validator on a freshly rendered bundle.
 
 The commands are the same ones apply runs against a staged release on the host; here they run on
-the controller against a temporary copy, so a missing program is reported, not fatal.
+the controller against a temporary copy. A validator that is not installed here is reported as
+"missing" (the CLI fails on it unless told otherwise). The Python validators (the engine's settings
+model, supervisor's parser) need no host at all, so `{python}` is this interpreter for every host,
+SSH hosts included: the host's own interpreter only exists on the host.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +28,7 @@ class CheckResult:
     folder: str
     status: Literal["passed", "failed", "missing"]
     output: str = ""
+    program: str = ""  # the validator's program, e.g. nginx
 
 
 # The folders apply creates on a host before a release is validated (see playbooks/apply.yml).
@@ -43,16 +48,16 @@ def run_checks(target: Target, only: set[str] | None = None, overrides: Override
         bundle = build_bundle(replace(target, root=str(root)), only=only, overrides=overrides)
         release = root / "current"
         bundle.write(release)
-        return [_run(folder, template, release / folder, root, target.python) for folder, template in bundle.checks]
+        return [_run(folder, template, release / folder, root) for folder, template in bundle.checks]
 
 
-def _run(folder: str, template: str, directory: Path, root: Path, python: str) -> CheckResult:
-    command = template.replace("{dir}", str(directory)).replace("{root}", str(root)).replace("{python}", python)
-    argv = shlex.split(command)
+def _run(folder: str, template: str, directory: Path, root: Path) -> CheckResult:
+    command = template.replace("{dir}", str(directory)).replace("{root}", str(root))
+    argv = shlex.split(command.replace("{python}", shlex.quote(sys.executable)))
+    program = Path(argv[0]).name
     if shutil.which(argv[0]) is None:
-        return CheckResult(folder, "missing", f"{argv[0]} is not installed here")
+        return CheckResult(folder, "missing", f"{argv[0]} is not installed here", program)
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    output = (result.stdout + result.stderr).strip()
-    return CheckResult(
-        folder, "passed" if result.returncode == 0 else "failed", "" if result.returncode == 0 else output
-    )
+    if result.returncode == 0:
+        return CheckResult(folder, "passed", "", program)
+    return CheckResult(folder, "failed", (result.stdout + result.stderr).strip(), program)

@@ -11,11 +11,35 @@ from pathlib import Path
 
 import click
 
-from . import cli_hosts, cli_keys
+from . import cli_audit, cli_hosts, cli_keys
 from .cli_common import EXIT_ERROR, EXIT_OK, fail, load, names, targets
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, wanted: bool) -> None:
+    """The installed version, and the id of the engine runtime SSH hosts get from this controller."""
+    if not wanted or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    from .runtime import RuntimeUnavailable, controller_runtime
+
+    try:
+        runtime = f" (engine runtime {controller_runtime().id})"
+    except RuntimeUnavailable:  # not a source checkout: it builds no runtime
+        runtime = ""
+    click.echo(f"assistantctl {version('assistantctl')}{runtime}")
+    ctx.exit()
+
+
 @click.group()
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the engine runtime id, then exit.",
+)
 @click.option(
     "-f",
     "--file",
@@ -43,8 +67,14 @@ def validate(spec_path: str) -> None:
 
 
 @main.command()
-def schema() -> None:
+@click.option("--markdown", is_flag=True, help="Print the reference in Markdown (docs/spec.md) instead.")
+def schema(markdown: bool) -> None:
     """Print the JSON Schema of assistant.yaml."""
+    if markdown:
+        from .schema.markdown import markdown_text
+
+        click.echo(markdown_text(), nl=False)
+        return
     from .schema.json_schema import schema_text
 
     click.echo(schema_text(), nl=False)
@@ -55,9 +85,17 @@ def schema() -> None:
 @click.option("--only", help="Comma-separated renderers, e.g. nginx,prometheus.")
 @click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.option("--check", is_flag=True, help="Run each service's own validator on the rendered files.")
+@click.option(
+    "--allow-missing", is_flag=True, help="With --check: a validator not installed here is reported, not an error."
+)
 @click.pass_obj
-def render(spec_path: str, out: str | None, only: str | None, hosts: str | None, check: bool) -> None:
-    """Compile the spec into every config file (secret values are never written here)."""
+def render(
+    spec_path: str, out: str | None, only: str | None, hosts: str | None, check: bool, allow_missing: bool
+) -> None:
+    """Compile the spec into every config file (secret values are never written here).
+
+    With --check, exits 1 when a validator rejects a file or is not installed (unless --allow-missing).
+    """
     from .bundle import build_bundle
     from .overrides import OverrideError, overrides_for_spec
     from .renderers import all_renderers
@@ -74,6 +112,7 @@ def render(spec_path: str, out: str | None, only: str | None, hosts: str | None,
             f"unknown renderer(s): {', '.join(sorted(chosen - known))}; known: {', '.join(sorted(known))}"
         )
     failed = False
+    missing: dict[str, str] = {}  # renderer folder -> the validator program that is not installed
     for target in targets(spec, spec_path, hosts):
         bundle = build_bundle(target, only=chosen, overrides=overrides)
         if out:
@@ -92,8 +131,16 @@ def render(spec_path: str, out: str | None, only: str | None, hosts: str | None,
                     f"  check {result.folder}: {result.status}" + (f"\n{result.output}" if result.output else "")
                 )
                 failed |= result.status == "failed"
+                if result.status == "missing":
+                    missing[result.folder] = result.program
+    if missing and not allow_missing:
+        # An unchecked config must not pass for a checked one: CI would go green on a machine without nginx.
+        named = ", ".join(f"{folder} ({program})" for folder, program in sorted(missing.items()))
+        click.echo(f"error: validators missing: {named}; install them, or pass --allow-missing", err=True)
+        failed = True
     sys.exit(EXIT_ERROR if failed else EXIT_OK)
 
 
 cli_hosts.register(main)
 main.add_command(cli_keys.keys)
+main.add_command(cli_audit.audit)

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import click
 
+from .cli_backup import backup, restore  # the commands live there; registered below
 from .cli_common import EXIT_CHANGES, EXIT_ERROR, fail, load, secrets, targets
 
 
-def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False) -> list:
+def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False, unreachable: list | None = None) -> list:
+    """One plan per chosen host. A host that cannot be reached exits 1 with its one-line cause, or,
+    given an `unreachable` list, is added to it as {"host", "error"} while the others are planned."""
     from .bundle import build_bundle
     from .overrides import OverrideError, overrides_for_spec
     from .plan import plan_host
@@ -34,7 +37,10 @@ def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False) -> 
                 readable = tuple(c.path for c in plan.changes if not c.sensitive and c.action != "add")
                 plan = plan_host(target, bundle, fetch_facts(target, readable))
         except HostUnreachable as exc:
-            fail(str(exc))
+            if unreachable is None:
+                fail(str(exc))
+            unreachable.append({"host": exc.host, "error": str(exc)})
+            continue
         plans.append(plan)
     return plans
 
@@ -47,11 +53,14 @@ def _warn_locks(plans: list) -> None:
             click.echo(f"warning: {plan.host} is locked by {describe(plan.lock)}", err=True)
 
 
-def _audit(action: str, spec_path: str, hosts: list[str], impact: dict, result: str, write_on=(), **extra) -> None:
-    """Audit on the controller, and on the `write_on` targets (the hosts that were changed)."""
+def _audit(
+    action: str, spec_path: str, hosts: list[str], impact: dict, result: str, write_on=(), run=None, **extra
+) -> None:
+    """Audit on the controller, and on the `write_on` targets (the hosts that were changed). `run`:
+    the id `audit.start` gave, so this entry closes that run's "started" entry."""
     from .audit import make_entry, record
 
-    entry = make_entry(action, Path(spec_path), hosts, impact, result, **extra)
+    entry = make_entry(action, Path(spec_path), hosts, impact, result, **extra, **({"run": run} if run else {}))
     missed = record(entry, Path(spec_path), list(write_on))
     if missed:
         click.echo(f"warning: audit entry not written on: {', '.join(missed)}", err=True)
@@ -65,16 +74,33 @@ def _audit(action: str, spec_path: str, hosts: list[str], impact: dict, result: 
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), help="Save the plan for `apply PLAN`.")
 @click.pass_obj
 def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool, hosts: str | None, out) -> None:
-    """Show what apply would change on each host, without touching anything."""
+    """Show what apply would change on each host, without touching anything.
+
+    A host that cannot be reached is listed with its cause, the others are planned, and the exit
+    code is 1 (with or without --detailed-exitcode).
+    """
+    import json
+
     from .plan_output import render_json, render_text, summary
 
     spec = load(spec_path)
-    plans = _plans(spec, spec_path, hosts, with_diff)
+    unreachable: list[dict] = []
+    plans = _plans(spec, spec_path, hosts, with_diff, unreachable)
     _warn_locks(plans)
     from .schema.checks import exposure_warnings
 
     warnings = exposure_warnings(spec)
-    click.echo(render_json(plans, warnings) if as_json else render_text(plans, with_diff, warnings), nl=False)
+    if as_json:
+        click.echo(json.dumps({**json.loads(render_json(plans, warnings)), "unreachable": unreachable}, indent=2))
+    else:
+        click.echo(render_text(plans, with_diff, warnings), nl=False)
+        for host in unreachable:
+            click.echo(f"host {host['error']}")
+    if unreachable:
+        lost = ", ".join(h["host"] for h in unreachable)
+        _audit("plan", spec_path, [p.host for p in plans], summary(plans), f"unreachable: {lost}")
+        # a saved plan must cover every host it was asked for
+        fail(f"unreachable: {lost}; nothing planned there" + ("; the plan was not saved" if out else ""))
     if out:
         from .saved_plan import save
 
@@ -99,6 +125,7 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
     import json
 
     from .apply import run_apply
+    from .audit import failure, start
     from .locking import Locked, locked
     from .plan_output import render_text, summary
     from .runtime import RuntimeUnavailable
@@ -118,16 +145,23 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
     echo = _echo(as_json)
     echo(render_text(plans).rstrip("\n"))
     changing = [p for p in plans if p.has_changes]
-    results = []
+    results, run, names = [], None, [p.host for p in changing]
     try:
         if saved:
             verify(saved, plans)
         if changing:
             with locked([p.target for p in changing], "apply"):
                 verify_unchanged(changing)
-                results = run_apply(plans, echo)
+                run = start("apply", Path(spec_path), names, summary(plans))
+                try:
+                    results = run_apply(plans, echo)
+                except (StalePlan, Locked, RuntimeUnavailable):
+                    raise
+                except BaseException as exc:  # Ctrl-C or a bug: the run still gets its result entry
+                    _audit("apply", spec_path, names, summary(plans), failure(exc), [p.target for p in changing], run)
+                    raise
     except (StalePlan, Locked, RuntimeUnavailable) as exc:
-        _audit("apply", spec_path, [p.host for p in changing], summary(plans), f"refused: {exc}")
+        _audit("apply", spec_path, names, summary(plans), f"refused: {exc}", run=run)
         fail(str(exc))
     outcome = _report(results, "Apply", "changed", echo)
     if as_json:
@@ -136,7 +170,9 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
     if changing:
         per_host = {r.host: ("ok " if r.ok else "failed ") + r.release for r in results}
         changed = [p.target for p in changing]
-        _audit("apply", spec_path, [p.host for p in changing], summary(plans), outcome, changed, per_host=per_host)
+        _audit("apply", spec_path, names, summary(plans), outcome, changed, run, per_host=per_host)
+    else:  # a no-op is a run too: who checked, when, against which spec
+        _audit("apply", spec_path, [p.host for p in plans], summary(plans), "no changes")
     if outcome == "failed":
         sys.exit(EXIT_ERROR)
 
@@ -170,11 +206,15 @@ def verify_unchanged(plans: list) -> None:
 
 
 @click.command()
-@click.option("--to", "release", help="Release to go back to (default: the one before the live one).")
+@click.option("--to", "release", help="Release to go back to (default: the last good one before the live one).")
+@click.option("--force", is_flag=True, help="Go back to a release even if it failed when it was applied.")
 @click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.pass_obj
-def rollback(spec_path: str, release: str | None, hosts: str | None) -> None:
-    """Point hosts back at an earlier release they still hold; reload, health-check."""
+def rollback(spec_path: str, release: str | None, force: bool, hosts: str | None) -> None:
+    """Point hosts back at an earlier release they still hold; reload, health-check.
+
+    A release that failed its apply (marked FAILED on the host) is never chosen by default and is
+    refused with --to unless --force is given."""
     from .apply import run_rollback
     from .locking import Locked, locked
     from .remote import HostUnreachable, fetch_facts
@@ -186,7 +226,7 @@ def rollback(spec_path: str, release: str | None, hosts: str | None) -> None:
             facts = fetch_facts(target)
         except HostUnreachable as exc:
             fail(str(exc))
-        choice = _rollback_choice(target.host.name, facts, release)
+        choice = _rollback_choice(target.host.name, facts, release, force)
         click.echo(f"{target.host.name}: {facts['release']} -> {choice}")
         choices.append((target, choice))
     impact = {t.host.name: r for t, r in choices}
@@ -201,15 +241,19 @@ def rollback(spec_path: str, release: str | None, hosts: str | None) -> None:
         sys.exit(EXIT_ERROR)
 
 
-def _rollback_choice(host: str, facts: dict, wanted: str | None) -> str:
-    releases, live = facts["releases"], facts["release"]
+def _rollback_choice(host: str, facts: dict, wanted: str | None, force: bool = False) -> str:
+    releases, live, failed = facts["releases"], facts["release"], facts.get("failed", {})
     if wanted:
         if wanted not in releases:
-            fail(f"{host}: no release {wanted}; it holds: {', '.join(releases) or 'none'}")
+            held = ", ".join(f"{r} (failed)" if r in failed else r for r in releases)
+            fail(f"{host}: no release {wanted}; it holds: {held or 'none'}")
+        if wanted in failed and not force:
+            fail(f"{host}: release {wanted} failed {_why(failed[wanted])}; --force goes back to it anyway")
         return wanted
-    if live not in releases or releases.index(live) == 0:
-        fail(f"{host}: no release before the live one ({live}) to go back to")
-    return releases[releases.index(live) - 1]
+    good = [r for r in releases[: releases.index(live)] if r not in failed] if live in releases else []
+    if not good:
+        fail(f"{host}: no good release before the live one ({live}) to go back to")
+    return good[-1]
 
 
 @click.command()
@@ -217,7 +261,8 @@ def _rollback_choice(host: str, facts: dict, wanted: str | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
-    """Per host: live release, when and by whom it was applied, drift, locks, services, health."""
+    """Per host: live release, when and by whom it was applied, drift, locks, services, health, and
+    the last failed apply. Exits 1 when a host cannot be reached (the others are still shown)."""
     import json
 
     from .locking import describe
@@ -228,7 +273,7 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
     for target in targets(spec, spec_path, hosts):
         try:
             facts = fetch_facts(target, status=True)
-            last = host_action(target, "last_audit", actions=["apply", "rollback"])["entry"]
+            last = host_action(target, "last_audit", actions=["apply", "rollback"])
         except HostUnreachable as exc:
             report.append({"host": target.host.name, "error": str(exc)})
             continue
@@ -238,22 +283,31 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
             {
                 "host": target.host.name,
                 "release": facts["release"],
-                "applied": {k: last[k] for k in ("time", "actor", "action", "result")} if last else None,
+                "applied": _applied(last),
+                "audit_problem": last.get("problem"),
                 "drift": drift,
                 "lock": facts["lock"],
                 "programs": facts["services"]["programs"],
                 "health": facts["services"]["health"],
+                "last_failure": facts.get("last_failure"),
             }
         )
+    unreachable = any("error" in row for row in report)
     if as_json:
         click.echo(json.dumps(report, indent=2))
+        if unreachable:
+            sys.exit(EXIT_ERROR)
         return
     for row in report:
         if "error" in row:
-            click.echo(f"{row['host']}: unreachable: {row['error']}")
+            click.echo(row["error"])
             continue
         applied = row["applied"]
         by = f"{applied['action']} by {applied['actor']} at {applied['time']}" if applied else "unknown"
+        if row["audit_problem"]:  # never show an entry the chain does not vouch for
+            by = f"unknown: the host's audit log fails verification at {row['audit_problem']}"
+        elif applied and not applied["verified"]:
+            by += ", from an audit entry written before the log was chained"
         click.echo(f"{row['host']}: release {row['release'] or '(none)'} ({by})")
         click.echo(f"  health: {row['health']}")
         programs = ", ".join(f"{name} {state}" for name, state in sorted(row["programs"].items()))
@@ -261,27 +315,73 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
         click.echo(f"  drift: {', '.join(row['drift']) or 'none'}")
         if row["lock"]:
             click.echo(f"  locked by {describe(row['lock'])}")
+        if row["last_failure"]:
+            failure = row["last_failure"]
+            click.echo(f"  last failed apply: release {failure.get('release')} {_why(failure)}")
+    if unreachable:
+        sys.exit(EXIT_ERROR)
+
+
+def _why(failure: dict) -> str:
+    """When and why, from a host's record of a failed apply (playbooks/apply.yml), in one line."""
+    reason = next((line for line in str(failure.get("reason", "")).splitlines() if line.strip()), "no reason given")
+    return f"at {failure.get('time')}, at '{failure.get('step')}': {reason}"
+
+
+def _applied(last: dict) -> dict | None:
+    """The status view of the host's newest apply/rollback entry (only given when its chain verifies)."""
+    entry = last["entry"]
+    if not entry:
+        return None
+    return {**{k: entry.get(k) for k in ("time", "actor", "action", "result")}, "verified": last.get("chained", False)}
 
 
 @click.command()
 @click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
+@click.option("--force", is_flag=True, help="Release locks whose holder still runs, or cannot be checked.")
 @click.pass_obj
-def unlock(spec_path: str, hosts: str | None) -> None:
-    """Release deployment locks left by a run that died (shows who held them)."""
-    from .locking import describe
-    from .remote import host_action
+def unlock(spec_path: str, hosts: str | None, force: bool) -> None:
+    """Release deployment locks left by a run that died (shows who held them).
+
+    A holder still running on this controller, or one on another controller, keeps its lock
+    unless --force: two runs at once undo each other's work.
+    """
+    from .locking import GONE, describe, liveness
+    from .remote import HostUnreachable, host_action
 
     spec = load(spec_path)
-    released = []
+    released, refused, forced = [], [], False
     for target in targets(spec, spec_path, hosts):
-        answer = host_action(target, "unlock", token=None)
-        if answer["released"]:
-            released.append(target)
-            click.echo(f"{target.host.name}: released the lock held by {describe(answer['holder'])}")
+        name = target.host.name
+        try:
+            held = host_action(target, "read_lock")["holder"]
+            if held is None:
+                click.echo(f"{name}: not locked")
+                continue
+            alive = liveness(held)
+            if alive.state != GONE and not force:
+                refused.append(name)
+                click.echo(f"error: {name} is locked by {describe(held)}: {alive.reason}; not released", err=True)
+                continue
+            # only the lock that was judged: a run that took it over meanwhile keeps it
+            answer = host_action(target, "unlock", token=held.get("token"))
+        except HostUnreachable as exc:
+            refused.append(name)
+            click.echo(f"{name}: {exc}", err=True)
+            continue
+        if not answer["released"]:
+            click.echo(f"{name}: not released: the lock changed hands meanwhile ({describe(answer['holder'])})")
+            continue
+        released.append(target)
+        if alive.state == GONE:
+            click.echo(f"{name}: released the stale lock held by {describe(held)}: {alive.reason}")
         else:
-            click.echo(f"{target.host.name}: not locked")
+            forced = True
+            click.echo(f"{name}: forced open the lock held by {describe(held)}, overriding: {alive.reason}")
     if released:
-        _audit("unlock", spec_path, [t.host.name for t in released], {}, "released", released)
+        _audit("unlock", spec_path, [t.host.name for t in released], {}, "forced" if forced else "released", released)
+    if refused:
+        fail(f"not released on {', '.join(refused)}: `unlock --force` overrides (two runs at once undo each other)")
 
 
 @click.command()
@@ -295,62 +395,6 @@ def stop(spec_path: str, hosts: str | None) -> None:
     for target in targets(spec, spec_path, hosts):
         if target.host.connection == "local":
             click.echo(f"{target.host.name}: {stop_local(target)}")
-
-
-@click.command()
-@click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
-@click.option("--out", "out", default="backups", show_default=True, type=click.Path(file_okay=False))
-@click.pass_obj
-def backup(spec_path: str, hosts: str | None, out: str) -> None:
-    """Save each host's history database and audit log (no secrets) to OUT/<host>-<time>.tar.gz."""
-    import base64
-    import time
-
-    from .remote import HostUnreachable, host_action
-
-    spec = load(spec_path)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    done = []
-    for target in targets(spec, spec_path, hosts):
-        try:
-            archive = base64.b64decode(host_action(target, "backup")["archive"])
-        except HostUnreachable as exc:
-            fail(str(exc))
-        path = folder / f"{target.host.name}-{stamp}.tar.gz"
-        path.write_bytes(archive)
-        path.chmod(0o600)
-        click.echo(f"{target.host.name}: {path} ({len(archive)} bytes)")
-        done.append(target)
-    _audit("backup", spec_path, [t.host.name for t in done], {}, "complete", done)
-
-
-@click.command()
-@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
-@click.option("--host", "--limit", "hosts", required=True, help="The host to restore onto.")
-@click.pass_obj
-def restore(spec_path: str, archive: str, hosts: str) -> None:
-    """Put a backup's history database back on a host (apply the spec there first)."""
-    import base64
-
-    from .locking import Locked, locked
-    from .remote import HostUnreachable, host_action
-
-    spec = load(spec_path)
-    chosen = targets(spec, spec_path, hosts)
-    if len(chosen) != 1:
-        raise click.UsageError("restore goes to one host at a time")
-    [target] = chosen
-    payload = base64.b64encode(Path(archive).read_bytes()).decode()
-    try:
-        with locked(chosen, "restore"):
-            answer = host_action(target, "restore", archive=payload, python=target.python)
-    except (Locked, HostUnreachable) as exc:
-        fail(str(exc))
-    restored = ", ".join(answer["restored"]) or "nothing (the archive holds no history)"
-    click.echo(f"{target.host.name}: restored {restored}")
-    _audit("restore", spec_path, [target.host.name], {"archive": Path(archive).name}, "complete", chosen)
 
 
 def register(group: click.Group) -> None:

@@ -55,6 +55,13 @@ def collect(root: str, with_content: tuple[str, ...] = ()) -> dict:
     facts["supervisord_running"] = _pid_alive(os.path.join(root, "run", "supervisord.pid"))
     facts["lock"] = _read_json(os.path.join(root, "run", "apply.lock"))
     facts["releases"] = _releases(os.path.join(root, "releases"))
+    # apply.yml's rescue marks a release that went live and failed, and records every failed attempt
+    facts["failed"] = {
+        name: _read_json(os.path.join(root, "releases", name, "FAILED")) or {}
+        for name in facts["releases"]
+        if os.path.exists(os.path.join(root, "releases", name, "FAILED"))
+    }
+    facts["last_failure"] = _read_json(os.path.join(root, "run", "last-failure.json"))
     facts["runtimes"] = _runtimes(os.path.join(root, "venvs"))
     libc, libc_version = platform.libc_ver()
     facts["python"] = {

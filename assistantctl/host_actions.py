@@ -7,16 +7,15 @@ in-process. `dispatch` takes one JSON-able request and returns a JSON-able answe
 
 from __future__ import annotations
 
-import base64
-import io
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
-import sqlite3
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 
 LOCK = "apply.lock"
 AUDIT = "audit.log"
@@ -24,6 +23,37 @@ AUDIT = "audit.log"
 
 def _lock_path(root: str) -> str:
     return os.path.join(root, "run", LOCK)
+
+
+@contextlib.contextmanager
+def _lock_guard(root: str) -> Iterator[None]:
+    """Serialise every change of the lock file on this host: an exclusive flock on the run folder
+    (held by the kernel for this process only, so a killed run never leaves it behind)."""
+    run = os.path.join(root, "run")
+    os.makedirs(run, mode=0o750, exist_ok=True)
+    fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _publish_lock(root: str, holder: dict, replace: bool) -> None:
+    """Write the lock whole under a temporary name, then link it in (fails like O_EXCL when a lock
+    exists) or, to take over a stale one, rename it over: readers never see a half-written lock."""
+    path = _lock_path(root)
+    fd, staged = tempfile.mkstemp(prefix=LOCK + ".", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(holder, out)
+        if replace:
+            os.replace(staged, path)
+        else:
+            os.link(staged, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
 
 
 def read_lock(root: str) -> dict | None:
@@ -36,123 +66,197 @@ def read_lock(root: str) -> dict | None:
         return {"holder": "unreadable lock file", "token": None}
 
 
-def acquire_lock(root: str, holder: dict) -> dict:
-    """Create the lock file atomically (O_EXCL); answer who holds it when it already exists."""
-    os.makedirs(os.path.join(root, "run"), mode=0o750, exist_ok=True)
-    try:
-        fd = os.open(_lock_path(root), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return {"acquired": False, "holder": read_lock(root)}
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(holder, out)
-    return {"acquired": True, "holder": holder}
+def acquire_lock(root: str, holder: dict, replace: str | None = None) -> dict:
+    """Take the lock; answer who holds it when someone does. With `replace` (the token of a holder
+    the controller found dead), take it over only if that holder still has it: of two runs taking
+    over the same stale lock, one wins."""
+    with _lock_guard(root):
+        try:
+            _publish_lock(root, holder, replace=False)
+            return {"acquired": True, "holder": holder}
+        except FileExistsError:
+            held = read_lock(root)
+        if replace is not None and held is not None and held.get("token") == replace:
+            _publish_lock(root, holder, replace=True)
+            return {"acquired": True, "holder": holder, "replaced": held}
+        return {"acquired": False, "holder": held}
 
 
 def release_lock(root: str, token: str | None) -> dict:
-    """Remove the lock if `token` matches its holder's (None: whoever holds it, for `unlock`)."""
-    held = read_lock(root)
-    if held is None:
-        return {"released": False, "holder": None}
-    if token is not None and held.get("token") != token:
-        return {"released": False, "holder": held}
-    os.unlink(_lock_path(root))
-    return {"released": True, "holder": held}
+    """Remove the lock if `token` matches its holder's (None: whoever holds it, for `unlock --force`)."""
+    with _lock_guard(root):
+        held = read_lock(root)
+        if held is None:
+            return {"released": False, "holder": None}
+        if token is not None and held.get("token") != token:
+            return {"released": False, "holder": held}
+        os.unlink(_lock_path(root))
+        return {"released": True, "holder": held}
+
+
+# The audit log is a hash chain: each line is sorted-key JSON carrying `seq` (1, 2, ...), `prev`
+# (the sha256 of the previous line's bytes; GENESIS for the first chained line) and `hash` (the
+# sha256 of the line without `hash`, so even the newest line cannot be edited unnoticed). Lines
+# written before the chain existed carry none of these: they count as "unchained", and the chain
+# starts after them. The controller's log uses the same functions (assistantctl/audit.py).
+GENESIS = "0" * 64
+CHAIN_FIELDS = ("seq", "prev", "hash")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _parse(line: bytes) -> dict | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _chained(entry: dict | None) -> bool:
+    return entry is not None and all(k in entry for k in CHAIN_FIELDS)
+
+
+def _seal(entry: dict, seq: int, prev: str) -> bytes:
+    record = {k: v for k, v in entry.items() if k not in CHAIN_FIELDS}
+    record.update(seq=seq, prev=prev)
+    record["hash"] = _digest(json.dumps(record, sort_keys=True).encode())
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def _next_link(lines: list[bytes]) -> tuple[int, str]:
+    """(seq, prev) of the entry after `lines`: it links to the last line, whatever that line is."""
+    for line in reversed(lines):
+        entry = _parse(line)
+        if _chained(entry):
+            return int(entry["seq"]) + 1, _digest(lines[-1])
+    return 1, GENESIS
+
+
+def append_chained(path: str, entries: list[dict], more=None) -> list[dict]:
+    """Append `entries` (plus `more(existing entries)`, if given) to the chain in `path`, under an
+    exclusive flock so concurrent writers never fork the chain; returns each new line's {seq, hash}."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+    with os.fdopen(fd, "r+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        data = f.read()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline; a torn last write otherwise
+        if tail:
+            lines.append(tail)
+        if more is not None:
+            entries = [*more([e for e in map(_parse, lines) if e is not None]), *entries]
+        out, heads = [b"\n"] if tail else [], []
+        for entry in entries:
+            seq, prev = _next_link(lines)
+            line = _seal(entry, seq, prev)
+            lines.append(line)
+            out.append(line + b"\n")
+            heads.append({"seq": seq, "hash": _digest(line)})
+        f.write(b"".join(out))
+        f.flush()
+        os.fsync(f.fileno())
+    return heads
+
+
+def verify_chain(lines: list[bytes], anchors: list[dict] = ()) -> dict:
+    """Check a log's chain. `anchors` are {seq, hash, source} recorded elsewhere (the other side's
+    log): a missing or different line there means a truncated or rewritten tail. Returns
+    {"problems": [[line number, message]], "chained", "unchained", "last_seq"}."""
+    seqs = [e["seq"] for e in map(_parse, lines) if _chained(e)]
+    problems, seen, expected, unchained, reported = [], set(), None, 0, False
+    by_seq: dict = {}
+    position, highest = 0, 0  # chained lines so far (this one included), the highest seq seen
+    for number, line in enumerate(lines, 1):
+        entry, problem = _parse(line), None
+        if entry is None:
+            problem = "not a JSON object (edited or torn)"
+        elif not _chained(entry):
+            if expected is None:
+                unchained += 1
+            else:
+                problem = "entry without chain fields after the chain started (inserted or edited)"
+        else:
+            seq, body = entry["seq"], {k: v for k, v in entry.items() if k != "hash"}
+            position += 1
+            if _digest(json.dumps(body, sort_keys=True).encode()) != entry["hash"]:
+                problem = f"entry {seq} does not match its own hash (edited)"
+            elif seq != (expected or 1):
+                if not isinstance(seq, int) or seq in seen or (expected or 1) in seqs[position:]:
+                    problem = f"entry {seq} where {expected or 1} was expected (reordered)"
+                else:
+                    problem = f"entry {seq} where {expected or 1} was expected (entries deleted)"
+            elif entry["prev"] != (GENESIS if expected is None else _digest(lines[number - 2])) and not reported:
+                problem = f"entry {seq} does not link to the line before it (that line was edited or replaced)"
+            if isinstance(seq, int):
+                seen.add(seq)
+                by_seq.setdefault(seq, line)
+                highest = max(highest, seq)
+            expected = highest + 1
+        reported = problem is not None  # one edit, one message: the next line's broken link follows from it
+        if problem:
+            problems.append([number, problem])
+    for anchor in anchors:
+        line, where = by_seq.get(anchor["seq"]), f"entry {anchor['seq']} recorded by {anchor['source']}"
+        if line is None:
+            problems.append([len(lines), f"{where} is missing (tail truncated or log replaced)"])
+        elif _digest(line) != anchor["hash"]:
+            problems.append([len(lines), f"{where} differs from this log's (rewritten)"])
+    return {"problems": problems, "chained": len(seqs), "unchained": unchained, "last_seq": seqs[-1] if seqs else 0}
+
+
+def _audit_lines(root: str) -> list[bytes]:
+    try:
+        with open(os.path.join(root, "logs", AUDIT), "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def append_audit(root: str, entry: dict) -> dict:
-    """Append one JSON line to <root>/logs/audit.log (O_APPEND: lines never interleave)."""
+    """Append one chained entry to <root>/logs/audit.log; answers its {seq, hash} for the controller."""
     logs = os.path.join(root, "logs")
     os.makedirs(logs, mode=0o750, exist_ok=True)
-    line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-    fd = os.open(os.path.join(logs, AUDIT), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    return {"written": True}
+    [head] = append_chained(os.path.join(logs, AUDIT), [entry])
+    return {"written": True, "head": head}
+
+
+def verify_audit(root: str, anchors: list[dict] = ()) -> dict:
+    """verify_chain of the host's log, plus the newest controller head each controller left in it."""
+    lines = _audit_lines(root)
+    heads = {}
+    for entry in map(_parse, lines):
+        if entry and isinstance(entry.get("controller_head"), dict):
+            heads[entry["controller_head"].get("log")] = entry["controller_head"]
+    return {**verify_chain(lines, anchors), "controller_heads": list(heads.values())}
 
 
 def last_audit(root: str, actions: list[str]) -> dict:
-    """The newest audit entry whose action is one of `actions` (None when there is none)."""
-    try:
-        with open(os.path.join(root, "logs", AUDIT), encoding="utf-8") as f:
-            lines = f.readlines()
-    except OSError:
-        return {"entry": None}
-    for line in reversed(lines):
-        try:
-            entry = json.loads(line)
-        except ValueError:
+    """The newest entry whose action is one of `actions`, only if the chain up to it (and the link to
+    it from the next line) verifies; otherwise {"entry": None, "problem": "line N: ..."}."""
+    lines = _audit_lines(root)
+    for number in range(len(lines), 0, -1):
+        entry = _parse(lines[number - 1])
+        if entry is None or entry.get("action") not in actions:
             continue
-        if entry.get("action") in actions:
-            return {"entry": entry}
+        problems = verify_chain(lines[: number + 1])["problems"]
+        if problems:
+            line, message = problems[0]
+            return {"entry": None, "problem": f"logs/{AUDIT} line {line}: {message}"}
+        return {"entry": entry, "chained": _chained(entry)}
     return {"entry": None}
-
-
-HISTORY = os.path.join("data", "history.sqlite3")
-KEYS = os.path.join("data", "keys.sqlite3")  # API keys: hashes only, but losing them locks every client out
-DATABASES = (HISTORY, KEYS)
-
-
-def backup(root: str) -> dict:
-    """A tar.gz (base64) of the host's state without secrets: consistent copies of the history and
-    API-key databases (SQLite's online backup, safe while the engine writes) and the audit log."""
-    buffer = io.BytesIO()
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in DATABASES:
-            database = os.path.join(root, name)
-            if not os.path.exists(database):
-                continue
-            copy = os.path.join(tmp, os.path.basename(name))
-            source, target = sqlite3.connect(database), sqlite3.connect(copy)
-            try:
-                source.backup(target)
-            finally:
-                source.close()
-                target.close()
-            tar.add(copy, arcname=name)
-        audit = os.path.join(root, "logs", AUDIT)
-        if os.path.exists(audit):
-            tar.add(audit, arcname=os.path.join("logs", AUDIT))
-    return {"archive": base64.b64encode(buffer.getvalue()).decode()}
-
-
-def restore(root: str, archive: str, python: str) -> dict:
-    """Put a backup's databases in place: stop the engine, swap the files, start it again."""
-    conf = os.path.join(root, "current", "supervisor", "supervisord.conf")
-    supervisorctl = [python, "-m", "supervisor.supervisorctl", "-c", conf]
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(archive)), mode="r:gz") as tar:
-        members = {m.name: m for m in tar.getmembers() if m.name in DATABASES and m.isfile()}
-        contents = {name: tar.extractfile(member).read() for name, member in members.items()}
-    if not contents:
-        return {"restored": []}
-    stopped = os.path.exists(conf) and subprocess.run(
-        supervisorctl + ["stop", "engine"], capture_output=True, check=False
-    )
-    running = bool(stopped) and stopped.returncode == 0
-    restored = []
-    for name in DATABASES:
-        if name not in contents:
-            continue
-        database = os.path.join(root, name)
-        os.makedirs(os.path.dirname(database), mode=0o750, exist_ok=True)
-        staged = database + ".restore"
-        with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            out.write(contents[name])
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(database + suffix):
-                os.unlink(database + suffix)
-        os.replace(staged, database)
-        restored.append(name)
-    if running:
-        subprocess.run(supervisorctl + ["start", "engine"], capture_output=True, check=True)
-    return {"restored": restored, "engine_restarted": running}
 
 
 def dispatch(request: dict) -> dict:
     action, root = request["action"], request["root"]
     if action == "lock":
-        return acquire_lock(root, {**request["holder"], "locked_at": time.time()})
+        return acquire_lock(root, {**request["holder"], "locked_at": time.time()}, request.get("replace"))
     if action == "unlock":
         return release_lock(root, request.get("token"))
     if action == "read_lock":
@@ -161,10 +265,8 @@ def dispatch(request: dict) -> dict:
         return append_audit(root, request["entry"])
     if action == "last_audit":
         return last_audit(root, request["actions"])
-    if action == "backup":
-        return backup(root)
-    if action == "restore":
-        return restore(root, request["archive"], request["python"])
+    if action == "verify_audit":
+        return verify_audit(root, request.get("anchors", []))
     raise ValueError(f"unknown host action {action!r}")
 
 

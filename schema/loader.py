@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +59,12 @@ def parse_spec(text: str, filename: str = "assistant.yaml") -> Spec:
         raise SpecError(filename, [SpecProblem(1, 1, "the file is empty", "start from the default assistant.yaml")])
     positions: dict[Location, tuple[int, int]] = {}
     _record_positions(node, (), positions)
-    data = _construct(node)
+    data, problems = _construct(node)  # the keys set twice, reported with everything else
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(filename, [_problem(err, positions) for err in exc.errors()]) from None
-    problems = [SpecProblem(*_position(loc, positions), message, hint) for loc, message, hint in cross_check(spec)]
+        raise SpecError(filename, problems + [_problem(err, positions) for err in exc.errors()]) from None
+    problems += [SpecProblem(*_position(loc, positions), message, hint) for loc, message, hint in cross_check(spec)]
     if problems:
         raise SpecError(filename, problems)
     return spec
@@ -82,10 +83,38 @@ def _record_positions(node: yaml.Node, loc: Location, positions: dict[Location, 
             _record_positions(item, (*loc, index), positions)
 
 
-def _construct(node: yaml.Node):
-    loader = yaml.SafeLoader("")
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key set twice in one mapping is a problem instead of "last wins".
+
+    A `<<` merge may still be overridden by the mapping's own keys: that is what merges are for.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.duplicates: list[SpecProblem] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: PyYAML itself refuses it below
+                continue
+            if first is not key_node:
+                mark, was = key_node.start_mark, first.start_mark
+                hint = f"it is first set at line {was.line + 1}, column {was.column + 1}"
+                self.duplicates.append(SpecProblem(mark.line + 1, mark.column + 1, f"duplicate key '{key}'", hint))
+        return super().construct_mapping(node, deep)
+
+
+def _construct(node: yaml.Node) -> tuple[object, list[SpecProblem]]:
+    """The plain data of the composed document, and every key set twice in one mapping."""
+    loader = _SpecLoader()
     try:
-        return loader.construct_document(node)
+        return loader.construct_document(node), loader.duplicates
     finally:
         loader.dispose()
 
@@ -113,7 +142,15 @@ def _problem(err: dict, positions: dict[Location, tuple[int, int]]) -> SpecProbl
         return SpecProblem(line, col, f"'{dotted}' is required")
     line, col = _position(loc, positions)
     message = err["msg"].removeprefix("Value error, ")
-    return SpecProblem(line, col, f"{dotted}: {message}")
+    hint = _choice_hint(err["input"], _choices(loc)) if err["type"] == "literal_error" else None
+    return SpecProblem(line, col, f"{dotted}: {message}", hint)
+
+
+def _choice_hint(value: object, choices: list[str]) -> str | None:
+    if not choices:
+        return None
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else f"one of: {', '.join(choices)}"
 
 
 def _is_union_tag(part: str | int) -> bool:
@@ -123,13 +160,24 @@ def _is_union_tag(part: str | int) -> bool:
 
 def _known_keys(loc: Location) -> list[str]:
     """Field names allowed at `loc`, found by walking the Spec model along the path."""
-    current: object = Spec
-    for part in loc:
-        current = _step(current, part)
-        if current is None:
-            return []
-    model = _model_in(current)
+    model = _model_in(_annotation_at(loc))
     return sorted(model.model_fields) if model else []
+
+
+def _choices(loc: Location) -> list[str]:
+    """The values a Literal allows at `loc` (in declaration order), or [] when it is no Literal."""
+    choices: list[str] = []
+    for member in _members(_annotation_at(loc)):
+        if typing.get_origin(member) is typing.Literal:
+            choices += [str(arg) for arg in typing.get_args(member)]
+    return choices
+
+
+def _annotation_at(loc: Location) -> object | None:
+    current: object | None = Spec
+    for part in loc:
+        current = _step(current, part) if current is not None else None
+    return current
 
 
 def _step(annotation: object, part: str | int) -> object | None:
@@ -137,19 +185,29 @@ def _step(annotation: object, part: str | int) -> object | None:
     if model is not None:
         field = model.model_fields.get(str(part))
         return field.annotation if field else None
-    args = typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    if origin is list and args:
-        return args[0]
-    if origin is dict and len(args) == 2:
-        return args[1]
+    for member in _members(annotation):
+        origin, args = typing.get_origin(member), typing.get_args(member)
+        if origin is list and args:
+            return args[0]
+        if origin is dict and len(args) == 2:
+            return args[1]
     return None
 
 
+def _members(annotation: object) -> list[object]:
+    """The alternatives of an optional or union annotation (the annotation itself otherwise),
+    with `Annotated[...]` metadata stripped."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
 def _model_in(annotation: object) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
+    # Only a model itself or a union with one: a model inside list[...] or dict[...] is one step further.
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
     return None

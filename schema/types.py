@@ -7,9 +7,11 @@ trust what they get. The renderers still quote through one filter per output lan
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints
+from pydantic_core import PydanticCustomError
 
 # A name used as an identifier in configs: model names, channel models, host names, skills.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
@@ -27,6 +29,21 @@ HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:-
 # (`*.example.com`, `www.example.*`), the only wildcard forms nginx accepts besides regexes.
 ServerName = Annotated[
     str, StringConstraints(pattern=r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63}){0,8}(\.\*)?$")
+]
+
+
+def _text_only(value: object) -> object:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return value
+
+
+# Addresses and networks are text in the published schema. The spec models are strict (no coercion),
+# and strict pydantic would take only ipaddress objects, which YAML never produces; lax pydantic
+# would also take an integer. So: lax parsing of text only.
+IPv4Addr = Annotated[IPv4Address, Strict(False), BeforeValidator(_text_only)]
+IPNetwork = Annotated[
+    Annotated[IPv4Network, Strict(False)] | Annotated[IPv6Network, Strict(False)], BeforeValidator(_text_only)
 ]
 
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -96,3 +96,46 @@ def test_render_check_fails_when_nginx_rejects_the_config(tmp_path):
 def test_the_schema_command_prints_the_committed_schema():
     result = assistantctl(REPO / "assistant.yaml", "schema")
     assert result.stdout == (REPO / "schema" / "assistant.schema.json").read_text()
+
+
+def test_render_check_fails_when_a_validator_is_missing_unless_allowed(tmp_path):
+    spec = write_spec(tmp_path, default_spec())
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = assistantctl(spec, "render", "--check", env={"PATH": str(empty)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "check nginx: missing" in result.stdout and "check compose: missing" in result.stdout
+    assert "validators missing: compose (docker-compose), nginx (nginx)" in result.stderr
+    assert "--allow-missing" in result.stderr
+    allowed = assistantctl(spec, "render", "--check", "--allow-missing", env={"PATH": str(empty)})
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "check nginx: missing" in allowed.stdout and "check engine: passed" in allowed.stdout
+
+
+def test_render_check_runs_the_python_validators_for_ssh_hosts_on_the_controller(tmp_path):
+    data = default_spec()
+    # An unroutable address and an interpreter that exists only on that host: nothing is contacted.
+    data["deploy"]["hosts"] = [
+        {"name": "remote", "address": "192.0.2.10", "connection": "ssh", "python": "/opt/nowhere/bin/python3"}
+    ]
+    spec = write_spec(tmp_path, data)
+    result = assistantctl(spec, "render", "--check", "--only", "engine,supervisor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "check engine: passed" in result.stdout and "check supervisor: passed" in result.stdout
+
+
+def test_render_check_on_an_ssh_host_still_catches_a_bad_engine_setting(tmp_path):
+    data = default_spec()
+    data["deploy"]["hosts"] = [{"name": "remote", "address": "192.0.2.10", "connection": "ssh", "python": "/x/python"}]
+    spec = write_spec(tmp_path, data)
+    (tmp_path / "overrides" / "engine").mkdir(parents=True)
+    (tmp_path / "overrides" / "engine" / "settings.json").write_text('{"workers": "many"}')
+    result = assistantctl(spec, "render", "--check", "--only", "engine")
+    assert result.returncode == 1
+    assert "check engine: failed" in result.stdout
+
+
+def test_the_schema_command_prints_the_committed_markdown_reference():
+    result = assistantctl(REPO / "assistant.yaml", "schema", "--markdown")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO / "docs" / "spec.md").read_text()

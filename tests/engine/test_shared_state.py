@@ -7,21 +7,15 @@ the database and the Redis, which this file starts itself on loopback (and stops
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-import pwd
+import json
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import redis
@@ -30,6 +24,9 @@ from test_websocket import Client
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
 from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, as_user, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream, free_port
+from postgres_server import Service, postgres_cluster
+from postgres_server import fetch as _fetch
+from postgres_server import wait_for_port as _wait_for_port
 from processes import stop_process
 
 pytestmark = pytest.mark.slow
@@ -38,86 +35,10 @@ HISTORY_KEY = "shared-state-test-history-key"
 BURST = 4  # per user; refills at 6/min, so nothing measurable comes back during a test
 
 
-@dataclass
-class Service:
-    process: subprocess.Popen
-    url: str
-    root: Path
-    port: int
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited: {log.read_text(errors='replace')}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within 20 s: {log.read_text(errors='replace')}")
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        pytest.fail(f"PostgreSQL's {name} is missing: apt-get install postgresql (these tests need the real server)")
-    return found[-1]
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Service]:
-    """A throwaway cluster: initdb into a temp dir as the `postgres` user (initdb refuses root)."""
-    initdb, server = _pg_bin("initdb"), _pg_bin("postgres")
-    root = Path(tempfile.mkdtemp(prefix="assistant-pg-"))  # not under pytest's 0700 root-only tmp
-    user: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres")
-        os.chown(root, account.pw_uid, account.pw_gid)
-        user = {"user": account.pw_uid, "group": account.pw_gid}
-    port, log = free_port(), root / "postgres.log"
-    process: subprocess.Popen | None = None
-    try:
-        made = subprocess.run(
-            [initdb, "-D", str(root / "data"), "-U", "assistant", "-A", "trust", "-E", "UTF8", "--no-sync"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            **user,
-        )
-        assert made.returncode == 0, f"initdb failed: {made.stderr}"
-        args = ["-D", str(root / "data"), "-p", str(port), "-k", str(root), "-c", "listen_addresses=127.0.0.1"]
-        with open(log, "wb") as out:
-            process = subprocess.Popen([server, *args, "-c", "fsync=off"], stdout=out, stderr=out, **user)
-        _wait_for_port(port, process, "postgres", log)
-        dsn = f"postgresql://assistant@127.0.0.1:{port}/postgres"
-        _wait_for_sql(dsn)
-        yield Service(process, dsn, root, port)
-    finally:
-        if process is not None:
-            stop_process(process, signal.SIGINT)  # postgres's "fast" shutdown
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_for_sql(dsn: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            asyncio.run(_fetch(dsn, "SELECT 1"))
-            return
-        except (OSError, asyncpg.PostgresError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-async def _fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
+    with postgres_cluster() as service:
+        yield service
 
 
 def _start_redis(root: Path, port: int | None = None) -> Service:
@@ -281,3 +202,33 @@ def test_with_redis_down_a_node_fails_open_to_its_own_limits_and_recovers(
         if engine is not None:
             stop_engine(engine)
         stop_process(own.process)
+
+
+def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_within_a_second(
+    nodes: tuple[RunningEngine, RunningEngine], postgres: Service
+) -> None:
+    a, b = nodes
+    made = subprocess.run(
+        [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(a.settings_path), "create"]
+        + ["--user", "kai", "--scopes", "chat"],
+        capture_output=True, text=True, check=True,
+    )
+    key, key_id = json.loads(made.stdout)["key"], json.loads(made.stdout)["record"]["id"]
+    headers = {"Authorization": f"Bearer {key}", "X-Forwarded-For": "203.0.113.4"}
+    time.sleep(0.6)
+    assert [httpx.post(f"{n.url}/api/v1/chat", json={"message": "hi"}, headers=headers).status_code for n in nodes] == [
+        200,
+        200,
+    ]
+    stored = asyncio.run(_fetch(postgres.url, "SELECT digest FROM api_keys WHERE id = $1", key_id))
+    assert len(stored) == 1 and key not in stored[0]["digest"]
+    # Revoked through node B's settings: the same PostgreSQL table.
+    subprocess.run(
+        [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(b.settings_path), "revoke", key_id],
+        capture_output=True, check=True,
+    )
+    time.sleep(1.0)
+    assert [httpx.post(f"{n.url}/api/v1/chat", json={"message": "hi"}, headers=headers).status_code for n in nodes] == [
+        401,
+        401,
+    ]
