@@ -88,6 +88,8 @@ def host_vars(target: Target) -> dict:
             ansible_port=host.ssh_port,
             ansible_python_interpreter="python3",
             assistant_host_python="python3",
+            # The spec's connect timeout for Ansible's own connections too, not only plan's.
+            ansible_ssh_timeout=target.spec.deploy.connect_timeout_seconds,
         )
         if host.ssh_config:
             values["ansible_ssh_common_args"] = f"-F {shlex.quote(host.ssh_config)}"

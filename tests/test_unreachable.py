@@ -93,3 +93,16 @@ def test_version_prints_the_installed_version_and_the_engine_runtime(tmp_path):
     assert result.returncode == 0, result.stderr
     runtime = controller_runtime().id
     assert result.stdout == f"assistantctl {metadata.version('assistantctl')} (engine runtime {runtime})\n"
+
+
+def test_ansible_connects_to_ssh_hosts_with_the_specs_timeout(tmp_path):
+    """Apply's own SSH connections (Ansible's ssh plugin) wait no longer than plan's."""
+    from assistantctl.apply import host_vars
+    from assistantctl.schema.loader import load_spec
+    from assistantctl.targets import targets
+
+    deployment = with_ssh_host(tmp_path, SILENT, timeout=7)
+    spec = load_spec(deployment.spec)
+    by_name = {t.host.name: t for t in targets(spec, tmp_path, None)}
+    assert host_vars(by_name["edge-2"])["ansible_ssh_timeout"] == 7
+    assert "ansible_ssh_timeout" not in host_vars(by_name["local"])
