@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
-from .adapters.base import Chunk, UpstreamError, Usage
+from .adapters.base import UpstreamError, WrappedStream
 from .errors import ApiError
 from .ratelimit import CHARGE, Buckets, Take, Verdict
 from .settings import EngineSettings, ModelSettings
@@ -98,31 +97,14 @@ class Limits:
         await self.buckets.aclose()
 
 
-class MeteredStream:
+class MeteredStream(WrappedStream):
     """A model stream that charges its tokens to the token limits when it is closed (once, with
     the usage seen so far: a client that went away still pays for what the model produced)."""
 
     def __init__(self, limits: Limits, settings: EngineSettings, catalog: Catalog, user: str, stream: Any) -> None:
+        super().__init__(stream)
         self._limits, self._settings, self._catalog, self._user = limits, settings, catalog, user
-        self._stream = stream
         self._charged = False
-        self.model: str = stream.model
-
-    @property
-    def text(self) -> str:
-        return self._stream.text
-
-    @property
-    def usage(self) -> Usage:
-        return self._stream.usage
-
-    @property
-    def finish_reason(self) -> str:
-        return self._stream.finish_reason
-
-    async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
-        async for chunks in self._stream:
-            yield chunks
 
     async def close(self, error: UpstreamError | None = None) -> None:
         await self._stream.close(error)

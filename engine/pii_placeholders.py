@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from .adapters.base import Chunk, Message, Reply, UpstreamError, Usage
+from .adapters.base import Chunk, Message, Reply, UpstreamError, Usage, WrappedStream
 from .pii import Masker
 
 _PLACEHOLDER = re.compile(r"\[[a-z_]+_[0-9]+\]")
@@ -117,25 +117,16 @@ class Stream(Protocol):
     async def close(self, error: UpstreamError | None = None) -> None: ...
 
 
-class RestoringStream:
+class RestoringStream(WrappedStream):
     """A model stream whose deltas and `text` carry the real values instead of the placeholders."""
 
     def __init__(self, stream: Stream, placeholders: Placeholders) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._placeholders = placeholders
-        self.model = stream.model
 
     @property
     def text(self) -> str:
         return self._placeholders.restore(self._stream.text)
-
-    @property
-    def usage(self) -> Usage:
-        return self._stream.usage
-
-    @property
-    def finish_reason(self) -> str:
-        return self._stream.finish_reason
 
     async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
         restorer = self._placeholders.stream_restorer()
@@ -144,9 +135,6 @@ class RestoringStream:
         tail = restorer.flush()
         if tail:
             yield [Chunk(delta=tail)]
-
-    async def close(self, error: UpstreamError | None = None) -> None:
-        await self._stream.close(error)
 
 
 def hide_pii(masker: Masker | None, messages: list[Message]) -> tuple[list[Message], Placeholders | None]:

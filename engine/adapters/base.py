@@ -86,3 +86,31 @@ def count_words(text: str) -> int:
 
 def prompt_words(messages: list[Message]) -> int:
     return sum(count_words(m.get("content", "")) for m in messages)
+
+
+class WrappedStream:
+    """A model stream (router.ModelStream's interface) passed through unchanged; wrappers that add
+    one concern (charging tokens, restoring placeholders) override only what they change."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.model: str = stream.model
+
+    @property
+    def text(self) -> str:
+        return self._stream.text
+
+    @property
+    def usage(self) -> Usage:
+        return self._stream.usage
+
+    @property
+    def finish_reason(self) -> str:
+        return self._stream.finish_reason
+
+    async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
+        async for chunks in self._stream:
+            yield chunks
+
+    async def close(self, error: UpstreamError | None = None) -> None:
+        await self._stream.close(error)
