@@ -10,7 +10,7 @@ SPEC ?= assistant.yaml
 run: $(VENV)/.installed
 	scripts/system-packages run
 	$(BIN)/assistantctl -f $(SPEC) validate
-	$(BIN)/assistantctl -f $(SPEC) apply
+	$(BIN)/assistantctl -f $(SPEC) apply --auto-approve
 
 plan: $(VENV)/.installed
 	$(BIN)/assistantctl -f $(SPEC) plan --diff

@@ -16,11 +16,16 @@ def fail(message: str) -> None:
 
 
 def load(spec_path: str, text: str | None = None):
-    """The validated spec from `spec_path` (or from `text`, named after it); exits 1 on errors."""
+    """The validated spec from `spec_path` (or from `text`, named after it); exits 1 on errors.
+
+    A spec written for an older spec version loads, with a warning on stderr."""
     from .schema.loader import SpecError, load_spec, parse_spec
 
+    def warn(note: str) -> None:
+        click.echo(f"warning: {note}", err=True)
+
     try:
-        return parse_spec(text, spec_path) if text is not None else load_spec(spec_path)
+        return parse_spec(text, spec_path, warn) if text is not None else load_spec(spec_path, warn)
     except SpecError as exc:
         click.echo(exc.render(), err=True)
         sys.exit(EXIT_ERROR)

@@ -15,6 +15,7 @@ import click
 from .cli_backup import backup, restore  # the commands live there; registered below
 from .cli_common import EXIT_CHANGES, EXIT_ERROR, fail, load, secrets, targets
 from .cli_release import rollback, status
+from .cli_retire import departed_hosts, retire
 
 
 def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False, unreachable: list | None = None) -> list:
@@ -92,12 +93,19 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
     from .schema.checks import exposure_warnings
 
     warnings = exposure_warnings(spec)
+    # every host of the spec, not only the chosen ones: a host left out by --host has not left
+    departed = departed_hosts(spec, spec_path)
     if as_json:
-        click.echo(json.dumps({**json.loads(render_json(plans, warnings)), "unreachable": unreachable}, indent=2))
+        report = json.loads(render_json(plans, warnings))
+        left = [{"host": d.name, "root": d.root, "address": d.host.get("address")} for d in departed]
+        click.echo(json.dumps({**report, "unreachable": unreachable, "departed": left}, indent=2))
     else:
         click.echo(render_text(plans, with_diff, warnings), nl=False)
         for host in unreachable:
             click.echo(f"host {host['error']}")
+        for gone in departed:
+            click.echo(f"- host {gone.describe()} left the spec and still runs what apply put there;")
+            click.echo(f"  `assistantctl retire {gone.name}` removes it")
     if unreachable:
         lost = ", ".join(h["host"] for h in unreachable)
         _audit("plan", spec_path, [p.host for p in plans], summary(plans), f"unreachable: {lost}")
@@ -110,7 +118,7 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
         if not as_json:
             click.echo(f"Saved the plan to {out}; `assistantctl apply {out}` applies exactly this plan.")
     _audit("plan", spec_path, [p.host for p in plans], summary(plans), "planned")
-    if detailed_exitcode and any(p.has_changes for p in plans):
+    if detailed_exitcode and (any(p.has_changes for p in plans) or departed):
         sys.exit(EXIT_CHANGES)
 
 
@@ -118,11 +126,14 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
 @click.argument("plan_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--host", "--limit", "hosts", help="Comma-separated hosts (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Progress to stderr, a JSON result on stdout.")
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (needed off a terminal without PLAN_FILE).")
 @click.pass_obj
-def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: bool) -> None:
+def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: bool, auto_approve: bool) -> None:
     """Ship, validate, switch, reload and health-check; roll back on any failure.
 
-    With PLAN_FILE (from `plan -o`), apply exactly that plan, or refuse if anything changed since.
+    With PLAN_FILE (from `plan -o`), apply exactly that plan, or refuse if anything changed since:
+    the plan was the review. Without it, the plan is shown and applied after a typed `yes` on a
+    terminal; elsewhere (CI, scripts) only with --auto-approve.
     """
     import json
 
@@ -147,6 +158,8 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
     echo = _echo(as_json)
     echo(render_text(plans).rstrip("\n"))
     changing = [p for p in plans if p.has_changes]
+    if changing and not saved and not auto_approve:
+        _confirm(spec_path, [p.host for p in changing], summary(plans), interactive=not as_json)
     results, run, names = [], None, [p.host for p in changing]
     try:
         if saved:
@@ -169,6 +182,12 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
     if as_json:
         hosts_out = [{"host": r.host, "ok": r.ok, "release": r.release, "message": r.message} for r in results]
         click.echo(json.dumps({"result": outcome, "summary": summary(plans), "hosts": hosts_out}, indent=2))
+    from .departed import remember
+
+    # where a release of this spec now runs (a no-op included: deployments older than the record)
+    applied_ok = {r.host for r in results if r.ok}
+    deployed = [p.target for p in plans if p.host in applied_ok or (not p.has_changes and p.live_release)]
+    remember(Path(spec_path), deployed)
     if changing:
         per_host = {r.host: ("ok " if r.ok else "failed ") + r.release for r in results}
         changed = [p.target for p in changing]
@@ -177,6 +196,17 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
         _audit("apply", spec_path, [p.host for p in plans], summary(plans), "no changes")
     if outcome == "failed":
         sys.exit(EXIT_ERROR)
+
+
+def _confirm(spec_path: str, hosts: list[str], impact: dict, interactive: bool) -> None:
+    """Terraform's rule: a change reviewed nowhere else is typed `yes` to, or explicitly pre-approved."""
+    if not (interactive and sys.stdin.isatty() and sys.stdout.isatty()):
+        _audit("apply", spec_path, hosts, impact, "refused: not approved")
+        fail("apply changes hosts: review the plan above and pass --auto-approve, or apply a saved plan (`plan -o`)")
+    answer = click.prompt("Apply these changes? Only 'yes' is accepted", default="", show_default=False)
+    if answer.strip() != "yes":
+        _audit("apply", spec_path, hosts, impact, "cancelled")
+        fail("apply cancelled; nothing changed")
 
 
 def _echo(to_stderr: bool):
@@ -269,5 +299,5 @@ def stop(spec_path: str, hosts: str | None) -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (plan, apply, rollback, status, unlock, stop, backup, restore):
+    for command in (plan, apply, rollback, status, unlock, stop, backup, restore, retire):
         group.add_command(command)

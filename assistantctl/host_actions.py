@@ -1,4 +1,5 @@
-"""Small actions on a host's deploy root: the deployment lock and the host's audit log.
+"""Small actions on a host's deploy root: the deployment lock, the host's audit log, and retiring
+a deployment from a host that left the spec.
 
 Standard library only, and no imports from the project: like facts.py, this file's source is sent
 to a remote host's Python as it is (one SSH round trip per action); the local host runs it
@@ -12,6 +13,8 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -253,6 +256,74 @@ def last_audit(root: str, actions: list[str]) -> dict:
     return {"entry": None}
 
 
+# What `retire` removes: everything apply put there but the data, the logs (with the host's audit
+# log, which records the retirement) and the lock, unless `purge`.
+RETIRED = ("current", "releases", "venvs", "tmp")
+KEPT = ("data", "logs")
+
+
+def retire(root: str, purge: bool, stop_seconds: float) -> dict:
+    """Stop supervisord (and with it every program) and remove the deployment under `root`.
+
+    Nothing is removed when the services do not stop within `stop_seconds`.
+    """
+    pid_file = os.path.join(root, "run", "supervisord.pid")
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGTERM)  # supervisord stops its programs, each with its own grace time
+    except (OSError, ValueError):
+        pid = None
+    deadline = time.monotonic() + stop_seconds
+    while pid is not None and _alive(pid):
+        if time.monotonic() > deadline:
+            error = f"supervisord (pid {pid}) still runs after {stop_seconds:.0f} s; nothing removed"
+            return {"ok": False, "error": error}
+        time.sleep(0.2)
+    removed = []
+    for name in sorted(os.listdir(root)) if purge else RETIRED:
+        path = os.path.join(root, name)
+        if name == "run":
+            continue  # it holds the lock of this very action: emptied below, removed by `rmdir_root`
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            continue
+        removed.append(name)
+    run = os.path.join(root, "run")
+    for name in os.listdir(run) if os.path.isdir(run) else ():
+        if name != LOCK:
+            path = os.path.join(run, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+    kept = [name for name in KEPT if os.path.exists(os.path.join(root, name))]
+    return {"ok": True, "stopped": pid is not None, "removed": removed, "kept": kept}
+
+
+def rmdir_root(root: str) -> dict:
+    """After a purge, once the lock is released: the empty run folder and the root itself."""
+    for path in (os.path.join(root, "run"), root):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+    return {"removed": not os.path.exists(root)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (an exited child nobody reaped) is gone for our purpose
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def dispatch(request: dict) -> dict:
     action, root = request["action"], request["root"]
     if action == "lock":
@@ -267,6 +338,10 @@ def dispatch(request: dict) -> dict:
         return last_audit(root, request["actions"])
     if action == "verify_audit":
         return verify_audit(root, request.get("anchors", []))
+    if action == "retire":
+        return retire(root, bool(request.get("purge")), float(request.get("stop_seconds", 120)))
+    if action == "rmdir_root":
+        return rmdir_root(root)
     raise ValueError(f"unknown host action {action!r}")
 
 

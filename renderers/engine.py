@@ -54,7 +54,7 @@ def build_settings(target: Target) -> EngineSettings:
                 timeout_seconds=s.timeout_seconds,
                 config=dict(s.config),
             )
-            for s in spec.skills
+            for s in spec.tools.skills
             if s.enabled
         ],
         rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),

@@ -35,16 +35,16 @@ def _engine_only_hosts(spec: Spec) -> Iterator[Finding]:
 
 def _skills(spec: Spec) -> Iterator[Finding]:
     seen: set[str] = set()
-    for i, skill in enumerate(spec.skills):
+    for i, skill in enumerate(spec.tools.skills):
         module, _, name = skill.entrypoint.partition(":")
         if module == "builtin" and name not in BUILTIN_SKILLS:
             yield (
-                ("skills", i, "entrypoint"),
+                ("tools", "skills", i, "entrypoint"),
                 f"no builtin skill '{name}'",
                 f"builtin skills: {', '.join(BUILTIN_SKILLS)}",
             )
         if skill.name in seen:
-            yield ("skills", i, "name"), f"skill '{skill.name}' is declared twice", None
+            yield ("tools", "skills", i, "name"), f"skill '{skill.name}' is declared twice", None
         seen.add(skill.name)
 
 

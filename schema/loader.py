@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 
 from .checks import cross_check
 from .spec import Spec
+from .versions import CURRENT_VERSION, Location, UnknownVersion, Upgrade, moved_since, upgrade
 
-Location = tuple[str | int, ...]
+Note = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,16 @@ class SpecError(Exception):
         return "\n".join(lines)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read, validate and cross-check a spec file; raise `SpecError` on any problem."""
+def load_spec(path: str | Path, on_note: Note | None = None) -> Spec:
+    """Read, validate and cross-check a spec file; raise `SpecError` on any problem.
+
+    A file written for an older spec version is migrated in memory first, and `on_note` (when
+    given) gets one line saying so; errors still point at the file as written."""
     path = Path(path)
-    return parse_spec(path.read_text(encoding="utf-8"), str(path))
+    return parse_spec(path.read_text(encoding="utf-8"), str(path), on_note)
 
 
-def parse_spec(text: str, filename: str = "assistant.yaml") -> Spec:
+def parse_spec(text: str, filename: str = "assistant.yaml", on_note: Note | None = None) -> Spec:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -60,14 +65,40 @@ def parse_spec(text: str, filename: str = "assistant.yaml") -> Spec:
     positions: dict[Location, tuple[int, int]] = {}
     _record_positions(node, (), positions)
     data, problems = _construct(node)  # the keys set twice, reported with everything else
+    migrated = _upgrade(data, filename, positions, problems)
+    if migrated.steps and on_note is not None:
+        on_note(_migration_note(filename, migrated, has_version=("version",) in positions))
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(filename, problems + [_problem(err, positions) for err in exc.errors()]) from None
-    problems += [SpecProblem(*_position(loc, positions), message, hint) for loc, message, hint in cross_check(spec)]
+        problems += [_problem(err, positions, migrated) for err in exc.errors()]
+        raise SpecError(filename, problems) from None
+    for loc, message, hint in cross_check(spec):
+        problems.append(SpecProblem(*_position(migrated.file_location(loc), positions), message, hint))
     if problems:
         raise SpecError(filename, problems)
     return spec
+
+
+def _upgrade(data: object, filename: str, positions: dict, problems: list[SpecProblem]) -> Upgrade:
+    """Migrate an older file's data in place to the current version (see `schema.versions`); raises
+    `SpecError`, with the problems found so far, for a version this code cannot read."""
+    if not isinstance(data, dict):  # not a mapping: the validation says so
+        return Upgrade(written=CURRENT_VERSION)
+    try:
+        return upgrade(data)
+    except UnknownVersion as exc:  # its other keys may mean anything: nothing more to check
+        problems.append(SpecProblem(*_position(("version",), positions), f"version: {exc}", exc.hint))
+        raise SpecError(filename, problems) from None
+
+
+def _migration_note(filename: str, migrated: Upgrade, has_version: bool) -> str:
+    written = f"version {migrated.written}" + ("" if has_version else " (it has no `version:` key)")
+    changes = "; ".join(step.change for step in migrated.steps)
+    return (
+        f"{filename} is written for spec {written}; it was read as version {CURRENT_VERSION} ({changes}). "
+        f"`assistantctl -f {filename} migrate --write` rewrites it"
+    )
 
 
 def _record_positions(node: yaml.Node, loc: Location, positions: dict[Location, tuple[int, int]]) -> None:
@@ -127,20 +158,21 @@ def _position(loc: Location, positions: dict[Location, tuple[int, int]]) -> tupl
     return (1, 1)
 
 
-def _problem(err: dict, positions: dict[Location, tuple[int, int]]) -> SpecProblem:
+def _problem(err: dict, positions: dict[Location, tuple[int, int]], migrated: Upgrade) -> SpecProblem:
     loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
-    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    where = migrated.file_location(loc)  # `loc` walks the current models, `where` the file as written
+    dotted = ".".join(str(p) for p in where) or "(top level)"
     if err["type"] == "extra_forbidden":
         key = loc[-1]
-        line, col = positions.get((*loc[:-1], key, "__key__"), _position(loc, positions))
+        line, col = positions.get((*where[:-1], key, "__key__"), _position(where, positions))
         known = _known_keys(loc[:-1])
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else None)
-        return SpecProblem(line, col, f"unknown key '{dotted}'", hint)
+        return SpecProblem(line, col, f"unknown key '{dotted}'", moved_since(where) or hint)
     if err["type"] == "missing":
-        line, col = _position(loc, positions)
+        line, col = _position(where, positions)
         return SpecProblem(line, col, f"'{dotted}' is required")
-    line, col = _position(loc, positions)
+    line, col = _position(where, positions)
     message = err["msg"].removeprefix("Value error, ")
     hint = _choice_hint(err["input"], _choices(loc)) if err["type"] == "literal_error" else None
     return SpecProblem(line, col, f"{dotted}: {message}", hint)

@@ -17,7 +17,7 @@ HEADER = """\
 # The assistant.yaml reference
 
 Generated from `schema/assistant.schema.json` by `make schema` (`assistantctl schema --markdown`): edit the
-descriptions in `schema/spec.py`, never this file. Values are taken as written: a quoted `"600"` is text,
+descriptions in `schema/spec/`, never this file. Values are taken as written: a quoted `"600"` is text,
 not a number, and a key may appear once per mapping. An unset optional key takes the default shown.
 """
 

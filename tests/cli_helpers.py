@@ -74,7 +74,7 @@ class Deployment:
 @contextmanager
 def applied(deployment: Deployment) -> Iterator[Deployment]:
     """`deployment` applied; everything it started is stopped at the end, whatever happened."""
-    first = deployment.run("apply")
+    first = deployment.run("apply", "--auto-approve")
     try:
         assert first.returncode == 0, first.stdout + first.stderr
         yield deployment

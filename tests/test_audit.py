@@ -194,7 +194,7 @@ class Tampered:
 @pytest.mark.slow
 def test_a_no_op_apply_is_logged_with_the_ci_actor(deployment):
     before = entries(controller_log(deployment))
-    again = deployment.run("apply")
+    again = deployment.run("apply", "--auto-approve")
     assert again.returncode == 0, again.stdout + again.stderr
     after = entries(controller_log(deployment))
     assert len(after) == len(before) + 1
@@ -254,7 +254,7 @@ def test_an_apply_killed_with_sigkill_is_logged_as_interrupted_by_the_next_run(d
     deployment.rewrite(data)
     env = {**os.environ, "NO_COLOR": "1", **deployment.env}
     killed = subprocess.Popen(
-        [ASSISTANTCTL, "-f", str(deployment.spec), "apply"],
+        [ASSISTANTCTL, "-f", str(deployment.spec), "apply", "--auto-approve"],
         cwd=deployment.folder,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -38,7 +38,7 @@ def apply_with_override(deployment: Deployment, path: str, text: str):
     override.parent.mkdir(parents=True, exist_ok=True)
     override.write_text(text)
     try:
-        return deployment.run("apply")
+        return deployment.run("apply", "--auto-approve")
     finally:
         shutil.rmtree(deployment.folder / "overrides")
 
@@ -103,7 +103,7 @@ def test_plain_rollback_skips_failed_releases(deployment, unhealthy):
     data = json.loads(json.dumps(deployment.data))
     data["limits"]["max_message_chars"] = 1234
     deployment.rewrite(data)
-    assert deployment.run("apply").returncode == 0
+    assert deployment.run("apply", "--auto-approve").returncode == 0
     newer = deployment.live_release()
     assert releases(deployment).index(good) < releases(deployment).index(failed) < releases(deployment).index(newer)
     result = deployment.run("rollback")

@@ -192,7 +192,7 @@ def _assert_engine_settings_round_trip(files: dict[str, str], target: Target) ->
     )
     telegram = next(c for c in loaded.channels if c.name == "telegram")
     assert telegram.allowed_users == spec.channels.telegram.allowed_users
-    assert loaded.skills[0].config == spec.skills[0].config
+    assert loaded.skills[0].config == spec.tools.skills[0].config
 
 
 def _case(location: tuple, value: object) -> tuple[dict, dict]:

@@ -89,7 +89,7 @@ def test_a_lock_left_by_a_dead_run_blocks_apply_until_unlocked(deployment):
     holder = {"actor": "ci@runner-7", "action": "apply", "controller": "runner-7", "pid": 4242, "token": "t"}
     assert host_actions.acquire_lock(str(deployment.root), {**holder, "locked_at": 0})["acquired"]
     deployment.rewrite(changed(deployment, 44))
-    blocked = deployment.run("apply")
+    blocked = deployment.run("apply", "--auto-approve")
     assert blocked.returncode == 1
     assert "local is locked by ci@runner-7 (apply, pid 4242 on runner-7" in blocked.stderr
     plan = deployment.run("plan")
@@ -99,13 +99,13 @@ def test_a_lock_left_by_a_dead_run_blocks_apply_until_unlocked(deployment):
     assert refused.returncode == 1 and "whose processes this one cannot see" in refused.stderr
     unlocked = deployment.run("unlock", "--force")
     assert "local: forced open the lock held by ci@runner-7" in unlocked.stdout
-    assert deployment.run("apply").returncode == 0
+    assert deployment.run("apply", "--auto-approve").returncode == 0
     assert not (deployment.root / "run" / "apply.lock").exists(), "apply releases its own lock"
 
 
 def test_rollback_returns_to_the_previous_release_and_back(deployment):
     deployment.rewrite(changed(deployment, 45))
-    assert deployment.run("apply").returncode == 0
+    assert deployment.run("apply", "--auto-approve").returncode == 0
     newest = deployment.live_release()
     back = deployment.run("rollback")
     assert back.returncode == 0, back.stdout + back.stderr
@@ -174,7 +174,7 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_history_restored(deploymen
 
     assert deployment.run("stop").returncode == 0
     shutil.rmtree(deployment.root)
-    rebuilt = deployment.run("apply")
+    rebuilt = deployment.run("apply", "--auto-approve")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     time.sleep(0.6)
     lost = httpx.get(f"{deployment.url}/api/v1/history", headers=dora, timeout=10)
@@ -203,12 +203,12 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_history_restored(deploymen
 
 def test_apply_json_reports_each_host_for_pipelines(deployment):
     deployment.rewrite(changed(deployment, 46))
-    result = deployment.run("apply", "--json", "--limit", "local")
+    result = deployment.run("apply", "--auto-approve", "--json", "--limit", "local")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["result"] == "complete"
     assert [(h["host"], h["ok"], h["release"]) for h in report["hosts"]] == [("local", True, deployment.live_release())]
     assert report["summary"]["change"] >= 1
     assert "[local] changed   Point current at" in result.stderr, "progress goes to stderr"
-    again = json.loads(deployment.run("apply", "--json").stdout)
+    again = json.loads(deployment.run("apply", "--auto-approve", "--json").stdout)
     assert again["hosts"] == [] and again["summary"]["hosts_changing"] == 0

@@ -54,7 +54,7 @@ def test_a_second_apply_changes_nothing_and_restarts_nothing(deployment):
     engine_pid = (deployment.root / "run").glob("*.pid")
     before = {p.name: p.read_text() for p in engine_pid}
     release = deployment.live_release()
-    again = deployment.run("apply")
+    again = deployment.run("apply", "--auto-approve")
     assert again.returncode == 0, again.stderr
     assert "No changes." in again.stdout and "Apply complete: 0 changed." in again.stdout
     assert deployment.live_release() == release
@@ -100,7 +100,7 @@ def test_a_config_nginx_rejects_never_goes_live(deployment, tmp_path):
     }
     deployment.rewrite(broken)
     try:
-        result = deployment.run("apply")
+        result = deployment.run("apply", "--auto-approve")
         assert result.returncode == 1
         assert "FAILED" in result.stdout and "absent.crt" in result.stdout
     finally:
@@ -117,11 +117,11 @@ def test_a_changed_spec_goes_live_and_reloads_only_what_changed(deployment):
     data["limits"]["max_message_chars"] = 10
     deployment.rewrite(data)
     try:
-        result = deployment.run("apply")
+        result = deployment.run("apply", "--auto-approve")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "services to reload: engine" in result.stdout
         too_long = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": "x" * 11}, timeout=10)
         assert too_long.status_code in (400, 413, 422)
     finally:
         deployment.rewrite(original)
-        assert deployment.run("apply").returncode == 0
+        assert deployment.run("apply", "--auto-approve").returncode == 0

@@ -86,7 +86,7 @@ def leftovers(deployment: Deployment) -> list[Path]:
 
 def start_apply(deployment: Deployment) -> subprocess.Popen:
     return subprocess.Popen(
-        [ASSISTANTCTL, "-f", str(deployment.spec), "apply"],
+        [ASSISTANTCTL, "-f", str(deployment.spec), "apply", "--auto-approve"],
         env={**os.environ, "NO_COLOR": "1", **deployment.env},
         cwd=deployment.folder,
         stdout=subprocess.DEVNULL,
@@ -119,7 +119,7 @@ def test_unlock_refuses_a_live_holder_without_force(deployment, sleeper):
 
 def test_a_live_holder_blocks_apply(deployment, sleeper):
     hold_lock(deployment, sleeper.pid, start_time(sleeper.pid))
-    blocked = deployment.run("apply")
+    blocked = deployment.run("apply", "--auto-approve")
     assert blocked.returncode == 1
     assert f"local is locked by ci@here (apply, pid {sleeper.pid}" in blocked.stderr
     assert json.loads(lock_file(deployment).read_text())["pid"] == sleeper.pid
@@ -146,7 +146,7 @@ def test_a_killed_apply_leaves_a_lock_the_next_apply_takes_over_and_no_bundle(de
     assert json.loads(lock_file(deployment).read_text())["pid"] == killed.pid
     assert leftovers(deployment), "the killed run had its secret bundle on disk"
 
-    after = deployment.run("apply")
+    after = deployment.run("apply", "--auto-approve")
     assert after.returncode == 0, after.stdout + after.stderr
     assert "local: took over the lock of an interrupted run" in after.stderr
     assert f"process {killed.pid} is gone" in after.stderr

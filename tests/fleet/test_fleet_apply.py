@@ -34,7 +34,7 @@ def fleet(make_fleet, tmp_path_factory) -> FleetDeployment:
     # `python:` on the hosts: apply installs the engine's own virtualenv on each.
     folder = tmp_path_factory.mktemp("fleet-spec")
     deployment = FleetDeployment(make_fleet(list(ROLES)), folder, ROLES, python=None, serial=3)
-    first, seconds = deployment.timed("apply")
+    first, seconds = deployment.timed("apply", "--auto-approve")
     print(f"\nfirst apply to 3 SSH hosts (serial 3): {seconds:.1f} s")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Apply complete: 3 of 3 host(s) changed." in first.stdout
@@ -111,7 +111,7 @@ def test_serial_from_the_spec_deploys_that_many_hosts_at_once(fleet):
 def test_a_second_apply_changes_nothing_and_restarts_nothing(fleet):
     before = {name: (fleet.live_release(name), fleet.pid_files(name)) for name in ROLES}
     assert all(pids for _, pids in before.values())
-    again, seconds = fleet.timed("apply")
+    again, seconds = fleet.timed("apply", "--auto-approve")
     print(f"\nno-op apply to 3 SSH hosts: {seconds:.2f} s")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Apply complete: 0 changed." in again.stdout
@@ -143,7 +143,7 @@ def test_apply_repairs_a_hand_edit_and_removes_runtimes_no_release_uses(fleet):
     program = core.path("current/supervisor/programs/engine.conf")
     rendered = program.read_text()
     program.write_text(rendered + "; edited by hand\n")
-    result = fleet.run("apply", "--limit", "core")
+    result = fleet.run("apply", "--auto-approve", "--limit", "core")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "~ supervisor/programs/engine.conf  (drift: edited on the host since the last apply)" in result.stdout
     assert core.path("current/supervisor/programs/engine.conf").read_text() == rendered
@@ -163,7 +163,7 @@ def test_a_config_nginx_rejects_fails_on_the_first_host_and_stops_the_rollout(fl
     snippet.write_text("location = /broken {\n    no_such_directive on;\n}\n")
     fleet.rewrite(one_at_a_time)
     try:
-        result = fleet.run("apply")
+        result = fleet.run("apply", "--auto-approve")
     finally:
         shutil.rmtree(fleet.folder / "overrides")
         fleet.rewrite(original)
@@ -219,7 +219,7 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_his
             entry.unlink()
     assert chat(fleet.url("edge-a"), "anyone there?", dr).status_code == 502
 
-    rebuilt = fleet.run("apply", "--limit", "core")
+    rebuilt = fleet.run("apply", "--auto-approve", "--limit", "core")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert f"+ engine runtime {controller_runtime().id}" in rebuilt.stdout
     time.sleep(0.6)

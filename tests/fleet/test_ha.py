@@ -52,7 +52,7 @@ def pair(make_fleet, tmp_path_factory) -> Iterator[FleetDeployment]:
         state = {"history": "postgres", "postgres_dsn": f"${{env:{DSN_ENV}}}"}
         folder = tmp_path_factory.mktemp("ha-spec")
         deployment = FleetDeployment(fleet, folder, ROLES, env={DSN_ENV: db.dsn}, serial=2, ha=ha, state=state)
-        first, seconds = deployment.timed("apply")
+        first, seconds = deployment.timed("apply", "--auto-approve")
         print(f"\nfirst apply of the HA pair (2 SSH hosts, serial 2): {seconds:.1f} s")
         assert first.returncode == 0, first.stdout + first.stderr
         yield deployment
@@ -268,7 +268,7 @@ def test_a_batch_that_would_drain_both_hosts_of_the_pair_is_refused_before_anyth
     original = pair.data
     pair.rewrite(engine_change(pair, serial=2))
     try:
-        result = pair.run("apply")
+        result = pair.run("apply", "--auto-approve")
     finally:
         pair.rewrite(original)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -291,7 +291,7 @@ def test_a_host_whose_apply_fails_after_draining_rolls_back_and_rejoins_the_pair
     pair.rewrite(one_at_a_time)
     pair.env[DSN_ENV] = good.rsplit(":", 1)[0] + ":1/postgres"  # only the secret changes: engine restart
     try:
-        result = pair.run("apply")
+        result = pair.run("apply", "--auto-approve")
     finally:
         pair.env[DSN_ENV] = good
         pair.rewrite(original)
@@ -331,7 +331,7 @@ def test_a_rolling_apply_drains_each_host_of_the_pair_and_the_virtual_ip_keeps_s
     client = threading.Thread(target=load.run, daemon=True)
     client.start()
     try:
-        result, seconds = pair.timed("apply")
+        result, seconds = pair.timed("apply", "--auto-approve")
         time.sleep(2)  # and the VIP settles back on the master after its rejoin
     finally:
         load.stop.set()

@@ -47,7 +47,7 @@ def test_every_property_of_the_published_schema_has_a_description():
     properties = list(_properties(schema_document()))
     assert len(properties) > 150, "the walk must reach every model"
     undocumented = [name for name, prop in properties if not prop.get("description", "").strip()]
-    assert not undocumented, f"add a description in schema/spec.py for: {', '.join(undocumented)}"
+    assert not undocumented, f"add a description in schema/spec/ for: {', '.join(undocumented)}"
 
 
 def test_the_committed_markdown_reference_matches_the_schema():

@@ -6,23 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assistantctl.schema.loader import SpecError, load_spec, parse_spec
+from assistantctl.schema.loader import load_spec
+from spec_snippets import MINIMAL, problems
 
 REPO = Path(__file__).resolve().parents[2]
-
-MINIMAL = """\
-models:
-  default: local
-  providers:
-    local:
-      provider: builtin
-"""
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        parse_spec(text, "spec.yaml")
-    return caught.value.render().splitlines()
 
 
 def test_the_default_spec_is_valid():

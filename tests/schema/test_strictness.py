@@ -6,22 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from assistantctl.schema.loader import SpecError, parse_spec
-
-MINIMAL = """\
-models:
-  default: local
-  providers:
-    local:
-      provider: builtin
-"""
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        parse_spec(text, "spec.yaml")
-    return caught.value.render().splitlines()
-
+from assistantctl.schema.loader import parse_spec
+from spec_snippets import MINIMAL, problems
 
 # --- duplicate keys ---------------------------------------------------------------------------
 

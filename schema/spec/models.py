@@ -1,0 +1,58 @@
+"""`models:` the language models and which one answers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, HttpUrl, model_validator
+
+from ..types import Name, PositiveSeconds, SecretRef
+from .base import Strict
+
+Provider = Literal["builtin", "openai", "anthropic", "ollama"]
+
+
+class ModelSpec(Strict):
+    provider: Provider = Field(description="Adapter used to talk to this model.")
+    model: str | None = Field(None, max_length=200, description="Upstream model id; defaults to the key.")
+    api_base: HttpUrl | None = Field(None, description="Base URL of the provider's API.")
+    api_key: SecretRef | None = Field(
+        None, description="The provider's API key as ${env:NAME} or ${file:path}; required by anthropic."
+    )
+    connect_timeout_seconds: PositiveSeconds = Field(5, description="Seconds to open a connection to the provider.")
+    read_timeout_seconds: PositiveSeconds = Field(
+        60, description="Seconds to wait for the provider's next bytes before the call fails (and falls back)."
+    )
+    max_concurrency: int = Field(64, ge=1, le=100_000, description="In-flight calls to this model.")
+    requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Upstream quota for this model: requests per minute from the whole deployment (every "
+        "user, worker and node together); past it requests for this model get 429 with Retry-After.",
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Upstream quota for this model in tokens (input + output) per minute, deployment-wide. "
+        "A call is admitted while any are left and charged its real usage afterwards.",
+    )
+    max_tokens: int | None = Field(None, ge=1, description="Cap on tokens in a reply; unset: the provider's own.")
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature, 0 (repeatable) to 2; unset: the provider's default."
+    )
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> ModelSpec:
+        if self.provider == "anthropic" and self.api_key is None:
+            raise ValueError("provider 'anthropic' needs api_key: ${env:ANTHROPIC_API_KEY}")
+        if self.provider == "builtin" and (self.api_base or self.api_key):
+            raise ValueError("provider 'builtin' runs offline: remove api_base and api_key")
+        return self
+
+
+class Models(Strict):
+    default: Name = Field(description="Model that answers unless a channel names another.")
+    fallback: list[Name] = Field(default_factory=list, description="Tried in order when a call fails.")
+    providers: dict[Name, ModelSpec] = Field(
+        min_length=1, description="The models, by the name channels and `default` use for them; at least one."
+    )
