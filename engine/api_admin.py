@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import logs
+from .auth import is_loopback
 from .bodies import read_json
 from .catalog import UnknownModel
 from .errors import ApiError
@@ -22,7 +23,14 @@ _STARTED = time.time()
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "pid": os.getpid(), "uptime_seconds": round(time.time() - _STARTED, 3)})
+    """Liveness. A loopback peer (the host's own deploy and facts) also learns which worker answered
+    and the sha256 of the settings file it runs, so a deploy can wait until its settings are live."""
+    body: dict[str, object] = {"status": "ok", "uptime_seconds": round(time.time() - _STARTED, 3)}
+    client = request.client
+    if is_loopback(client.host if client else None):
+        body["pid"] = os.getpid()
+        body["settings_sha256"] = runtime(request).settings_digest
+    return JSONResponse(body)
 
 
 async def ready(request: Request) -> Response:

@@ -25,8 +25,8 @@ from .limits import LIMITS
 from .middleware import AccessMiddleware
 from .replies import Replies
 from .runtime import Runtime
+from .settings import SETTINGS_ENV
 
-SETTINGS_ENV = "ASSISTANT_ENGINE_SETTINGS"
 _RATE_LIMITED_ROUTES = ("/api/v1/chat", "/api/v1/chat/stream", "/api/v1/history", "/v1/chat/completions")
 _GC_YOUNG_THRESHOLD = 10_000  # net new container objects between young collections (default 700)
 # On shutdown, websocket replies still being generated get this long to finish and be stored.
@@ -136,8 +136,9 @@ def create_app() -> Starlette:
 
 
 def _on_sighup(rt: Runtime) -> None:
-    """SIGHUP re-reads the settings file. With several workers uvicorn's parent process gets the
-    signal instead and replaces the workers one by one, each reading the file anew."""
+    """SIGHUP re-reads the settings file in place. The engine's parent (engine/workers.py) gets the
+    operator's SIGHUP and forwards it here when only reloadable settings changed; otherwise it rolls
+    the workers instead, each new one reading the file anew."""
     import asyncio
 
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

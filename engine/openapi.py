@@ -128,8 +128,10 @@ class HistoryKeyStatus(_Reply):
 
 class Health(_Reply):
     status: Literal["ok"]
-    pid: int
     uptime_seconds: float
+    # Loopback peers only: the worker that answered, and the sha256 of the settings file it runs.
+    pid: int | None = None
+    settings_sha256: str | None = None
 
 
 class Ready(_Reply):

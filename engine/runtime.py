@@ -25,7 +25,7 @@ from .limits import Limits
 from .pii import Masker, pseudonym_key
 from .retention import Upkeep
 from .router import Router
-from .settings import EngineSettings, load_secrets
+from .settings import EngineSettings, load_secrets, restart_fields
 from .skills import load_skills
 from .upstream import ClientPool
 
@@ -102,23 +102,7 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - a bad file must never take a running engine down
             logs.event(logs.APP, logging.ERROR, f"reload failed, keeping the running settings: {exc}")
             return
-        restart_only = [
-            f
-            for f in (
-                "listen_host",
-                "listen_port",
-                "workers",
-                "data_dir",
-                "log_dir",
-                "log_level",
-                "log_format",
-                "history_backend",
-                "history_dsn_secret",
-                "rate_limit_backend",
-                "rate_limit_redis_url_secret",
-            )
-            if getattr(settings, f) != getattr(self.settings, f)
-        ]
+        restart_only = restart_fields(self.settings, settings)
         if restart_only:
             logs.event(logs.APP, logging.WARNING, f"reload: {', '.join(restart_only)} change only on restart")
         self.settings, self.settings_digest, self.secrets, self.catalog = settings, digest, secrets, catalog

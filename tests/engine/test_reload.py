@@ -133,8 +133,11 @@ def test_two_workers_share_metrics_and_restart_on_sighup(engine_factory: StartEn
         assert answered_by <= pids and len(pids) == 2
         assert engine.metric("assistant_model_calls_total", model="local", outcome="success") == 40
         settings = engine.settings()
-        engine.write_settings(settings.model_copy(update={"models": [*settings.models, model("fresh")]}))
-        engine.process.send_signal(signal.SIGHUP)  # uvicorn's parent replaces the workers one by one
+        # A new log level needs new processes: the parent replaces the workers one by one.
+        engine.write_settings(
+            settings.model_copy(update={"models": [*settings.models, model("fresh")], "log_level": "warning"})
+        )
+        engine.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 15
         while (alive := worker_pids(engine.process.pid)) and alive & pids and time.monotonic() < deadline:
             time.sleep(0.2)
