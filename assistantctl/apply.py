@@ -135,17 +135,38 @@ def _bundle_vars(plan: HostPlan, release: str, tmpdir: Path) -> dict:
         "assistant_release": release,
         "assistant_bundle": str(bundle_path),
         "assistant_changed_services": plan.changed_services,
+        "assistant_repair": repair_vars(plan),
         "assistant_checks": [
             {"folder": folder, "command": command.replace("{root}", target.root).replace("{python}", target.python)}
             for folder, command in plan.bundle.checks
         ],
     }
+    # Test-only: tests/test_failure_matrix.py fails the named step (ship, reload, health) of a real
+    # apply with it; unset (always, outside that test) the playbooks never see the variable.
+    if fault := os.environ.get("ASSISTANTCTL_TEST_FAULT"):
+        values["assistant_fault"] = fault
     if plan.install_runtime:
         values["assistant_runtime"] = {
             "id": target.runtime,
             "wheelhouse": str(runtime.wheelhouse(runtime.controller_runtime(), plan.host_python)),
         }
     return values
+
+
+def repair_vars(plan: HostPlan) -> dict:
+    """What playbooks/tasks/repair.yml does about the plan's running-state drift, after the services
+    whose files changed were reloaded (so those are not reloaded twice)."""
+    fixes: dict[str, set[str]] = {"update": set(), "start": set(), "restart": set(), "reload": set()}
+    for drift in plan.running_drift:
+        fixes[drift.fix].add(drift.service)
+    done = set(plan.changed_services) | fixes["start"] | fixes["restart"]
+    return {
+        # reload.yml's `update` (when supervisor's files changed) already did it
+        "update_supervisor": bool(fixes["update"]) and "supervisor" not in plan.changed_services,
+        "start": sorted(fixes["start"]),
+        "restart": sorted(fixes["restart"] - fixes["start"]),
+        "reload": sorted(fixes["reload"] - done),
+    }
 
 
 def _local_tmp(target: Target, tmpdir: Path) -> dict:

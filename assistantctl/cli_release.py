@@ -81,11 +81,13 @@ def _rollback_choice(host: str, facts: dict, wanted: str | None, force: bool = F
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
-    """Per host: live release, when and by whom it was applied, drift, locks, services, health, and
-    the last failed apply. Exits 1 when a host cannot be reached (the others are still shown)."""
+    """Per host: live release, when and by whom it was applied, drift (files, and what runs against
+    the live release), locks, services, health through each path (engine directly, nginx → engine),
+    and the last failed apply. Exits 1 when a host cannot be reached (the others are still shown)."""
     import json
 
     from .locking import describe
+    from .plan import running_drift
     from .remote import HostUnreachable, fetch_facts, host_action
 
     spec = load(spec_path)
@@ -99,6 +101,7 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
             continue
         files = (facts["manifest"] or {}).get("files", {})
         drift = sorted(p for p, e in files.items() if facts["actual"].get(p) != e["sha256"])
+        paths = {name: check["status"] for name, check in facts["running"]["health"].items()}
         report.append(
             {
                 "host": target.host.name,
@@ -106,9 +109,11 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
                 "applied": _applied(last),
                 "audit_problem": last.get("problem"),
                 "drift": drift,
+                "running_drift": [d.problem for d in running_drift(facts)],
                 "lock": facts["lock"],
-                "programs": facts["services"]["programs"],
-                "health": facts["services"]["health"],
+                "programs": facts["running"]["programs"] or {},
+                "health": _health(paths),
+                "health_paths": paths,
                 "last_failure": facts.get("last_failure"),
             }
         )
@@ -133,6 +138,7 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
         programs = ", ".join(f"{name} {state}" for name, state in sorted(row["programs"].items()))
         click.echo(f"  programs: {programs or 'none running'}")
         click.echo(f"  drift: {', '.join(row['drift']) or 'none'}")
+        click.echo(f"  running: {'; '.join(row['running_drift']) or 'as the live release says'}")
         if row["lock"]:
             click.echo(f"  locked by {describe(row['lock'])}")
         if row["last_failure"]:
@@ -140,6 +146,15 @@ def status(spec_path: str, hosts: str | None, as_json: bool) -> None:
             click.echo(f"  last failed apply: release {failure.get('release')} {_why(failure)}")
     if unreachable:
         sys.exit(EXIT_ERROR)
+
+
+def _health(paths: dict[str, str]) -> str:
+    """Says ok only when every path the release serves through answers; else each path's answer."""
+    if not paths:
+        return "nothing to check (no engine or nginx in the live release)"
+    if all(status == "ok" for status in paths.values()):
+        return "ok"
+    return "; ".join(f"{path} {status}" for path, status in paths.items())
 
 
 def _why(failure: dict) -> str:

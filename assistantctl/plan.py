@@ -1,8 +1,10 @@
-"""Compare what a host should run (the bundle) with what it runs (its facts), file by file."""
+"""Compare what a host should run (the bundle) with what it runs (its facts): file by file, and its
+running state (programs, listening sockets, the engine's settings) against its live release."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import Literal
@@ -11,6 +13,14 @@ from .bundle import Bundle
 from .renderers import Target
 
 Action = Literal["add", "change", "remove"]
+# How apply repairs a running-state drift (playbooks/tasks/repair.yml): `supervisorctl update` for
+# programs supervisord and the release disagree on, start a stopped one, restart one stuck in
+# BACKOFF, reload (services.yml's reload command) one that runs but not what its release says.
+Fix = Literal["update", "start", "restart", "reload"]
+_STARTING = "STARTING"  # on its way up (an apply, supervisord's own respawn): not drift yet
+# Programs that open their configured sockets again on a reload; the others (the engine's parent
+# keeps its listening socket across a SIGHUP) listen elsewhere only after a restart.
+_REBINDS = frozenset({"nginx"})
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,15 @@ class FileChange:
     service: str
     sensitive: bool = False
     drift: bool = False  # the live file no longer matches the live manifest: edited by hand
+
+
+@dataclass(frozen=True)
+class ServiceDrift:
+    """The host does not run what its live release says: `problem` for people, `fix` for apply."""
+
+    service: str
+    problem: str
+    fix: Fix
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,7 @@ class HostPlan:
     lock: dict | None = None
     install_runtime: bool = False  # the engine's virtualenv for this version is not on the host yet
     host_python: dict = field(default_factory=dict)  # the host's python3: what its wheels must fit
+    running_drift: tuple[ServiceDrift, ...] = ()  # what runs differs from the live release: apply repairs
 
     @property
     def host(self) -> str:
@@ -42,7 +62,7 @@ class HostPlan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes) or self.start_services or self.install_runtime
+        return bool(self.changes) or self.start_services or self.install_runtime or bool(self.running_drift)
 
     @property
     def changed_services(self) -> list[str]:
@@ -81,10 +101,78 @@ def plan_host(target: Target, bundle: Bundle, facts: dict) -> HostPlan:
         lock=facts.get("lock"),
         install_runtime=target.runtime is not None and target.runtime not in facts.get("runtimes", ()),
         host_python=facts.get("python", {}),
+        running_drift=running_drift(facts),
     )
 
 
 def live_digest(facts: dict) -> str:
-    """A hash of what is live on a host: its release, manifest and the real hashes of its files."""
+    """A hash of what is live on a host: its release, manifest, the real hashes of its files and its
+    running-state drift (what apply would repair; not pids or timings, which move on their own)."""
     state = {key: facts.get(key) for key in ("release", "manifest", "actual")}
+    state["running_drift"] = [[d.service, d.problem, d.fix] for d in running_drift(facts)]
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def running_drift(facts: dict) -> tuple[ServiceDrift, ...]:
+    """Where the running state differs from the live release. Nothing when supervisord is not
+    running at all (`start_services` covers that) or does not answer (nothing to compare)."""
+    running = facts.get("running") or {}
+    states = running.get("programs")
+    if not facts.get("supervisord_running") or states is None:
+        return ()
+    expected = running.get("expected_programs", [])
+    found = [
+        ServiceDrift(name, f"{name} {state.lower()}, the live release has no such program", "update")
+        for name, state in sorted(states.items())
+        if name not in expected
+    ]
+    for name in expected:
+        state = states.get(name)
+        if state is None:
+            found.append(ServiceDrift(name, f"{name} unknown to supervisord, the release runs it", "update"))
+        elif state not in ("RUNNING", _STARTING):
+            found.append(ServiceDrift(name, f"{name} {state.lower()}, the release runs it", _state_fix(state)))
+    found.extend(_socket_drift(running.get("sockets", []), states))
+    found.extend(_settings_drift(facts, states))
+    return tuple(found)
+
+
+def _state_fix(state: str | None) -> Fix:
+    """How a program that does not run comes back: added by `update`, restarted out of BACKOFF
+    (supervisord refuses to start what it still retries), or started."""
+    return "update" if state is None else "restart" if state == "BACKOFF" else "start"
+
+
+def _socket_drift(sockets: list[dict], states: dict[str, str]) -> list[ServiceDrift]:
+    found = []
+    for sock in sockets:
+        program, address, port, listening = sock["program"], sock["address"], sock["port"], sock["listening"]
+        if states.get(program) == _STARTING or _listens(address, listening):
+            continue
+        state = states.get(program)
+        fix = _state_fix(state) if state != "RUNNING" else "reload" if program in _REBINDS else "restart"
+        if not listening:
+            found.append(ServiceDrift(program, f"port {port} not listening ({program})", fix))
+        else:
+            where = ", ".join(f"{a}:{port}" for a in listening)
+            found.append(ServiceDrift(program, f"port {port}: listening on {where}, the release has {address}", fix))
+    return found
+
+
+def _listens(address: str, listening: list[str]) -> bool:
+    """An address the release names is served by that address, or by a wildcard covering it."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:  # a host name in nginx's `listen`: any socket on the port will do
+        return bool(listening)
+    return address in listening or (address == "0.0.0.0" and "::" in listening)
+
+
+def _settings_drift(facts: dict, states: dict[str, str]) -> list[ServiceDrift]:
+    """The engine's config generation: the settings its workers loaded (GET /health from loopback
+    carries their sha256; an engine without it is not judged) against the live manifest's."""
+    loaded = ((facts.get("running") or {}).get("health", {}).get("engine") or {}).get("settings_sha256")
+    live = ((facts.get("manifest") or {}).get("files", {}).get("engine/settings.json") or {}).get("sha256")
+    if not loaded or not live or loaded == live or states.get("engine") != "RUNNING":
+        return []
+    return [ServiceDrift("engine", "engine runs other settings than the live release", "reload")]

@@ -17,6 +17,7 @@ def summary(plans: list[HostPlan]) -> dict[str, int]:
         "remove": sum(p.count("remove") for p in plans),
         "start": sum(1 for p in plans if p.start_services),
         "runtimes": sum(1 for p in plans if p.install_runtime),
+        "repair": sum(1 for p in plans if p.running_drift),
         "hosts": len(plans),
         "hosts_changing": sum(1 for p in plans if p.has_changes),
     }
@@ -28,9 +29,10 @@ def summary_line(plans: list[HostPlan]) -> str:
         return f"No changes. {s['hosts']} host(s) up to date."
     starts = f", services to start on {s['start']} host(s)" if s["start"] else ""
     runtimes = f", engine runtime to install on {s['runtimes']} host(s)" if s["runtimes"] else ""
+    repairs = f", running state to repair on {s['repair']} host(s)" if s["repair"] else ""
     return (
         f"Plan: {s['add']} to add, {s['change']} to change, {s['remove']} to remove"
-        f"{starts}{runtimes} ({s['hosts_changing']} of {s['hosts']} host(s) changing)."
+        f"{starts}{runtimes}{repairs} ({s['hosts_changing']} of {s['hosts']} host(s) changing)."
     )
 
 
@@ -56,6 +58,7 @@ def render_text(plans: list[HostPlan], with_diff: bool = False, warnings: list[s
                 out.extend("      " + line for line in _diff(plan, change.path))
         if plan.start_services:
             out.append("  ~ services: not running -> start")
+        out.extend(f"  ~ services: {drift.problem} -> {drift.fix}" for drift in plan.running_drift)
         out.append(f"  services to reload: {', '.join(plan.changed_services) or 'none'}")
     out.append(summary_line(plans))
     return "\n".join(out) + "\n"
@@ -87,6 +90,9 @@ def render_json(plans: list[HostPlan], warnings: list[str] = ()) -> str:
                         "start_services": p.start_services,
                         "install_runtime": p.target.runtime if p.install_runtime else None,
                         "services_to_reload": p.changed_services,
+                        "running_drift": [
+                            {"service": d.service, "problem": d.problem, "fix": d.fix} for d in p.running_drift
+                        ],
                         "changes": [
                             {
                                 "action": c.action,
