@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .adapters.base import Usage
+from .adapters.base import Chunk, Usage
 from .bodies import completion_request, read_json
 from .history import new_id
 from .jsonio import JSONResponse
@@ -53,7 +53,7 @@ async def chat_completions(request: Request) -> Response:
     catalog = rt.catalog
     check_model(catalog, model)
     trace = new_trace(request, user)
-    opts = options(trace, req.max_tokens, req.temperature)
+    opts = options(trace, req.max_tokens, req.temperature, req.extra)
     created = int(time.time())
     completion_id = f"chatcmpl-{new_id()}"
     if req.stream:
@@ -83,10 +83,20 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _message(text: str, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return message
+    if not tool_calls:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": tool_calls}
+
+
+def _deltas(chunks: list[Chunk]) -> list[dict[str, Any]]:
+    """The OpenAI deltas a batch of chunks carries: text, and the tool call pieces."""
+    deltas: list[dict[str, Any]] = []
+    for chunk in chunks:
+        if chunk.delta:
+            deltas.append({"content": chunk.delta})
+        if chunk.tool_calls:
+            deltas.append({"tool_calls": chunk.tool_calls})
+    return deltas
 
 
 def _chunk(completion_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -105,9 +115,9 @@ async def _relay(
     model = stream.model
     yield event(_chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None))
     end = StreamEnd()
-    async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
+    async with aclosing(relay_deltas(rt, stream, deadline, end, _deltas)) as deltas:
         async for batch in deltas:
-            yield b"".join(event(_chunk(completion_id, created, model, {"content": d}, None)) for d in batch)
+            yield b"".join(event(_chunk(completion_id, created, model, d, None)) for d in batch)
     if end.error is not None:
         yield event({"error": {"message": end.error, "type": "upstream_error", "code": 502}})
         return

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect, Request
 
 from .adapters.base import Message
 from .auth import USER_PATTERN
+from .bodies_openai import extra_fields, integer, message, text
 from .errors import ApiError
 from .jsonio import RefusedJson, loads
 
 DEFAULT_PRIORITY = 5  # 0 (first) .. 9 (last) among requests waiting for the same model
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class CompletionRequest:
     max_tokens: int | None
     temperature: float | None
     priority: int
+    extra: dict[str, Any] | None = None  # tools, tool_choice, top_p ... (adapters.base.CallOptions.extra)
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -85,34 +86,17 @@ def _optional_str(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _integer(value: Any) -> int | None:
-    """An integer as JSON Schema counts them (2.0 is one, true is not), else None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def _priority(data: dict[str, Any]) -> int:
-    value = _integer(data.get("priority", DEFAULT_PRIORITY))
+    value = integer(data.get("priority", DEFAULT_PRIORITY))
     if value is None or not 0 <= value <= 9:
         raise ApiError(400, "invalid_field", "priority must be an integer from 0 (first) to 9")
-    return value
-
-
-def _text(value: Any, key: str, max_chars: int) -> str:
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_field", f"{key} must be a string")
-    if len(value) > max_chars:
-        raise ApiError(413, "message_too_long", f"{key} is over {max_chars} characters")
     return value
 
 
 def chat_request(data: dict[str, Any], max_chars: int) -> ChatRequest:
     if "message" not in data:
         raise ApiError(400, "missing_field", "message is required")
-    message = _text(data["message"], "message", max_chars)
+    message = text(data["message"], "message", max_chars)
     if not message.strip():
         raise ApiError(400, "invalid_field", "message must not be empty")
     conversation_id = _optional_str(data, "conversation_id")
@@ -127,21 +111,10 @@ def chat_request(data: dict[str, Any], max_chars: int) -> ChatRequest:
     )
 
 
-def _content(value: Any, max_chars: int) -> str:
-    # OpenAI content may be a list of parts; only text parts are understood here.
-    if isinstance(value, list):
-        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
-            raise ApiError(400, "invalid_field", "only text content parts (with a string text) are supported")
-        value = "".join(p["text"] for p in value)
-    if value is None:
-        value = ""
-    return _text(value, "content", max_chars)
-
-
 def _positive_int(data: dict[str, Any], key: str) -> int | None:
     if data.get(key) is None:
         return None
-    value = _integer(data[key])
+    value = integer(data[key])
     if value is None or value < 1:
         raise ApiError(400, "invalid_field", f"{key} must be a positive integer")
     return value
@@ -159,12 +132,7 @@ def completion_request(data: dict[str, Any], max_chars: int) -> CompletionReques
     raw = data.get("messages")
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "invalid_field", "messages must be a non-empty list")
-    messages: list[Message] = []
-    for item in raw:
-        role = item.get("role") if isinstance(item, dict) else None
-        if not isinstance(role, str) or role not in _ROLES:
-            raise ApiError(400, "invalid_field", f"each message needs a role in {sorted(_ROLES)}")
-        messages.append({"role": role, "content": _content(item.get("content"), max_chars)})
+    messages = [message(item, max_chars) for item in raw]
     options = data.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise ApiError(400, "invalid_field", "stream_options must be an object")
@@ -183,6 +151,7 @@ def completion_request(data: dict[str, Any], max_chars: int) -> CompletionReques
         max_tokens=max_tokens if max_tokens is not None else max_completion_tokens,
         temperature=float(temperature) if temperature is not None else None,
         priority=_priority(data),
+        extra=extra_fields(data),
     )
 
 
@@ -212,9 +181,81 @@ class TextPart(_Body):
     text: str
 
 
-class CompletionMessage(_Body):
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+class ImageUrl(_Body):
+    url: str = Field(description="An https: URL or a data: URL (base64); Ollama takes only the latter.")
+
+
+class ImagePart(_Body):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+Content = str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]] | None
+
+
+class Function(_Body):
+    name: str = Field(min_length=1)
+    arguments: str = Field(description="The arguments as JSON text.")
+
+
+class ToolCall(_Body):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: Function
+
+
+class SystemMessage(_Body):
+    role: Literal["system"]
+    content: Content = None
+
+
+class UserMessage(_Body):
+    role: Literal["user"]
+    content: Content = None
+
+
+class AssistantMessage(_Body):
+    role: Literal["assistant"]
+    content: Content = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ToolMessage(_Body):
+    role: Literal["tool"]
+    content: Content = None
+    tool_call_id: str = Field(min_length=1, description="The id of the tool call this answers.")
+
+
+CompletionMessage = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
+
+
+class FunctionDefinition(_Body):
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict, description="The arguments' JSON Schema.")
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Body):
+    name: str = Field(min_length=1)
+
+
+class ToolChoiceFunction(_Body):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class TextFormat(_Body):
+    type: Literal["text", "json_object"]
+
+
+class JsonSchemaFormat(_Body):
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any]
 
 
 class StreamOptions(_Body):
@@ -233,6 +274,14 @@ class CompletionBody(_Body):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     priority: int = Field(DEFAULT_PRIORITY, ge=0, le=9)
+    # Passed on to the model (translated for Anthropic and Ollama; see engine/adapters).
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: TextFormat | JsonSchemaFormat | None = None
+    top_p: float | None = Field(None, ge=0, le=1)
+    stop: str | Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
+    seed: int | None = None
 
 
 class DefaultModelBody(_Body):

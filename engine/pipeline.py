@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -83,8 +83,10 @@ def new_trace(request: Request, user: str) -> Trace:
     return Trace(request_id=request_id(request.scope), user=user, started=time.monotonic())
 
 
-def options(trace: Trace, max_tokens: int | None = None, temperature: float | None = None) -> CallOptions:
-    return CallOptions(request_id=trace.request_id, max_tokens=max_tokens, temperature=temperature)
+def options(
+    trace: Trace, max_tokens: int | None = None, temperature: float | None = None, extra: dict[str, Any] | None = None
+) -> CallOptions:
+    return CallOptions(request_id=trace.request_id, max_tokens=max_tokens, temperature=temperature, extra=extra)
 
 
 async def call_model(
@@ -151,10 +153,19 @@ class StreamEnd:
     timeout: bool = False
 
 
+def text_deltas(chunks: list[Chunk]) -> list[str]:
+    return [chunk.delta for chunk in chunks if chunk.delta]
+
+
 async def relay_deltas(
-    rt: Runtime, stream: ModelStream | CompleteStream | RestoringStream, deadline: float, end: StreamEnd
-) -> AsyncIterator[list[str]]:
-    """The stream's text pieces, a list of those that arrived together at a time, until it
+    rt: Runtime,
+    stream: ModelStream | CompleteStream | RestoringStream,
+    deadline: float,
+    end: StreamEnd,
+    pick: Callable[[list[Chunk]], list[Any]] = text_deltas,
+) -> AsyncIterator[list[Any]]:
+    """The stream's text pieces (or what `pick` takes of each batch of chunks: the OpenAI endpoint
+    takes tool call pieces too), a list of those that arrived together at a time, until it
     finishes, fails or passes `deadline`. The request counts as in flight meanwhile and the stream
     is always closed; a failure stops the pieces and lands in `end`. Use it under
     `contextlib.aclosing`, so a client going away closes the upstream call too."""
@@ -162,7 +173,7 @@ async def relay_deltas(
     try:
         async with asyncio.timeout_at(deadline):
             async for chunks in stream:
-                deltas = [chunk.delta for chunk in chunks if chunk.delta]
+                deltas = pick(chunks)
                 if deltas:
                     yield deltas
     except UpstreamError as exc:  # the stream has recorded it against the model already
@@ -183,9 +194,10 @@ class CompleteStream:
         self.text = reply.text
         self.usage = reply.usage
         self.finish_reason = reply.finish_reason
+        self.tool_calls = [{"index": i, **call} for i, call in enumerate(reply.tool_calls)] or None
 
     async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
-        yield [Chunk(delta=self.text, usage=self.usage, finish_reason=self.finish_reason)]
+        yield [Chunk(self.text, self.usage, self.finish_reason, self.tool_calls)]
 
     async def close(self, error: UpstreamError | None = None) -> None:
         """Nothing to end: the model call finished (and was recorded) before this existed."""

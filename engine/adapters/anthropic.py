@@ -7,6 +7,7 @@ from typing import Any
 
 from ..settings import ModelSettings
 from ..upstream import ClientPool, loads, post_json, request_headers, sse_data, stream_chunks
+from .anthropic_messages import finish_reason, request_fields, split_system, tool_calls
 from .base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
@@ -17,13 +18,6 @@ DEFAULT_MAX_TOKENS = 1024
 
 def messages_path(api_base: str) -> str:
     return "/messages" if api_base.rstrip("/").endswith("/v1") else "/v1/messages"
-
-
-def split_system(messages: list[Message]) -> tuple[str, list[Message]]:
-    """Anthropic takes system prompts as a top-level field, not as a message."""
-    system = "\n\n".join(m["content"] for m in messages if m.get("role") == "system")
-    rest = [{"role": m["role"], "content": m["content"]} for m in messages if m.get("role") != "system"]
-    return system, rest
 
 
 class AnthropicAdapter:
@@ -51,6 +45,8 @@ class AnthropicAdapter:
             body["temperature"] = temperature
         if system:
             body["system"] = system
+        if opts.extra:
+            body.update(request_fields(opts.extra))
         return body
 
     async def chat(self, messages: list[Message], opts: CallOptions) -> Reply:
@@ -61,13 +57,12 @@ class AnthropicAdapter:
         if not isinstance(blocks, list):
             raise UpstreamError("upstream answer has no content", retryable=False)
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        tools = [b for b in blocks if b.get("type") == "tool_use"]
         usage = data.get("usage") or {}
         return Reply(
             text=text,
             usage=Usage(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))),
-            finish_reason=data.get("stop_reason") or "stop",
-            tool_calls=tools,
+            finish_reason=finish_reason(data.get("stop_reason")),
+            tool_calls=tool_calls(blocks),
         )
 
     def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
@@ -77,12 +72,14 @@ class AnthropicAdapter:
 
 
 class StreamParser:
-    """Typed SSE events: text deltas, token counts in message_start/message_delta, message_stop."""
+    """Typed SSE events: text deltas, token counts in message_start/message_delta, message_stop.
+    A `tool_use` block and its `input_json_delta` pieces become OpenAI tool call pieces."""
 
     def __init__(self) -> None:
         self.done = False
         self.input_tokens = self.output_tokens = 0
         self.finish: str | None = None
+        self.tools: dict[int, int] = {}  # content block index -> OpenAI tool call index
 
     def feed(self, line: str) -> list[Chunk]:
         payload = sse_data(line)
@@ -96,6 +93,15 @@ class StreamParser:
             delta = event.get("delta") or {}
             if delta.get("type") == "text_delta" and delta.get("text"):
                 return [Chunk(delta=delta["text"])]
+            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self.tools.get(event.get("index", -1), 0)
+                return [Chunk(tool_calls=[{"index": index, "function": {"arguments": delta["partial_json"]}}])]
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tools[event.get("index", -1)] = len(self.tools)
+                call = {"index": index, "id": block.get("id", ""), "type": "function"}
+                return [Chunk(tool_calls=[{**call, "function": {"name": block.get("name", ""), "arguments": ""}}])]
         elif kind == "message_delta":
             self.output_tokens = int((event.get("usage") or {}).get("output_tokens", self.output_tokens))
             self.finish = (event.get("delta") or {}).get("stop_reason") or self.finish
@@ -107,4 +113,4 @@ class StreamParser:
         return []
 
     def end(self) -> Chunk:
-        return Chunk(usage=Usage(self.input_tokens, self.output_tokens), finish_reason=self.finish or "stop")
+        return Chunk(usage=Usage(self.input_tokens, self.output_tokens), finish_reason=finish_reason(self.finish))

@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-Message = dict[str, str]  # {"role": "user"|"assistant"|"system", "content": "..."}
+# {"role": "system"|"user"|"assistant"|"tool", "content": "..."}, in OpenAI's chat shape: an
+# assistant message may carry `tool_calls` (content then may be None), a tool message `tool_call_id`,
+# and content may be a list of parts when it holds images (engine/bodies.py checks all of it).
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,8 @@ class Chunk:
     delta: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    # OpenAI streaming tool call pieces: [{"index", "id"?, "type"?, "function": {"name"?, "arguments"?}}]
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class UpstreamError(Exception):
@@ -67,6 +72,10 @@ class CallOptions:
     request_id: str = "-"
     max_tokens: int | None = None
     temperature: float | None = None
+    # The OpenAI request fields beyond messages that a client sent (tools, tool_choice,
+    # parallel_tool_calls, response_format, top_p, stop, seed), checked by engine/bodies.py;
+    # each adapter passes them on or translates them to its provider's API.
+    extra: dict[str, Any] | None = None
 
 
 class Adapter(Protocol):
@@ -84,8 +93,22 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+def text_of(content: Any) -> str:
+    """A message's text: its content string, or its text parts joined (None and images: nothing)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if p.get("type") == "text")
+    return ""
+
+
 def prompt_words(messages: list[Message]) -> int:
-    return sum(count_words(m.get("content", "")) for m in messages)
+    return sum(count_words(text_of(m.get("content"))) for m in messages)
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """One tool call as OpenAI's API writes it (arguments: a JSON text)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 class WrappedStream:

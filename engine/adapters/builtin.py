@@ -1,7 +1,8 @@
 """The offline model: a deterministic function of the conversation, for demos and tests.
 
 It never touches the network. The reply names itself so nobody mistakes it for a real model, echoes
-the user's last message, and streams word by word. Tokens are whitespace-separated words.
+the text of the user's last message, and streams word by word. Tokens are whitespace-separated words.
+It has no tools: tools, tool calls, tool results and images in a request are ignored.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from ..settings import ModelSettings
-from .base import CallOptions, Chunk, Message, Reply, Usage, prompt_words
+from .base import CallOptions, Chunk, Message, Reply, Usage, prompt_words, text_of
 
 
 def builtin_answer(messages: list[Message]) -> str:
-    last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    last = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     turns = sum(1 for m in messages if m.get("role") == "user")
     text = " ".join(last.split()) or "(empty message)"
     return (

@@ -1,4 +1,6 @@
-"""Ollama's native API: POST {api_base}/api/chat, newline-delimited JSON when streaming."""
+"""Ollama's native API: POST {api_base}/api/chat, newline-delimited JSON when streaming.
+
+Tool calls, tool results, images and the OpenAI request fields are translated in ollama_messages."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 from ..settings import ModelSettings
 from ..upstream import ClientPool, loads, post_json, request_headers, stream_chunks
+from . import ollama_messages
 from .base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
 
 DEFAULT_API_BASE = "http://127.0.0.1:11434"
@@ -34,7 +37,13 @@ class OllamaAdapter:
             options["num_predict"] = max_tokens
         if temperature is not None:
             options["temperature"] = temperature
-        body: dict[str, Any] = {"model": self.settings.model, "messages": messages, "stream": stream}
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": ollama_messages.messages(messages),
+            "stream": stream,
+        }
+        if opts.extra:
+            body.update(ollama_messages.request_fields(opts.extra, options))
         if options:
             body["options"] = options
         return body
@@ -46,11 +55,12 @@ class OllamaAdapter:
         message = data.get("message")
         if not isinstance(message, dict):
             raise UpstreamError("upstream answer has no message", retryable=False)
+        calls = ollama_messages.tool_calls(message)
         return Reply(
             text=message.get("content") or "",
             usage=_usage(data),
-            finish_reason=data.get("done_reason") or "stop",
-            tool_calls=list(message.get("tool_calls") or []),
+            finish_reason="tool_calls" if calls else data.get("done_reason") or "stop",
+            tool_calls=calls,
         )
 
     def stream(self, messages: list[Message], opts: CallOptions) -> AsyncIterator[list[Chunk]]:
@@ -64,16 +74,24 @@ class StreamParser:
     def __init__(self) -> None:
         self.done = False
         self.last: dict[str, Any] = {}
+        self.calls = 0  # tool calls so far: the next one's index
 
     def feed(self, line: str) -> list[Chunk]:
         event = loads(line)
         if event.get("error"):
             raise UpstreamError(f"upstream error: {event['error']}", retryable=False)
         self.done, self.last = bool(event.get("done")), event
-        delta = (event.get("message") or {}).get("content")
-        return [Chunk(delta=delta)] if delta else []
+        message = event.get("message") or {}
+        delta = message.get("content")
+        chunks = [Chunk(delta=delta)] if delta else []
+        if message.get("tool_calls"):
+            calls = [{"index": i, **c} for i, c in enumerate(ollama_messages.tool_calls(message), self.calls)]
+            self.calls += len(calls)
+            chunks.append(Chunk(tool_calls=calls))
+        return chunks
 
     def end(self) -> Chunk:
         if not self.done:
             raise UpstreamError("upstream stream ended without done", retryable=True)
-        return Chunk(usage=_usage(self.last), finish_reason=self.last.get("done_reason") or "stop")
+        finish = "tool_calls" if self.calls else self.last.get("done_reason") or "stop"
+        return Chunk(usage=_usage(self.last), finish_reason=finish)

@@ -1,4 +1,7 @@
-"""Any OpenAI-compatible server: POST {api_base}/chat/completions, SSE when streaming."""
+"""Any OpenAI-compatible server: POST {api_base}/chat/completions, SSE when streaming.
+
+The engine's messages and request fields are OpenAI's already, so they go upstream as they are, and
+the upstream's tool calls (whole, or as streamed pieces) come back as they are."""
 
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ class OpenAIAdapter:
 
     def _body(self, messages: list[Message], opts: CallOptions, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.settings.model, "messages": messages, "stream": stream}
+        if opts.extra:  # tools, tool_choice, top_p ...: OpenAI's own fields, passed on as the client sent them
+            body.update(opts.extra)
         max_tokens = opts.max_tokens or self.settings.max_tokens
         temperature = opts.temperature if opts.temperature is not None else self.settings.temperature
         if max_tokens:
@@ -91,10 +96,13 @@ class StreamParser:
         chunks = []
         for choice in event.get("choices") or []:
             self.finish = choice.get("finish_reason") or self.finish
-            delta = (choice.get("delta") or {}).get("content")
-            if delta:
-                self.words += count_words(delta)
-                chunks.append(Chunk(delta=delta))
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.words += count_words(content)
+                chunks.append(Chunk(delta=content))
+            if delta.get("tool_calls"):
+                chunks.append(Chunk(tool_calls=delta["tool_calls"]))
         return chunks
 
     def end(self) -> Chunk:

@@ -44,7 +44,8 @@ def test_anthropic_events_count_tokens_and_an_error_event_fails_the_stream() -> 
     text += sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}})
     text += sse({"type": "message_stop"}, "message_stop")
     assert [c.delta for c in feed_all(parser, text)] == ["Hello"]
-    assert parser.done and parser.end() == Chunk(usage=Usage(11, 5), finish_reason="end_turn")
+    # Anthropic's stop reasons are reported as OpenAI's finish reasons (end_turn is stop)
+    assert parser.done and parser.end() == Chunk(usage=Usage(11, 5), finish_reason="stop")
 
     with pytest.raises(UpstreamError, match="overloaded") as failed:
         anthropic.StreamParser().feed("data: " + json.dumps({"type": "error", "error": {"message": "overloaded"}}))
