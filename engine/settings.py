@@ -59,6 +59,77 @@ class SkillSettings(_Settings):
     config: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+# The tools shipped in engine/tools/builtin/ and their risk class: safe (no effect beyond the
+# user's own data and the model), network (reaches other hosts), machine (touches this host).
+# engine/tools' registry must hold exactly these (tests/engine/test_tools_registry.py).
+BUILTIN_TOOLS: dict[str, Literal["safe", "network", "machine"]] = {
+    "current_time": "safe",
+    "convert_timezone": "safe",
+    "date_add": "safe",
+    "date_diff": "safe",
+    "calculator": "safe",
+    "convert_units": "safe",
+    "random_number": "safe",
+    "uuid": "safe",
+    "notes_save": "safe",
+    "notes_list": "safe",
+    "notes_delete": "safe",
+    "send_message": "safe",
+    "summarize_conversation": "safe",
+    "translate": "safe",
+    "generate_code": "safe",
+    "http_fetch": "network",
+    "web_page_text": "network",
+    "web_search": "network",
+}
+SAFE_TOOLS = [name for name, risk in BUILTIN_TOOLS.items() if risk == "safe"]
+
+
+class FetchToolSettings(_Settings):
+    """http_fetch and web_page_text: where they may go and how much they may read."""
+
+    # Empty: any public host; otherwise these domains and their subdomains only.
+    allowed_domains: list[str] = Field(default_factory=list)
+    # Networks reachable although private, loopback, link-local or reserved (CIDR), e.g. an intranet.
+    allowed_networks: list[str] = Field(default_factory=list)
+    max_bytes: int = Field(1_000_000, ge=1)
+    timeout_seconds: float = Field(10, gt=0)
+    max_redirects: int = Field(5, ge=0)
+
+
+class SearchToolSettings(_Settings):
+    """web_search: a SearXNG instance answering `format=json`."""
+
+    url: str | None = None
+    max_results: int = Field(5, ge=1, le=50)
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class NotesToolSettings(_Settings):
+    max_notes_per_user: int = Field(500, ge=1)
+    max_note_chars: int = Field(4000, ge=1)
+
+
+class ToolPermissionSettings(_Settings):
+    """Who may use one tool: empty lists do not restrict, both lists must admit the caller."""
+
+    tool: str
+    channels: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)
+
+
+class ToolsSettings(_Settings):
+    # The tools the model may call, resolved by the renderer (no groups, nothing disabled).
+    enabled: list[str] = Field(default_factory=lambda: list(SAFE_TOOLS))
+    permissions: list[ToolPermissionSettings] = Field(default_factory=list)
+    max_steps: int = Field(8, ge=1)
+    step_timeout_seconds: float = Field(20, gt=0)
+    output_limit_bytes: int = Field(16_000, ge=256)
+    fetch: FetchToolSettings = FetchToolSettings()
+    search: SearchToolSettings = SearchToolSettings()
+    notes: NotesToolSettings = NotesToolSettings()
+
+
 class RateLimitSettings(_Settings):
     requests_per_minute: int
     burst: int
@@ -140,6 +211,7 @@ class EngineSettings(_Settings):
     models: list[ModelSettings]
     channels: list[ChannelSettings] = Field(default_factory=list)
     skills: list[SkillSettings] = Field(default_factory=list)
+    tools: ToolsSettings = ToolsSettings()
     rate_limit: RateLimitSettings
     global_rate_limit: GlobalRateLimitSettings | None = None
     # Tokens (input + output) a user may spend per UTC day; None: no budget.
@@ -193,3 +265,50 @@ def load_secrets(settings: EngineSettings) -> dict[str, str]:
     if not settings.secrets_file or not Path(settings.secrets_file).exists():
         return {}
     return json.loads(Path(settings.secrets_file).read_text(encoding="utf-8"))
+
+
+# The environment variable naming the settings file to the workers (set by `python -m ...engine`).
+SETTINGS_ENV = "ASSISTANT_ENGINE_SETTINGS"
+
+# What a worker builds once, at start (sockets, logging, storage, routes, middleware, the HTTP
+# protocol, the masker, the history keyring): a change to one of these needs new worker processes.
+RESTART_ONLY = (
+    "listen_host",
+    "listen_port",
+    "workers",
+    "data_dir",
+    "log_dir",
+    "log_level",
+    "log_format",
+    "history_backend",
+    "history_dsn_secret",
+    "rate_limit_backend",
+    "rate_limit_redis_url_secret",
+    "secrets_file",
+    "channels",
+    "metrics_enabled",
+    "metrics_path",
+    "header_timeout_seconds",
+    "body_timeout_seconds",
+    "request_timeout_seconds",
+    "daily_tokens_per_user",
+    "security.edge_addresses",
+    "security.edge_secret",
+    "security.pii_masking",
+    "security.audit_log",
+    "security.history_key_secret",
+    "security.history_keys",
+    "security.history_retention_days",
+)
+
+
+def restart_fields(old: EngineSettings, new: EngineSettings) -> list[str]:
+    """The RESTART_ONLY fields that differ: the engine's parent rolls its workers for these."""
+    return [f for f in RESTART_ONLY if _field(old, f) != _field(new, f)]
+
+
+def _field(settings: EngineSettings, dotted: str) -> object:
+    value: object = settings
+    for name in dotted.split("."):
+        value = getattr(value, name)
+    return value

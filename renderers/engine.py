@@ -7,12 +7,17 @@ import json
 from ..engine.settings import (
     ChannelSettings,
     EngineSettings,
+    FetchToolSettings,
     GlobalRateLimitSettings,
     HistoryKeySettings,
     ModelSettings,
+    NotesToolSettings,
     RateLimitSettings,
+    SearchToolSettings,
     SecuritySettings,
     SkillSettings,
+    ToolPermissionSettings,
+    ToolsSettings,
 )
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
@@ -57,6 +62,7 @@ def build_settings(target: Target) -> EngineSettings:
             for s in spec.tools.skills
             if s.enabled
         ],
+        tools=_tools(spec),
         rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),
         global_rate_limit=(
             GlobalRateLimitSettings(**limits.global_rate_limit.model_dump()) if limits.global_rate_limit else None
@@ -75,6 +81,34 @@ def build_settings(target: Target) -> EngineSettings:
         history_dsn_secret=_name_if_set(secrets, "deploy.state.postgres_dsn"),
         rate_limit_backend=spec.deploy.state.rate_limits,
         rate_limit_redis_url_secret=_name_if_set(secrets, "deploy.state.redis_url"),
+    )
+
+
+def _tools(spec: Spec) -> ToolsSettings:
+    tools = spec.tools
+    options = tools.settings
+    return ToolsSettings(
+        enabled=tools.active,
+        permissions=[
+            ToolPermissionSettings(tool=rule.tool, channels=list(rule.channels), users=list(rule.users))
+            for rule in tools.permissions
+        ],
+        max_steps=tools.max_steps,
+        step_timeout_seconds=tools.step_timeout_seconds,
+        output_limit_bytes=tools.output_limit_bytes,
+        fetch=FetchToolSettings(
+            allowed_domains=list(options.fetch.allowed_domains),
+            allowed_networks=[str(network) for network in options.fetch.allowed_networks],
+            max_bytes=options.fetch.max_bytes,
+            timeout_seconds=options.fetch.timeout_seconds,
+            max_redirects=options.fetch.max_redirects,
+        ),
+        search=SearchToolSettings(
+            url=str(options.search.url).rstrip("/") if options.search.url else None,
+            max_results=options.search.max_results,
+            timeout_seconds=options.search.timeout_seconds,
+        ),
+        notes=NotesToolSettings(**options.notes.model_dump()),
     )
 
 

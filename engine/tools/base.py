@@ -1,0 +1,102 @@
+"""What a tool is, what it may use, and what it gives back.
+
+A tool is a `Tool`: a name, a description and a pydantic argument model (its JSON Schema is what
+the model sees), an async `run(args, context)` and a risk class. `run` returns text, or a
+`ToolOutput` to mark text that came from the network (`tainted`), and raises `ToolError` with a
+sentence for the model when it cannot do what was asked. Anything else it raises, a hang, an
+oversized answer or bad arguments are turned into a tool error by `call_tool` (engine/tools/call.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from ..settings import ToolsSettings
+
+Risk = Literal["safe", "network", "machine"]
+Message = dict[str, Any]  # OpenAI's chat shape, as engine/adapters/base.py
+Outcome = Literal["ok", "error", "invalid_arguments", "timeout", "too_large", "denied", "unknown_tool"]
+
+
+class ToolError(Exception):
+    """Raised by a tool with a message meant for the model ("no such timezone 'Mars/Base'")."""
+
+
+class Arguments(BaseModel):
+    """The base of every tool's argument model: unknown arguments are errors the model can read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolContext(Protocol):
+    """What the tool-calling loop gives a tool for one call."""
+
+    user: str
+    channel: str
+    request_id: str
+    messages: Sequence[Message]  # the conversation so far, oldest first
+    data_dir: Path  # the engine's data_dir: tools keep their files under data_dir/tools/
+    settings: ToolsSettings
+    complete: Callable[[list[Message]], Awaitable[str]]  # one call of the configured model
+    send: Callable[[str], Awaitable[None]]  # a message to the user, through the request's channel
+
+
+@dataclass(frozen=True)
+class Context:
+    """A plain `ToolContext`, for the loop and for tests."""
+
+    user: str
+    channel: str
+    request_id: str
+    messages: Sequence[Message]
+    data_dir: Path
+    settings: ToolsSettings
+    complete: Callable[[list[Message]], Awaitable[str]]
+    send: Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    text: str
+    tainted: bool = False  # the text came from the network: a later policy may ask before risky tools
+
+
+Run = Callable[[Any, ToolContext], Awaitable["str | ToolOutput"]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args: type[Arguments]
+    run: Run
+    risk: Risk = "safe"
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as OpenAI's `tools` list declares it."""
+        schema = self.args.model_json_schema()
+        schema.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": schema},
+        }
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """One call's result: `content` is what goes back to the model, an error sentence when not ok."""
+
+    tool: str
+    outcome: Outcome
+    content: str
+    tainted: bool = False
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
