@@ -53,7 +53,8 @@ def run_checks(target: Target, only: set[str] | None = None, overrides: Override
 
 def _run(folder: str, template: str, directory: Path, root: Path) -> CheckResult:
     command = template.replace("{dir}", str(directory)).replace("{root}", str(root))
-    argv = shlex.split(command.replace("{python}", shlex.quote(sys.executable)))
+    # -P: a checkout in the working directory (a CI job's) must not shadow the installed package.
+    argv = shlex.split(command.replace("{python}", f"{shlex.quote(sys.executable)} -P"))
     program = Path(argv[0]).name
     if shutil.which(argv[0]) is None:
         return CheckResult(folder, "missing", f"{argv[0]} is not installed here", program)

@@ -25,7 +25,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, wanted: bool) ->
 
     try:
         runtime = f" (engine runtime {controller_runtime().id})"
-    except RuntimeUnavailable:  # not a source checkout: it builds no runtime
+    except RuntimeUnavailable:  # a dependency of the engine is missing here: it builds no runtime
         runtime = ""
     click.echo(f"assistantctl {version('assistantctl')}{runtime}")
     ctx.exit()

@@ -1,6 +1,8 @@
 """The engine's runtime on an SSH host: a virtualenv holding the controller's own assistantctl and
 the exact versions of the engine's dependencies that the controller runs, installed offline from a
-wheelhouse the controller builds (hosts need no package index).
+wheelhouse the controller builds (hosts need no package index). The controller's assistantctl may
+run from a source checkout or be installed as a wheel (`pip install .`): either way the host gets
+the same engine code under the same runtime id.
 
 A runtime is named by a hash of what it holds, so a host keeps one virtualenv per version side by
 side: installing a new one never disturbs the engine that runs, and a rollback finds its own.
@@ -8,8 +10,12 @@ side: installing a new one never disturbs the engine that runs, and a rollback f
 
 from __future__ import annotations
 
+import base64
+import csv
 import functools
 import hashlib
+import importlib.util
+import io
 import os
 import shutil
 import subprocess
@@ -17,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -55,7 +62,7 @@ class RuntimeUnavailable(Exception):
 class Runtime:
     id: str
     pins: tuple[str, ...]  # name==version of every distribution the engine needs, sorted
-    source: Path  # the source checkout the controller runs, built into the host's wheel
+    source: Path | None  # the source checkout the controller runs from; None when installed from a wheel
 
     def python(self, root: str) -> str:
         return f"{root}/venvs/{self.id}/bin/python"
@@ -64,17 +71,18 @@ class Runtime:
 @functools.cache
 def controller_runtime() -> Runtime:
     source = Path(assistantctl.__file__).resolve().parent.parent
-    if not (source / "pyproject.toml").is_file():
-        raise RuntimeUnavailable(
-            "assistantctl is not running from a source checkout, so it cannot build the engine for SSH hosts; "
-            "set deploy.hosts[].python to an interpreter on the host that has this version installed"
-        )
     pins = tuple(sorted(f"{name}=={version}" for name, version in host_closure().items()))
     digest = hashlib.sha256("\n".join(pins).encode())
-    # The engine's own code decides what runs; the compiler's code never runs on a host.
-    for path in sorted((source / "engine").rglob("*.py")):
-        digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes())
-    return Runtime(id=digest.hexdigest()[:12], pins=pins, source=source)
+    # The engine's own code decides what runs; the compiler's code never runs on a host. Paths are
+    # named as in the source tree (engine/...), so a source checkout and an installed wheel of the
+    # same version give the same id.
+    engine = Path(importlib.util.find_spec("assistantctl.engine").submodule_search_locations[0])
+    for path in sorted(engine.rglob("*.py")):
+        name = "engine/" + path.relative_to(engine).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return Runtime(
+        id=digest.hexdigest()[:12], pins=pins, source=source if (source / "pyproject.toml").is_file() else None
+    )
 
 
 def host_closure() -> dict[str, str]:
@@ -114,8 +122,7 @@ def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -
         return archive
     folder = archive.with_suffix(".d")
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="assistantctl-wheel-") as tmp:
-        _pip("wheel", "--no-deps", "--wheel-dir", str(folder), str(_clean_copy(runtime.source, Path(tmp))))
+    project_wheel(runtime, folder)
     _pip(
         "download",
         "--no-deps",
@@ -134,6 +141,49 @@ def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -
             tar.add(path, arcname=path.name)
     partial.rename(archive)
     return archive
+
+
+def project_wheel(runtime: Runtime, folder: Path) -> Path:
+    """The controller's own assistantctl as a wheel in `folder`: built from the source checkout it
+    runs from, or repacked from the installed distribution's files when it was installed as a wheel."""
+    if runtime.source is None:
+        return _repack(metadata.distribution(PROJECT), folder)
+    with tempfile.TemporaryDirectory(prefix="assistantctl-wheel-") as tmp:
+        _pip("wheel", "--no-deps", "--wheel-dir", str(folder), str(_clean_copy(runtime.source, Path(tmp))))
+    return folder / f"{PROJECT}-{metadata.version(PROJECT)}-py3-none-any.whl"
+
+
+# What pip adds to a distribution when it installs a wheel; the rest of .dist-info came in the wheel.
+_INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+
+
+def _repack(distribution: metadata.Distribution, folder: Path) -> Path:
+    """The installed wheel back as a wheel: the files its RECORD lists under site-packages (not the
+    console scripts pip generated, nor bytecode), with a fresh RECORD. Entries are sorted and dated
+    1980 so the same installed version gives the same bytes."""
+    info = next(f for f in distribution.files if f.name == "WHEEL" and f.parent.name.endswith(".dist-info"))
+    tag = next(line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("Tag:"))
+    names = sorted(
+        f
+        for f in distribution.files
+        if f.parts[0] != ".."
+        and "__pycache__" not in f.parts
+        and not (f.parent == info.parent and f.name in _INSTALLER_FILES)
+    )
+    name = distribution.metadata["Name"].replace("-", "_")
+    wheel = folder / f"{name}-{distribution.version}-{tag}.whl"
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path in names:
+            data = Path(distribution.locate_file(path)).read_bytes()
+            archive.writestr(zipfile.ZipInfo(path.as_posix(), (1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            writer.writerow([path.as_posix(), f"sha256={digest}", len(data)])
+        listing = f"{info.parent.as_posix()}/RECORD"
+        writer.writerow([listing, "", ""])
+        archive.writestr(zipfile.ZipInfo(listing, (1980, 1, 1, 0, 0, 0)), record.getvalue(), zipfile.ZIP_DEFLATED)
+    return wheel
 
 
 def _clean_copy(source: Path, into: Path) -> Path:
