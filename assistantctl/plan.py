@@ -13,6 +13,7 @@ from .bundle import Bundle
 from .renderers import Target
 
 Action = Literal["add", "change", "remove"]
+ENGINE_PROGRAM = "supervisor/programs/engine.conf"
 # How apply repairs a running-state drift (playbooks/tasks/repair.yml): `supervisorctl update` for
 # programs supervisord and the release disagree on, start a stopped one, restart one stuck in
 # BACKOFF, reload (services.yml's reload command) one that runs but not what its release says.
@@ -67,6 +68,19 @@ class HostPlan:
     @property
     def changed_services(self) -> list[str]:
         return sorted({c.service for c in self.changes})
+
+    @property
+    def engine_restart(self) -> str | None:
+        """Why this apply restarts the running engine instead of reloading it, or None.
+
+        Settings changes reload or roll the workers without a failed request (engine/workers.py);
+        a changed supervisor program (a new runtime virtualenv, another command) is restarted by
+        `supervisorctl update`, so the requests in flight at that moment may fail.
+        """
+        for change in self.changes:
+            if change.path == ENGINE_PROGRAM and change.action == "change" and self.live_release:
+                return "its supervisor program changed (a new runtime or command)"
+        return None
 
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action == action)

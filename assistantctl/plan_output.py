@@ -59,6 +59,8 @@ def render_text(plans: list[HostPlan], with_diff: bool = False, warnings: list[s
         if plan.start_services:
             out.append("  ~ services: not running -> start")
         out.extend(f"  ~ services: {drift.problem} -> {drift.fix}" for drift in plan.running_drift)
+        if plan.engine_restart:
+            out.append(f"  ! engine restarts: {plan.engine_restart}; requests in flight then may fail")
         out.append(f"  services to reload: {', '.join(plan.changed_services) or 'none'}")
     out.append(summary_line(plans))
     return "\n".join(out) + "\n"
@@ -90,6 +92,7 @@ def render_json(plans: list[HostPlan], warnings: list[str] = ()) -> str:
                         "start_services": p.start_services,
                         "install_runtime": p.target.runtime if p.install_runtime else None,
                         "services_to_reload": p.changed_services,
+                        "engine_restart": p.engine_restart,
                         "running_drift": [
                             {"service": d.service, "problem": d.problem, "fix": d.fix} for d in p.running_drift
                         ],

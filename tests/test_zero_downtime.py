@@ -15,6 +15,7 @@ import asyncio
 import collections
 import copy
 import hashlib
+import json
 import subprocess
 import sys
 import threading
@@ -185,3 +186,20 @@ def test_a_new_worker_count_is_reached_without_a_failed_request(deployment):
     assert load.failures == [], load.outcomes
     assert engine_parent(deployment) == parent
     assert runs_new_settings_everywhere(deployment, 3)
+
+
+def test_plan_says_when_a_change_restarts_the_engine_instead(deployment):
+    """A new supervisor program for the engine (here: its stop grace time follows the request
+    timeout) is restarted by `supervisorctl update`: plan says so before anyone applies it."""
+    applied_spec = copy.deepcopy(deployment.data)
+    data = copy.deepcopy(applied_spec)
+    data["limits"].setdefault("timeouts", {})["request_seconds"] = 187
+    deployment.rewrite(data)
+    try:
+        host = json.loads(deployment.run("plan", "--json").stdout)["hosts"][0]
+        assert host["engine_restart"] == "its supervisor program changed (a new runtime or command)"
+        text = deployment.run("plan").stdout
+        assert "! engine restarts: its supervisor program changed" in text, text
+    finally:
+        deployment.rewrite(applied_spec)
+    assert json.loads(deployment.run("plan", "--json").stdout)["hosts"][0]["engine_restart"] is None
