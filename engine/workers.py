@@ -70,6 +70,18 @@ class EngineSupervisor(Multiprocess):
         self.secrets_digest = _secrets_digest(settings)
         self.config_for = config_for
 
+    def init_processes(self) -> None:
+        """Start the workers and wait for them: a worker that dies while starting (a skill that
+        cannot load, a database it cannot open) stops the engine with its error, as a single
+        process would, instead of uvicorn respawning it forever behind a parent that looks fine."""
+        super().init_processes()
+        for process in self.processes:
+            ready = process.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit)
+            if not ready and not process.process.is_alive():
+                self.terminate_all()
+                self.join_all()
+                raise SystemExit(f"engine: worker {process.pid} exited while starting (its error is above)")
+
     def handle_hup(self) -> None:
         try:
             settings = EngineSettings.model_validate_json(Path(self.settings_path).read_bytes())

@@ -233,7 +233,10 @@ def _read_until_closed(conn: socket.socket, limit: float) -> tuple[bytes, float]
 
 
 def _open_fds(engine: RunningEngine) -> int:
-    return len(os.listdir(f"/proc/{engine.process.pid}/fd"))
+    """Open files of the engine: its parent (which holds the listening socket) and its workers."""
+    parent = engine.process.pid
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in [parent, *children] if Path(f"/proc/{pid}").exists())
 
 
 def test_headers_that_never_finish_are_cut_off_after_the_header_timeout(engine: RunningEngine) -> None:
