@@ -13,24 +13,28 @@ from .adapters.base import Message
 from .api_history import whose
 from .bodies import chat_request, read_json
 from .errors import ApiError
-from .history import ConversationNotFound, Row, new_id
+from .history import ConversationNotFound, Row, new_id, tool_rows
 from .jsonio import JSONResponse
 from .pipeline import (
     StreamEnd,
     admit,
-    call_model,
+    chat_with_tools,
     check_model,
     in_flight,
     new_trace,
     open_stream,
     options,
     relay_deltas,
+    relay_with_tools,
     runtime,
+    tool_loop,
 )
 from .router import ModelStream, Trace
 from .runtime import Runtime
 from .sse import EventStreamResponse, event
+from .tools.loop import ToolLoop
 
+CHANNEL = "web"  # the channel name tool permissions use for this API
 _MAX_PAGE = 200
 
 
@@ -51,40 +55,64 @@ async def _prepare(request: Request) -> tuple[Runtime, Trace, object, str, list[
     return rt, new_trace(request, user), req, conversation_id, [*context, {"role": "user", "content": req.message}]
 
 
-def _rows(trace: Trace, conversation_id: str, question: str, answer: str, model: str, tokens: int) -> list[Row]:
-    return [
-        Row(new_id(), conversation_id, trace.user, "user", question),
-        Row(new_id(), conversation_id, trace.user, "assistant", answer, model, tokens),
-    ]
+def _rows(
+    trace: Trace,
+    conversation_id: str,
+    question: str,
+    answer: str,
+    model: str,
+    tokens: int,
+    loop: ToolLoop | None = None,
+) -> list[Row]:
+    """The turn's rows: the question, the tool loop's messages if any, the answer (last)."""
+    rows = [Row(new_id(), conversation_id, trace.user, "user", question)]
+    if loop is not None and loop.added:
+        rows += tool_rows(conversation_id, trace.user, loop.added, model)
+    rows.append(Row(new_id(), conversation_id, trace.user, "assistant", answer, model, tokens))
+    return rows
 
 
 async def chat(request: Request) -> Response:
     rt, trace, req, conversation_id, messages = await _prepare(request)
     catalog = rt.catalog  # this request stays on this catalog even if the default switches meanwhile
+    loop = tool_loop(rt, catalog, req.model, trace, req.priority, CHANNEL)
     async with in_flight(rt):
-        model, reply = await call_model(rt, catalog, req.model, messages, options(trace), trace, req.priority)
-    rows = _rows(trace, conversation_id, req.message, reply.text, model, reply.usage.output_tokens)
+        model, reply = await chat_with_tools(
+            rt, catalog, req.model, messages, options(trace), trace, req.priority, loop
+        )
+    rows = _rows(trace, conversation_id, req.message, reply.text, model, reply.usage.output_tokens, loop)
     await rt.history.append(rows)
-    return JSONResponse(
-        {
-            "reply": reply.text,
-            "model": model,
-            "conversation_id": conversation_id,
-            "message_id": rows[1].id,
-            "usage": reply.usage.as_dict(),
-            "tool_calls": reply.tool_calls,
-        }
-    )
+    body = {
+        "reply": reply.text,
+        "model": model,
+        "conversation_id": conversation_id,
+        "message_id": rows[-1].id,
+        "usage": reply.usage.as_dict(),
+        "tool_calls": reply.tool_calls,
+    }
+    if loop is not None:
+        body["finish_reason"] = reply.finish_reason
+        body["tools"] = loop.summaries
+        if loop.sent:
+            body["sent"] = loop.sent
+    return JSONResponse(body)
 
 
 async def chat_stream(request: Request) -> Response:
     rt, trace, req, conversation_id, messages = await _prepare(request)
     catalog = rt.catalog
     deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
+    loop = tool_loop(rt, catalog, req.model, trace, req.priority, CHANNEL)
+    opts = options(trace)
     async with in_flight(rt):
         # Errors before the first chunk are ordinary JSON errors with a status code.
-        stream = await open_stream(rt, catalog, req.model, messages, options(trace), trace, req.priority, deadline)
-    return EventStreamResponse(_relay(rt, stream, trace, conversation_id, req.message, deadline))
+        first = loop.options(opts) if loop is not None else opts
+        stream = await open_stream(rt, catalog, req.model, messages, first, trace, req.priority, deadline)
+    if loop is None:
+        return EventStreamResponse(_relay(rt, stream, trace, conversation_id, req.message, deadline))
+    end = StreamEnd()
+    relay = relay_with_tools(rt, catalog, req.model, messages, opts, trace, req.priority, deadline, end, loop, stream)
+    return EventStreamResponse(_relay_tools(rt, relay, end, loop, trace, conversation_id, req.message))
 
 
 async def _relay(
@@ -99,14 +127,49 @@ async def _relay(
         return
     rows = _rows(trace, conversation_id, question, stream.text, stream.model, stream.usage.output_tokens)
     await rt.history.append(rows)
-    yield event(
+    yield _done(rows, stream.model, conversation_id, stream.finish_reason, stream.usage.as_dict())
+
+
+async def _relay_tools(
+    rt: Runtime,
+    relay: AsyncIterator[list[str] | dict],
+    end: StreamEnd,
+    loop: ToolLoop,
+    trace: Trace,
+    conversation_id: str,
+    question: str,
+) -> AsyncIterator[bytes]:
+    """As `_relay`, with a `{"tool": {...}}` event per tool call start and end between the steps
+    (and `{"tool": {"event": "sent", "text": ...}}` for what the send_message tool sends)."""
+    async with aclosing(relay) as items:
+        async for item in items:
+            if isinstance(item, dict):
+                yield event({"tool": item})
+                while loop.sent:
+                    yield event({"tool": {"event": "sent", "text": loop.sent.pop(0)}})
+            else:
+                yield b"".join(event({"delta": delta}) for delta in item)
+    if end.error is not None:
+        code = "timeout" if end.timeout else "upstream_error"
+        yield event({"error": {"code": code, "message": end.error}, "done": True})
+        return
+    stream, usage = end.stream, loop.usage
+    reply = loop.final_text(stream.text, end.stopped)
+    rows = _rows(trace, conversation_id, question, reply, stream.model, usage.output_tokens, loop)
+    await rt.history.append(rows)
+    finish = "max_steps" if end.stopped else stream.finish_reason
+    yield _done(rows, stream.model, conversation_id, finish, usage.as_dict())
+
+
+def _done(rows: list[Row], model: str, conversation_id: str, finish_reason: str, usage: dict) -> bytes:
+    return event(
         {
             "done": True,
-            "model": stream.model,
+            "model": model,
             "conversation_id": conversation_id,
-            "message_id": rows[1].id,
-            "finish_reason": stream.finish_reason,
-            "usage": stream.usage.as_dict(),
+            "message_id": rows[-1].id,
+            "finish_reason": finish_reason,
+            "usage": usage,
         }
     )
 

@@ -14,6 +14,8 @@ Client -> server
   {"type": "ping"}                  optional; the server answers {"type": "pong", "ts": ...}
 Server -> client
   {"type": "chunk", "id": ..., "seq": n, "delta": "..."}        n = 0, 1, 2 ... per id
+  {"type": "tool", "id": ..., "event": "started"|"finished"|"failed", "call_id": ..., "name": ...,
+   "outcome": ..., "duration_ms": ..., "preview": "..."}          the engine ran a tool (not on replay)
   {"type": "done", "id": ..., "reply": "...", "conversation_id": ..., "message_id": ...,
    "model": ..., "replayed": bool}
   {"type": "error", "id": ... | null, "code": "...", "message": "..."}
@@ -238,7 +240,7 @@ class Connection:
             while True:
                 frame = await queue.get()
                 await self.send(frame)
-                if frame["type"] != "chunk":
+                if frame["type"] not in ("chunk", "tool"):
                     return
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the client left; the job goes on and stores the reply

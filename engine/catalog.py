@@ -24,7 +24,7 @@ class UnknownModel(Exception):
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
     settings: ModelSettings
-    secret: str | None
+    secret: tuple[str | None, ...]  # the secret values it was built with (`_secrets_of`)
     adapter: Adapter
     breaker: Breaker
     gate: Gate
@@ -65,7 +65,7 @@ def build_catalog(
 ) -> Catalog:
     entries: dict[str, ModelEntry] = {}
     for model in settings.models:
-        secret = secrets.get(model.api_key_secret) if model.api_key_secret else None
+        secret = _secrets_of(model, secrets)
         old = previous.entries.get(model.name) if previous else None
         if old is not None and old.settings == model and old.secret == secret:
             entries[model.name] = old
@@ -78,3 +78,9 @@ def build_catalog(
             gate=Gate(model.max_concurrency, settings.queue_size),
         )
     return Catalog(entries=entries, default=settings.default_model, fallback=tuple(settings.fallback))
+
+
+def _secrets_of(model: ModelSettings, secrets: dict[str, str]) -> tuple[str | None, ...]:
+    """The secret values a model's adapter is built with: a change to any rebuilds it."""
+    names = [model.api_key_secret, *model.param_secrets.values()]
+    return tuple(secrets.get(name) if name else None for name in names)

@@ -9,6 +9,7 @@ Deleting, listing and the background upkeep live in lifecycle_sqlite.py.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -64,6 +65,50 @@ class ConversationNotFound(Exception):
     pass
 
 
+# A tool loop's messages are rows too, so that a conversation can go on after it: the assistant's
+# turn that asked for tools is a `tool_calls` row, each result a `tool` row, their content JSON
+# (what the message holds beyond a role). Plain turns stay plain text.
+TOOL_ROLES = ("tool_calls", "tool")
+
+
+def tool_rows(conversation_id: str, user: str, messages: list[dict[str, Any]], model: str | None) -> list[Row]:
+    """Rows for the messages of a tool loop (engine/tools/loop.py `added`), in order."""
+    rows = []
+    for m in messages:
+        if m["role"] == "tool":
+            content = {"tool_call_id": m["tool_call_id"], "content": m["content"]}
+            rows.append(Row(new_id(), conversation_id, user, "tool", json.dumps(content, ensure_ascii=False)))
+        else:
+            content = {"content": m.get("content"), "tool_calls": m["tool_calls"]}
+            rows.append(
+                Row(new_id(), conversation_id, user, "tool_calls", json.dumps(content, ensure_ascii=False), model)
+            )
+    return rows
+
+
+def model_messages(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored rows as model messages: tool rows back in OpenAI's shape. Tool results whose call
+    fell out of the context window are dropped (a model refuses an orphan result), and so is every
+    tool row when one cannot be read."""
+    messages: list[dict[str, Any]] = []
+    try:
+        for m in stored:
+            role = m["role"]
+            if role == "tool_calls":
+                data = json.loads(m["content"])
+                messages.append({"role": "assistant", "content": data["content"], "tool_calls": data["tool_calls"]})
+            elif role == "tool":
+                if not messages:
+                    continue  # its call is older than the window
+                data = json.loads(m["content"])
+                messages.append({"role": "tool", "tool_call_id": data["tool_call_id"], "content": data["content"]})
+            else:
+                messages.append(m)
+    except (ValueError, KeyError, TypeError):
+        return [m for m in stored if m["role"] not in TOOL_ROLES]
+    return messages
+
+
 class OwnedConversations:
     """Who may read a conversation, the same for every history backend; a backend provides
     `owner` and `_last_messages`."""
@@ -81,7 +126,10 @@ class OwnedConversations:
             raise ConversationNotFound(conversation_id)
         if limit <= 0:
             return []
-        return await self._last_messages(conversation_id, limit)
+        stored = await self._last_messages(conversation_id, limit)
+        if any(m["role"] in TOOL_ROLES for m in stored):
+            return model_messages(stored)
+        return stored
 
     async def owner(self, conversation_id: str) -> str | None:
         raise NotImplementedError

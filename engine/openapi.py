@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from . import api_admin, api_chat, api_history, api_openai, channels, metrics
 from .auth import USER_PATTERN
 from .bodies import ChatBody, CompletionBody, DefaultModelBody
-from .openapi_events import ChatCompletionChunk, CompletionStreamError, event_schema
+from .openapi_events import ChatCompletionChunk, CompletionStreamError, StreamTool, ToolEvent, event_schema
 
 API_VERSION = "1.0.0"
 _REF = "#/components/schemas/{model}"
@@ -56,6 +56,11 @@ class ChatReply(_Reply):
     message_id: str
     usage: Usage
     tool_calls: list[dict[str, Any]]
+    # With tools offered: why the model stopped (max_steps: it still wanted tools), the tool calls
+    # the engine ran (their `finished`/`failed` events) and what send_message sent.
+    finish_reason: str | None = None
+    tools: list[ToolEvent] | None = None
+    sent: list[str] | None = None
 
 
 class StreamDelta(_Reply):
@@ -271,8 +276,9 @@ OPERATIONS: dict[Any, Operation] = {
         None,
         ChatBody,
         _CHAT_ERRORS,
-        events=(StreamDelta, StreamDone, StreamError),
-        description="`delta` events, then one `done` event (or an `error` event when the model fails mid-reply).",
+        events=(StreamDelta, StreamTool, StreamDone, StreamError),
+        description="`delta` events, `tool` events while the engine runs the model's tool calls, then one "
+        "`done` event (or an `error` event when the model fails mid-reply).",
     ),
     api_chat.history: Operation(
         "The user's messages, newest first",

@@ -59,6 +59,27 @@ class CompletionStreamError(_Event):
     error: CompletionErrorDetail
 
 
+class ToolEvent(_Event):
+    """A tool call of the engine's own tool loop (engine/tools/loop.py) started, finished (outcome
+    ok) or failed (an error the model was told about, never a failed request); or a text the
+    send_message tool sent (`sent`, with `text`). `preview`: the first 200 characters of the
+    result the model got."""
+
+    event: Literal["started", "finished", "failed", "sent"]
+    call_id: str | None = None
+    name: str | None = None
+    outcome: Literal["ok", "error", "invalid_arguments", "timeout", "too_large", "denied", "unknown_tool"] | None = None
+    duration_ms: float | None = None
+    preview: str | None = None
+    text: str | None = None
+
+
+class StreamTool(_Event):
+    """Between the steps of a tool loop: one `tool` event per tool call start and end."""
+
+    tool: ToolEvent
+
+
 def event_schema(events: tuple[type[BaseModel], ...], last: str | None = None) -> dict[str, Any]:
     """The schema of one event whose `data` is the JSON of one of `events` (or exactly `last`)."""
     data: dict[str, Any] = {

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -27,6 +29,7 @@ from .pii_placeholders import RestoringStream, hide_pii
 from .router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
 from .runtime import Runtime
 from .skills import SkillFailed
+from .tools.loop import Assembler, Event, ToolLoop, offered
 
 
 def runtime(request: Request) -> Runtime:
@@ -145,12 +148,111 @@ async def open_stream(
         raise _mapped(exc, trace) from None
 
 
+def tool_loop(
+    rt: Runtime,
+    catalog: Catalog,
+    model: str | None,
+    trace: Trace,
+    priority: int,
+    channel: str,
+    send: Callable[[str], Any] | None = None,
+) -> ToolLoop | None:
+    """The request's tool loop, or None when the caller may use no tool (then nothing changes)."""
+    tools = offered(rt.tools, channel, trace.user)
+    if not tools:
+        return None
+
+    async def complete(messages: list[Message]) -> str:
+        return (await call_model(rt, catalog, model, messages, options(trace), trace, priority))[1].text
+
+    data_dir = Path(rt.settings.data_dir)
+    return ToolLoop(rt.tools, tools, trace.user, channel, trace.request_id, data_dir, complete, send)
+
+
+async def chat_with_tools(
+    rt: Runtime,
+    catalog: Catalog,
+    model: str | None,
+    messages: list[Message],
+    opts: CallOptions,
+    trace: Trace,
+    priority: int,
+    loop: ToolLoop | None,
+) -> tuple[str, Reply]:
+    """`call_model`, and while the model asks for tools, the tools and the model again (all within
+    request_timeout_seconds); `loop.added` then holds the tool messages."""
+    if loop is None:
+        return await call_model(rt, catalog, model, messages, opts, trace, priority)
+    try:
+        async with asyncio.timeout(rt.settings.request_timeout_seconds):
+            while True:
+                conversation = [*messages, *loop.added]
+                answered_by, reply = await call_model(
+                    rt, catalog, model, conversation, loop.options(opts), trace, priority
+                )
+                loop.count(reply.usage)
+                if not loop.wants_tools(reply.tool_calls):
+                    return answered_by, loop.final(reply)
+                async for _ in loop.step(reply.text, reply.tool_calls, messages):
+                    pass
+    except TimeoutError:
+        raise _mapped(TimeoutError(), trace) from None
+
+
 @dataclass
 class StreamEnd:
-    """How a relayed stream ended: `error` is None when the model finished."""
+    """How a relayed stream ended: `error` is None when the model finished. With tools, `stream`
+    is the last step's stream and `stopped` says the model still wanted tools after max_steps."""
 
     error: str | None = None
     timeout: bool = False
+    stream: Any = None
+    stopped: bool = False
+
+
+async def relay_with_tools(
+    rt: Runtime,
+    catalog: Catalog,
+    model: str | None,
+    messages: list[Message],
+    opts: CallOptions,
+    trace: Trace,
+    priority: int,
+    deadline: float,
+    end: StreamEnd,
+    loop: ToolLoop,
+    stream: Any,
+) -> AsyncIterator[list[str] | Event]:
+    """`relay_deltas` over every step of a tool loop: text batches, and between steps the tool
+    events (dicts) as the calls start and end. `stream` is the first step's, opened with
+    `loop.options(opts)`. Use it under `contextlib.aclosing`."""
+    while True:
+        assembler = Assembler()
+        async with aclosing(relay_deltas(rt, stream, deadline, end, assembler.pick)) as deltas:
+            async for batch in deltas:
+                yield batch
+        loop.count(stream.usage)
+        calls = assembler.take()
+        end.stream, end.stopped = stream, bool(calls) and end.error is None
+        if end.error is not None or not loop.wants_tools(calls):
+            return
+        end.stopped = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with aclosing(loop.step(stream.text, calls, messages)) as events:
+                    async for tool_event in events:
+                        yield tool_event
+            conversation = [*messages, *loop.added]
+            async with in_flight(rt):
+                stream = await open_stream(
+                    rt, catalog, model, conversation, loop.options(opts), trace, priority, deadline
+                )
+        except TimeoutError:
+            end.error, end.timeout = "the model did not finish within request_timeout_seconds", True
+            return
+        except ApiError as exc:
+            end.error, end.timeout = exc.message, exc.code == "timeout"
+            return
 
 
 def text_deltas(chunks: list[Chunk]) -> list[str]:

@@ -11,7 +11,9 @@ message id. Whoever asks for the same id later gets that one reply:
   the claim is released after a failure, then it tries itself, or the claim went stale because
   its worker died, then it takes the claim over).
 
-The frames produced here are the websocket protocol's `chunk`, `done` and `error` (see api_ws).
+The frames produced here are the websocket protocol's `chunk`, `tool`, `done` and `error` (see
+api_ws). With tools (engine/tools/loop.py) the engine runs the model's tool calls between steps
+and stores them in the history with the reply.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from typing import Any
 from . import logs
 from .bodies import ChatRequest
 from .errors import ApiError
-from .history import ClientMessage, ConversationNotFound, Row, new_id
-from .pipeline import StreamEnd, in_flight, open_stream, options, relay_deltas
+from .history import ClientMessage, ConversationNotFound, Row, new_id, tool_rows
+from .pipeline import StreamEnd, in_flight, open_stream, options, relay_deltas, relay_with_tools, tool_loop
 from .router import Trace
 from .runtime import Runtime
+from .tools.loop import ToolLoop
 
+CHANNEL = "websocket"
 Frame = dict[str, Any]
 _POLL_SECONDS = 0.1
 # A claim whose reply is not stored this long after the request deadline belongs to a dead worker.
@@ -58,7 +62,8 @@ class Job:
 
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
-        self.chunks: list[Frame] = []
+        self.chunks: list[Frame] = []  # every chunk and tool frame so far, for late followers
+        self.seq = 0
         self.outcome: Frame | None = None
         self._followers: set[asyncio.Queue[Frame]] = set()
 
@@ -77,7 +82,12 @@ class Job:
         self._followers.discard(queue)
 
     def chunk(self, delta: str) -> None:
-        self._emit({"type": "chunk", "id": self.client_id, "seq": len(self.chunks), "delta": delta})
+        self._emit({"type": "chunk", "id": self.client_id, "seq": self.seq, "delta": delta})
+        self.seq += 1
+
+    def tool(self, event: dict[str, Any]) -> None:
+        """A tool call started or ended (engine/tools/loop.py), or a send_message text."""
+        self._emit({"type": "tool", "id": self.client_id, **event})
 
     def finish(self, frame: Frame) -> None:
         self.outcome = frame
@@ -85,7 +95,7 @@ class Job:
         self._followers.clear()
 
     def _emit(self, frame: Frame) -> None:
-        if frame["type"] == "chunk":
+        if frame["type"] in ("chunk", "tool"):
             self.chunks.append(frame)
         for queue in self._followers:
             queue.put_nowait(frame)
@@ -188,31 +198,45 @@ class Replies:
         trace = Trace(request_id=os.urandom(8).hex(), user=user, started=time.monotonic())
         catalog = rt.catalog
         deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
+        loop = tool_loop(rt, catalog, model, trace, req.priority, CHANNEL)
+        opts = options(trace)
         async with in_flight(rt):
-            stream = await open_stream(rt, catalog, model, messages, options(trace), trace, req.priority, deadline)
+            first = loop.options(opts) if loop is not None else opts
+            stream = await open_stream(rt, catalog, model, messages, first, trace, req.priority, deadline)
         end = StreamEnd()
-        async with aclosing(relay_deltas(rt, stream, deadline, end)) as deltas:
-            async for batch in deltas:
-                for delta in batch:
+        if loop is None:
+            relay = relay_deltas(rt, stream, deadline, end)
+        else:
+            relay = relay_with_tools(
+                rt, catalog, model, messages, opts, trace, req.priority, deadline, end, loop, stream
+            )
+        async with aclosing(relay) as items:
+            async for item in items:
+                if isinstance(item, dict):
+                    job.tool(item)
+                    while loop is not None and loop.sent:
+                        job.tool({"event": "sent", "text": loop.sent.pop(0)})
+                    continue
+                for delta in item:
                     job.chunk(delta)
         if end.error is not None:
             return error_frame(job.client_id, "timeout" if end.timeout else "upstream_error", end.error)
-        await rt.history.append(
-            [
-                Row(new_id(), conversation_id, user, "user", req.message),
-                Row(
-                    message_id,
-                    conversation_id,
-                    user,
-                    "assistant",
-                    stream.text,
-                    stream.model,
-                    stream.usage.output_tokens,
-                ),
-            ]
-        )
-        record = ClientMessage(job.client_id, conversation_id, message_id, 0.0, stream.text, stream.model)
+        text, answered_by, tokens = _answer(stream, end, loop)
+        rows = [Row(new_id(), conversation_id, user, "user", req.message)]
+        if loop is not None and loop.added:
+            rows += tool_rows(conversation_id, user, loop.added, answered_by)
+        rows.append(Row(message_id, conversation_id, user, "assistant", text, answered_by, tokens))
+        await rt.history.append(rows)
+        record = ClientMessage(job.client_id, conversation_id, message_id, 0.0, text, answered_by)
         return done_frame(job.client_id, record, replayed=False)
+
+
+def _answer(stream: Any, end: StreamEnd, loop: ToolLoop | None) -> tuple[str, str, int]:
+    """The reply's text, model and output tokens: the last step's, with a tool loop's whole usage."""
+    if loop is None:
+        return stream.text, stream.model, stream.usage.output_tokens
+    last = end.stream
+    return loop.final_text(last.text, end.stopped), last.model, loop.usage.output_tokens
 
 
 async def _release(rt: Runtime, user: str, client_id: str, message_id: str) -> None:

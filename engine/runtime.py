@@ -27,6 +27,8 @@ from .retention import Upkeep
 from .router import Router
 from .settings import EngineSettings, load_secrets, restart_fields
 from .skills import load_skills
+from .tools import Registry, load_registry
+from .tools.mcp import McpManager
 from .upstream import ClientPool
 
 OVERRIDE_FILE = "default-model.json"
@@ -46,6 +48,9 @@ class Runtime:
         self.catalog: Catalog = build_catalog(self.settings, self.secrets, self.clients)
         self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
         self.skills = load_skills(self.settings.skills)
+        # MCP servers connect in the background once started; their tools join the registry as they answer
+        self.mcp = McpManager(self.settings.tools.mcp_servers, self.secrets)
+        self.tools: Registry = load_registry(self.settings.tools, sources=[self.mcp])  # a request keeps its own
         self.limits = Limits(storage.limiter(self.settings, self.secrets))
         self.history_keys = keyring(self.settings.security, self.secrets)
         self.history = storage.history(self.settings, self.secrets, self.history_keys, self.masker)
@@ -70,6 +75,7 @@ class Runtime:
         await self.history.open()
         self.upkeep.start()
         await self.keys.start()
+        await self.mcp.start()  # returns at once: a server that is down never delays the engine
         self._apply_override()
         self._poller = asyncio.create_task(self._poll_override())
         logs.event(
@@ -87,6 +93,7 @@ class Runtime:
         await self.upkeep.stop()
         await self.history.close()
         await self.limits.aclose()
+        await self.mcp.close()  # ends the stdio servers this worker started
         await self.clients.aclose()
         logs.event(logs.APP, logging.INFO, f"engine stopped pid={os.getpid()}")
         logs.stop()
@@ -99,6 +106,7 @@ class Runtime:
             catalog = build_catalog(settings, secrets, self.clients, previous=self.catalog)
             auth = Auth(settings.security, secrets, self.keys)
             skills = load_skills(settings.skills)
+            tools = load_registry(settings.tools, sources=[self.mcp])  # servers change only on restart
         except Exception as exc:  # noqa: BLE001 - a bad file must never take a running engine down
             logs.event(logs.APP, logging.ERROR, f"reload failed, keeping the running settings: {exc}")
             return
@@ -109,6 +117,7 @@ class Runtime:
         self.router = Router(settings.retries, settings.retry_backoff_seconds)
         self.auth = auth
         self.skills = skills
+        self.tools = tools
         self._override_mtime = None
         self._apply_override()
         logs.event(

@@ -7,20 +7,61 @@ mode-0600 secrets file (`secrets_file`), written at apply time.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A custom model adapter's class: `package.module:ClassName`, or `package.module.ClassName`.
+CLASS_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*[.:][A-Za-z_][A-Za-z0-9_]*$"
+
+
+def split_class_path(path: str) -> tuple[str, str]:
+    """(module, class name) of a class path in either form."""
+    module, sep, name = path.partition(":")
+    if not sep:
+        module, _, name = path.rpartition(".")
+    return module, name
+
+
+def adapter_class_problems(cls: object) -> list[str]:
+    """What keeps `cls` from being a custom model adapter (empty: nothing). The contract, checked
+    by `assistantctl validate` and again by the engine when it builds the adapter: a class, built
+    as `cls(params)`, with `async def chat(messages, opts) -> Reply` and an async generator
+    `stream(messages, opts)` yielding lists of Chunk; an optional `Params` pydantic model that
+    `params` must fit (the instance is then what the constructor gets)."""
+    if not inspect.isclass(cls):
+        return [f"is a {type(cls).__name__}, not a class"]
+    problems = []
+    for method, check, kind in (
+        ("chat", inspect.iscoroutinefunction, "a coroutine function (async def)"),
+        ("stream", inspect.isasyncgenfunction, "an async generator (async def with yield)"),
+    ):
+        found = getattr(cls, method, None)
+        if found is None:
+            problems.append(f"missing method {method}")
+        elif not check(found):
+            problems.append(f"{method} must be {kind}")
+    params = getattr(cls, "Params", None)
+    if params is not None and not (inspect.isclass(params) and issubclass(params, BaseModel)):
+        problems.append("Params must be a pydantic model (a BaseModel subclass)")
+    try:
+        inspect.signature(cls).bind(object())
+    except (TypeError, ValueError) as exc:
+        problems.append(f"cannot be built as {cls.__name__}(params): {exc}")
+    return problems
+
+
 class ModelSettings(_Settings):
     name: str
-    provider: Literal["builtin", "openai", "anthropic", "ollama"]
+    provider: Literal["builtin", "openai", "anthropic", "ollama", "custom"]
     model: str
     api_base: str | None = None
     api_key_secret: str | None = None
@@ -32,6 +73,18 @@ class ModelSettings(_Settings):
     tokens_per_minute: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # provider "custom" (engine/adapters/custom.py): the class the engine imports, as
+    # `module:Class`, built with `params` plus the params whose values are secrets (param name ->
+    # entry of the secrets file).
+    adapter_class: str | None = Field(None, pattern=CLASS_PATH_PATTERN)
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    param_secrets: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _class_for_custom(self) -> ModelSettings:
+        if (self.provider == "custom") != (self.adapter_class is not None):
+            raise ValueError("adapter_class is set for provider 'custom' and only for it")
+        return self
 
 
 class ChannelSettings(_Settings):
@@ -118,6 +171,45 @@ class ToolPermissionSettings(_Settings):
     users: list[str] = Field(default_factory=list)
 
 
+# An MCP server's name: its tools reach the model as mcp_<name>__<tool> (engine/tools/mcp.py), and
+# OpenAI's tool names are ^[a-zA-Z0-9_-]{1,64}$, so it is short and has no "__" of its own.
+MCP_SERVER_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,23}$"
+
+
+class McpServerSettings(_Settings):
+    """One MCP server whose allowed tools the model may call (engine/tools/mcp.py).
+
+    stdio: `command` with `args` is started by each worker, with `env` over a minimal environment;
+    http: streamable HTTP at `url`, with `headers`. `env_secrets` / `header_secrets` map a variable
+    or header to the secrets-file entry holding its value. `allow_tools` names the server's own
+    tool names; ["*"] allows all; empty allows none."""
+
+    name: str = Field(pattern=MCP_SERVER_NAME_PATTERN)
+    transport: Literal["stdio", "http"]
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    env_secrets: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    header_secrets: dict[str, str] = Field(default_factory=dict)
+    allow_tools: list[str] = Field(default_factory=list)
+    # Seconds one call may take (the tools' step_timeout_seconds still caps it), and seconds a
+    # connection (process start or HTTP, plus the MCP handshake and the tool listing) may take.
+    timeout_seconds: float = Field(30, gt=0)
+    connect_timeout_seconds: float = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _has_its_transport(self) -> McpServerSettings:
+        if "__" in self.name:
+            raise ValueError(f"MCP server name '{self.name}' must not contain '__'")
+        if self.transport == "stdio" and not self.command:
+            raise ValueError(f"MCP server '{self.name}': transport stdio needs a command")
+        if self.transport == "http" and not self.url:
+            raise ValueError(f"MCP server '{self.name}': transport http needs a url")
+        return self
+
+
 class ToolsSettings(_Settings):
     # The tools the model may call, resolved by the renderer (no groups, nothing disabled).
     enabled: list[str] = Field(default_factory=lambda: list(SAFE_TOOLS))
@@ -128,6 +220,8 @@ class ToolsSettings(_Settings):
     fetch: FetchToolSettings = FetchToolSettings()
     search: SearchToolSettings = SearchToolSettings()
     notes: NotesToolSettings = NotesToolSettings()
+    # Connected by each worker at start, in the background (a server down does not stop the engine).
+    mcp_servers: list[McpServerSettings] = Field(default_factory=list)
 
 
 class RateLimitSettings(_Settings):
@@ -299,6 +393,7 @@ RESTART_ONLY = (
     "security.history_key_secret",
     "security.history_keys",
     "security.history_retention_days",
+    "tools.mcp_servers",
 )
 
 

@@ -10,6 +10,7 @@ from ..engine.settings import (
     FetchToolSettings,
     GlobalRateLimitSettings,
     HistoryKeySettings,
+    McpServerSettings,
     ModelSettings,
     NotesToolSettings,
     RateLimitSettings,
@@ -21,11 +22,13 @@ from ..engine.settings import (
 )
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
+from ..schema.spec.tools import McpHttpServer, McpStdioServer
+from ..schema.types import SECRET_REF
 from .base import Files, Renderer, Target
 
 SECRETS_FILE = "secrets.json"
 # The engine only ever gets the secrets its own settings can name.
-_ENGINE_SECRET_PREFIXES = ("models.", "channels.", "security.", "deploy.state.")
+_ENGINE_SECRET_PREFIXES = ("models.", "channels.", "security.", "deploy.state.", "tools.mcp_servers.")
 _CHANNEL_SECRETS = {
     "telegram": ("bot_token", "webhook_secret"),
     "wecom": ("token", "encoding_aes_key", "secret"),
@@ -62,7 +65,7 @@ def build_settings(target: Target) -> EngineSettings:
             for s in spec.tools.skills
             if s.enabled
         ],
-        tools=_tools(spec),
+        tools=_tools(spec, secrets),
         rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),
         global_rate_limit=(
             GlobalRateLimitSettings(**limits.global_rate_limit.model_dump()) if limits.global_rate_limit else None
@@ -84,7 +87,7 @@ def build_settings(target: Target) -> EngineSettings:
     )
 
 
-def _tools(spec: Spec) -> ToolsSettings:
+def _tools(spec: Spec, secrets: dict[str, str]) -> ToolsSettings:
     tools = spec.tools
     options = tools.settings
     return ToolsSettings(
@@ -109,7 +112,35 @@ def _tools(spec: Spec) -> ToolsSettings:
             timeout_seconds=options.search.timeout_seconds,
         ),
         notes=NotesToolSettings(**options.notes.model_dump()),
+        mcp_servers=[_mcp_server(name, server, secrets) for name, server in tools.mcp_servers.items()],
     )
+
+
+def _mcp_server(name: str, server: McpStdioServer | McpHttpServer, secrets: dict[str, str]) -> McpServerSettings:
+    """Literal env values and headers are written; secret ones are named by their place in the spec
+    (tools.mcp_servers.<name>.env.<VAR>, ...headers.<Header>) and go to the secrets file."""
+
+    def split(values: dict[str, str], field: str) -> tuple[dict[str, str], dict[str, str]]:
+        named = {key: f"tools.mcp_servers.{name}.{field}.{key}" for key in values}
+        return (
+            {key: value for key, value in values.items() if named[key] not in secrets},
+            {key: secret for key, secret in named.items() if secret in secrets},
+        )
+
+    common = {
+        "name": name,
+        "transport": server.transport,
+        "allow_tools": list(server.allow_tools),
+        "timeout_seconds": server.timeout_seconds,
+        "connect_timeout_seconds": server.connect_timeout_seconds,
+    }
+    if isinstance(server, McpStdioServer):
+        env, env_secrets = split(server.env, "env")
+        return McpServerSettings(
+            **common, command=server.command, args=list(server.args), env=env, env_secrets=env_secrets
+        )
+    headers, header_secrets = split(server.headers, "headers")
+    return McpServerSettings(**common, url=str(server.url), headers=headers, header_secrets=header_secrets)
 
 
 def _model(spec: Spec, name: str) -> ModelSettings:
@@ -128,7 +159,19 @@ def _model(spec: Spec, name: str) -> ModelSettings:
         tokens_per_minute=m.tokens_per_minute,
         max_tokens=m.max_tokens,
         temperature=m.temperature,
+        adapter_class=m.class_path,
+        **_params(name, m.params or {}),
     )
+
+
+def _params(name: str, params: dict) -> dict:
+    """A custom adapter's params: plain values in the settings, secret ones named by their place
+    in the spec (their values go to the secrets file, like every secret)."""
+    secret = {key for key, value in params.items() if isinstance(value, str) and SECRET_REF.match(value)}
+    return {
+        "params": {key: value for key, value in params.items() if key not in secret},
+        "param_secrets": {key: f"models.providers.{name}.params.{key}" for key in sorted(secret)},
+    }
 
 
 def _channels(spec: Spec, secrets: dict[str, str]) -> list[ChannelSettings]:

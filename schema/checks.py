@@ -2,23 +2,146 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from ..engine.settings import BUILTIN_SKILLS
+from pydantic import BaseModel, ValidationError
+
+from ..engine.settings import BUILTIN_SKILLS, adapter_class_problems, split_class_path
 from .spec import Spec
+from .spec.models import ModelSpec
+from .types import SECRET_REF
 
 Finding = tuple[tuple[str | int, ...], str, str | None]
 
 
-def cross_check(spec: Spec) -> list[Finding]:
-    """Every cross-section problem in a spec that passed the per-field validation."""
+def cross_check(spec: Spec, spec_dir: Path) -> list[Finding]:
+    """Every cross-section problem in a spec that passed the per-field validation. `spec_dir`, the
+    spec file's folder, is where custom adapter modules are looked for first."""
     return [
         *_model_references(spec),
         *_port_clashes(spec),
         *_host_references(spec),
         *_skills(spec),
         *_engine_only_hosts(spec),
+        *_custom_adapters(spec, spec_dir),
     ]
+
+
+def _custom_adapters(spec: Spec, spec_dir: Path) -> Iterator[Finding]:
+    """Import each `provider: custom` class (only the modules named, so `validate` stays fast) and
+    check it against the adapter interface and its params against its `Params` model."""
+    for name, model in spec.models.providers.items():
+        if model.provider != "custom" or model.class_path is None:
+            continue
+        where = ("models", "providers", name)
+        yield from _nested_secrets(where, model.params or {})
+        try:
+            with _import_path(spec_dir):
+                cls = _import_class(model.class_path)
+        except _NotAdapter as exc:
+            yield (*where, "class", "__key__"), f"{'.'.join(where)}.class: {exc.message}", exc.hint
+            continue
+        yield from _params_fit(where, model, cls)
+
+
+class _NotAdapter(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+@contextmanager
+def _import_path(folder: Path) -> Iterator[None]:
+    entry = str(folder.resolve())
+    sys.path.insert(0, entry)
+    importlib.invalidate_caches()  # a module written since the folder was last looked at
+    try:
+        yield
+    finally:
+        sys.path.remove(entry)
+
+
+def _import_class(path: str) -> type:
+    module_name, attribute = split_class_path(path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            hint = f"put {module_name.replace('.', '/')}.py next to the spec, or install it where assistantctl and "
+            raise _NotAdapter(f"module '{module_name}' not found", hint + "the engine run") from None
+        raise _NotAdapter(f"importing module '{module_name}' failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module: whatever it raises is the finding
+        raise _NotAdapter(f"importing module '{module_name}' failed: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, attribute, None)
+    if cls is None:
+        raise _NotAdapter(f"module '{module_name}' has no attribute '{attribute}'")
+    if not inspect.isclass(cls):
+        raise _NotAdapter(f"'{path}' is a {type(cls).__name__}, not a class")
+    problems = adapter_class_problems(cls)
+    if problems:
+        raise _NotAdapter(
+            f"{path} does not implement the adapter interface: {'; '.join(problems)}",
+            "see examples/adapters/ for a complete adapter",
+        )
+    return cls
+
+
+def _params_fit(where: tuple[str, ...], model: ModelSpec, cls: type) -> Iterator[Finding]:
+    params_model = getattr(cls, "Params", None)
+    if not (inspect.isclass(params_model) and issubclass(params_model, BaseModel)):
+        return
+    params = dict(model.params or {})
+    secret = {key for key, value in params.items() if isinstance(value, str) and SECRET_REF.match(value)}
+    try:
+        params_model.model_validate(params)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = err["loc"]
+            if loc and loc[0] in secret:  # its value is only known on the hosts; the engine checks it
+                continue
+            in_file = _holds(params, loc)
+            dotted = ".".join(map(str, (*where, "params", *(loc if in_file else ()))))
+            message = f"'{'.'.join(map(str, loc))}' is required" if err["type"] == "missing" else err["msg"]
+            at = (*where, "params", *loc) if in_file else (*where, "params", "__key__")
+            yield at, f"{dotted}: params do not fit {model.class_path}.Params: {message}", None
+
+
+def _holds(data: Any, loc: tuple[str | int, ...]) -> bool:
+    """Whether `loc` is a path that exists in `data` (so the file has a position for it)."""
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return bool(loc)
+
+
+def _nested_secrets(where: tuple[str, ...], params: dict[str, Any]) -> Iterator[Finding]:
+    # The engine fills secret params in by name, so only a top-level value can be one.
+    for key, value in params.items():
+        if not isinstance(value, str) and any(SECRET_REF.match(text) for text in _strings(value)):
+            yield (
+                (*where, "params", key, "__key__"),
+                f"{'.'.join(where)}.params.{key}: a secret reference must be a top-level value of params",
+                f"make it its own param, e.g. {key}_secret: ${{env:NAME}}",
+            )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _engine_only_hosts(spec: Spec) -> Iterator[Finding]:

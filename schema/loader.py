@@ -73,7 +73,7 @@ def parse_spec(text: str, filename: str = "assistant.yaml", on_note: Note | None
     except ValidationError as exc:
         problems += [_problem(err, positions, migrated) for err in exc.errors()]
         raise SpecError(filename, problems) from None
-    for loc, message, hint in cross_check(spec):
+    for loc, message, hint in cross_check(spec, Path(filename).resolve().parent):
         problems.append(SpecProblem(*_position(migrated.file_location(loc), positions), message, hint))
     if problems:
         raise SpecError(filename, problems)
@@ -193,7 +193,7 @@ def _is_union_tag(part: str | int) -> bool:
 def _known_keys(loc: Location) -> list[str]:
     """Field names allowed at `loc`, found by walking the Spec model along the path."""
     model = _model_in(_annotation_at(loc))
-    return sorted(model.model_fields) if model else []
+    return sorted(_fields_by_key(model)) if model else []
 
 
 def _choices(loc: Location) -> list[str]:
@@ -215,7 +215,7 @@ def _annotation_at(loc: Location) -> object | None:
 def _step(annotation: object, part: str | int) -> object | None:
     model = _model_in(annotation)
     if model is not None:
-        field = model.model_fields.get(str(part))
+        field = _fields_by_key(model).get(str(part))
         return field.annotation if field else None
     for member in _members(annotation):
         origin, args = typing.get_origin(member), typing.get_args(member)
@@ -224,6 +224,11 @@ def _step(annotation: object, part: str | int) -> object | None:
         if origin is dict and len(args) == 2:
             return args[1]
     return None
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict:
+    """A model's fields by the key the file uses for them (`class` for `class_path`)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def _members(annotation: object) -> list[object]:

@@ -50,6 +50,11 @@ def _object_refs(prop: dict) -> Iterator[tuple[str, str]]:
             yield "[]", _ref_name(option["items"])
         elif option.get("type") == "object" and "$ref" in _values(option):
             yield ".<name>", _ref_name(_values(option))
+        elif option.get("type") == "object" and "oneOf" in _values(option):
+            # A map of tagged variants (tools.mcp_servers): one section per variant, same path.
+            for variant in _values(option)["oneOf"]:
+                if "$ref" in variant:
+                    yield ".<name>", _ref_name(variant)
 
 
 def _section(path: str, schema: dict, definitions: dict) -> str:
@@ -85,6 +90,8 @@ def _one_type(schema: dict, definitions: dict) -> str:
         return f"map of name to {_one_type(_values(schema), definitions)}" + _bounds(schema, "Properties")
     if "anyOf" in schema:
         return " or ".join(_one_type(o, definitions) for o in schema["anyOf"])
+    if "oneOf" in schema:
+        return " or ".join(_one_type(o, definitions) for o in schema["oneOf"])
     name = {"integer": "integer", "number": "number", "string": "text", "boolean": "true/false"}.get(kind, kind)
     name = FORMATS.get(schema.get("format", ""), name)
     return name + _bounds(schema, "Length" if kind == "string" else "")

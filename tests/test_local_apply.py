@@ -42,6 +42,15 @@ def test_apply_starts_an_assistant_that_answers_through_nginx(deployment):
     assert history["messages"][1]["content"] == "hello"
 
 
+def test_the_default_deployment_answers_arithmetic_through_a_tool(deployment):
+    """What `make run` deploys: the offline builtin model asks for the calculator, the engine runs it."""
+    reply = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": "what is 6*7?"}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert "6*7 = 42" in body["reply"], body
+    assert [(t["name"], t["outcome"]) for t in body["tools"]] == [("calculator", "ok")], body
+
+
 def test_streaming_passes_through_nginx_as_server_sent_events(deployment):
     with httpx.stream("POST", f"{deployment.url}/api/v1/chat/stream", json={"message": "stream me"}, timeout=10) as r:
         assert r.status_code == 200

@@ -7,6 +7,7 @@ from ..upstream import ClientPool
 from .anthropic import AnthropicAdapter
 from .base import Adapter
 from .builtin import BuiltinAdapter
+from .custom import CustomAdapter
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
 
@@ -15,6 +16,7 @@ ADAPTERS: dict[str, type] = {
     "openai": OpenAIAdapter,
     "anthropic": AnthropicAdapter,
     "ollama": OllamaAdapter,
+    "custom": CustomAdapter,
 }
 
 

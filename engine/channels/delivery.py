@@ -12,7 +12,8 @@ In the request (so the platform gets its 200 only after these are decided):
 Refusals are acknowledged with 200 too: a 4xx would only make the platform retry.
 
 After the 200, in a task of this worker: the model call through the /api/v1/chat pipeline
-(context, in_flight, call_model with fallback), the turn stored in the history under the claimed
+(context, in_flight, the model with fallback and its tool loop, whose send_message goes straight
+to the platform), the turn stored in the history under the claimed
 message id, then the reply sent through the platform's API.
 """
 
@@ -29,9 +30,9 @@ from .. import logs
 from ..adapters.base import UpstreamError
 from ..bodies import DEFAULT_PRIORITY
 from ..errors import ApiError
-from ..history import Row, new_id
+from ..history import Row, new_id, tool_rows
 from ..middleware import request_id
-from ..pipeline import call_model, in_flight, options
+from ..pipeline import chat_with_tools, in_flight, options, tool_loop
 from ..router import Trace
 from ..runtime import Runtime
 from .base import ChannelConfig, Inbound, WebhookChannel, split_reply
@@ -133,24 +134,27 @@ class _Answer:
             raise ApiError(413, "message_too_long", f"message is over {rt.settings.max_message_chars} characters")
         context = await rt.history.context(self.conversation_id, trace.user, rt.settings.history_context_messages)
         messages = [*context, {"role": "user", "content": text}]
+        catalog, requested = rt.catalog, self.config.settings.model
+        loop = tool_loop(rt, catalog, requested, trace, DEFAULT_PRIORITY, self.channel.name, self._send)
         async with in_flight(rt):
-            model, reply = await call_model(
-                rt, rt.catalog, self.config.settings.model, messages, options(trace), trace, DEFAULT_PRIORITY
+            model, reply = await chat_with_tools(
+                rt, catalog, requested, messages, options(trace), trace, DEFAULT_PRIORITY, loop
             )
-        await rt.history.append(
-            [
-                Row(new_id(), self.conversation_id, trace.user, "user", text),
-                Row(
-                    self.message_id,
-                    self.conversation_id,
-                    trace.user,
-                    "assistant",
-                    reply.text,
-                    model,
-                    reply.usage.output_tokens,
-                ),
-            ]
+        rows = [Row(new_id(), self.conversation_id, trace.user, "user", text)]
+        if loop is not None and loop.added:
+            rows += tool_rows(self.conversation_id, trace.user, loop.added, model)
+        rows.append(
+            Row(
+                self.message_id,
+                self.conversation_id,
+                trace.user,
+                "assistant",
+                reply.text,
+                model,
+                reply.usage.output_tokens,
+            )
         )
+        await rt.history.append(rows)
         return reply.text
 
     async def _send(self, text: str) -> None:

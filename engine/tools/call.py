@@ -55,7 +55,7 @@ async def _run(registry: Registry, tool: Tool, raw: str | None, context: ToolCon
         async with asyncio.timeout(limit) as deadline:
             output = await tool.run(args, context)
     except ToolError as exc:
-        return "error", f"'{tool.name}' failed: {exc}", False
+        return "error", f"'{tool.name}' failed: {exc}", exc.tainted
     except TimeoutError:
         if deadline.expired():
             return "timeout", f"'{tool.name}' did not finish within {limit:g} seconds", False

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, JsonValue, WithJsonSchema, model_validator
 
+from ...engine.settings import CLASS_PATH_PATTERN
 from ..types import Name, PositiveSeconds, SecretRef
 from .base import Strict
 
-Provider = Literal["builtin", "openai", "anthropic", "ollama"]
+Provider = Literal["builtin", "openai", "anthropic", "ollama", "custom"]
+# Any value YAML and JSON share (text, number, boolean, null, list, mapping); published as "any"
+# rather than as pydantic's recursive JsonValue definition, an empty section in docs/spec.md.
+ParamValue = Annotated[JsonValue, WithJsonSchema({"description": "Text, number, true/false, null, list or mapping."})]
 
 
 class ModelSpec(Strict):
-    provider: Provider = Field(description="Adapter used to talk to this model.")
+    provider: Provider = Field(
+        description="Adapter used to talk to this model; 'custom': your own adapter class, named by `class`."
+    )
     model: str | None = Field(None, max_length=200, description="Upstream model id; defaults to the key.")
     api_base: HttpUrl | None = Field(None, description="Base URL of the provider's API.")
     api_key: SecretRef | None = Field(
@@ -40,6 +46,22 @@ class ModelSpec(Strict):
     temperature: float | None = Field(
         None, ge=0, le=2, description="Sampling temperature, 0 (repeatable) to 2; unset: the provider's default."
     )
+    class_path: str | None = Field(
+        None,
+        alias="class",
+        pattern=CLASS_PATH_PATTERN,
+        description="provider 'custom': the adapter class, as 'package.module:ClassName' or "
+        "'package.module.ClassName'. `validate` imports it (the spec's folder first on the import path) and "
+        "checks it has `async def chat(messages, opts)` and an async generator `stream(messages, opts)` and "
+        "is built as `ClassName(params)`. The engine imports it too: the module must be installed where the "
+        "engine runs. See examples/adapters/.",
+    )
+    params: dict[str, ParamValue] | None = Field(
+        None,
+        description="provider 'custom': options the class is built with, checked against its `Params` pydantic "
+        "model when it has one. A top-level value may be a secret reference (${env:NAME} or ${file:path}): it "
+        "goes to the engine's secrets file, never into its settings; other values are written as they are.",
+    )
 
     @model_validator(mode="after")
     def _provider_needs(self) -> ModelSpec:
@@ -47,6 +69,12 @@ class ModelSpec(Strict):
             raise ValueError("provider 'anthropic' needs api_key: ${env:ANTHROPIC_API_KEY}")
         if self.provider == "builtin" and (self.api_base or self.api_key):
             raise ValueError("provider 'builtin' runs offline: remove api_base and api_key")
+        if self.provider != "custom" and (self.class_path is not None or self.params is not None):
+            raise ValueError("'class' and 'params' are for provider 'custom' only")
+        if self.provider == "custom" and self.class_path is None:
+            raise ValueError("provider 'custom' needs class: package.module:ClassName")
+        if self.provider == "custom" and (self.api_base or self.api_key):
+            raise ValueError("provider 'custom' takes no api_base or api_key: put what the class needs in params")
         return self
 
 

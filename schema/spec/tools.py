@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import AfterValidator, Field, HttpUrl, StringConstraints, model_validator
 
-from ...engine.settings import BUILTIN_TOOLS
-from ..types import IPNetwork, PositiveSeconds
+from ...engine.settings import BUILTIN_TOOLS, MCP_SERVER_NAME_PATTERN
+from ..types import SECRET_REF, IPNetwork, PositiveSeconds, SafePath
 from .base import Strict
 from .skills import Skill
 
@@ -56,6 +58,110 @@ class ToolPermission(Strict):
     users: list[str] = Field(default_factory=list, description="Users who may use it; empty: everyone.")
 
 
+def _no_double_underscore(name: str) -> str:
+    if "__" in name:
+        raise ValueError("an MCP server's name has no '__' (it separates server and tool in the tool names)")
+    return name
+
+
+# Its tools reach the model as mcp_<server>__<tool>: short, and no "__" of its own.
+McpServerName = Annotated[
+    str, StringConstraints(pattern=MCP_SERVER_NAME_PATTERN), AfterValidator(_no_double_underscore)
+]
+# A tool name as MCP servers spell them, or "*" for all of a server's tools.
+McpToolName = Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z0-9_./-]{1,128})$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+# One line of text: a value, or a secret reference (${env:NAME} or ${file:/path}).
+McpValue = Annotated[str, StringConstraints(pattern=r"^[^\x00\r\n]*$", max_length=4096)]
+# Names of variables and headers that carry credentials: their value must be a secret reference.
+_SENSITIVE = re.compile(r"auth|token|key|secret|passw|cookie|credential|session", re.IGNORECASE)
+
+
+def _clear_credentials(values: dict[str, str]) -> list[str]:
+    return [name for name, value in values.items() if _SENSITIVE.search(name) and not SECRET_REF.match(value)]
+
+
+class McpServerBase(Strict):
+    allow_tools: list[McpToolName] = Field(
+        default_factory=list,
+        description="The server's tools the model may call, by the server's own names; ['*'] allows every tool "
+        "the server lists (now and after its updates); empty, the default, allows none. They reach the model as "
+        "mcp_<server>__<tool>, risk class network, their answers marked as text from elsewhere.",
+    )
+    timeout_seconds: PositiveSeconds = Field(
+        30, description="Seconds one call may take, waiting for a reconnection included (step_timeout_seconds caps it)."
+    )
+    connect_timeout_seconds: PositiveSeconds = Field(
+        10, description="Seconds a connection may take: the process start or HTTP, the handshake, the tool listing."
+    )
+
+
+class McpStdioServer(McpServerBase):
+    """A server each engine worker starts as a subprocess and speaks to over its stdin and stdout."""
+
+    transport: Literal["stdio"] = Field(description="stdio: the engine starts the server itself.")
+    command: SafePath = Field(description="The server's executable: a path, or a name found on the engine's PATH.")
+    args: list[McpValue] = Field(default_factory=list, description="Its arguments; secrets go through env, never here.")
+    env: dict[EnvName, McpValue] = Field(
+        default_factory=dict,
+        description="Environment variables on top of a minimal environment (HOME, PATH, USER...). A value may be a "
+        "secret reference, and must be one when the name looks like a credential (TOKEN, KEY, SECRET...).",
+    )
+
+    @model_validator(mode="after")
+    def _secrets_are_references(self) -> McpStdioServer:
+        if any(SECRET_REF.match(arg) for arg in self.args):
+            raise ValueError("args would show a secret in the process list: pass secrets through env")
+        clear = _clear_credentials(self.env)
+        if clear:
+            raise ValueError(
+                f"env.{clear[0]} looks like a credential: write a secret reference (${{env:NAME}} or "
+                "${file:/path}), not the value"
+            )
+        return self
+
+
+class McpHttpServer(McpServerBase):
+    """A server that runs on its own and answers MCP's streamable HTTP transport at one URL."""
+
+    transport: Literal["http"] = Field(description="http: streamable HTTP to a running server.")
+    url: HttpUrl = Field(description="The server's MCP endpoint, e.g. https://mcp.example.org/mcp.")
+    headers: dict[HeaderName, McpValue] = Field(
+        default_factory=dict,
+        description="Headers sent with every request. A value may be a secret reference, and must be one when the "
+        "name looks like a credential (Authorization, X-Api-Key...); such headers travel over https only, "
+        "or plain http to a loopback address.",
+    )
+
+    @model_validator(mode="after")
+    def _secrets_are_references_and_travel_safely(self) -> McpHttpServer:
+        if self.url.username or self.url.password:
+            raise ValueError("no credentials in the URL: put them in a header with a secret reference")
+        clear = _clear_credentials(self.headers)
+        if clear:
+            raise ValueError(
+                f"header {clear[0]} looks like a credential: write a secret reference (${{env:NAME}} or "
+                "${file:/path}), not the value"
+            )
+        secret = [name for name, value in self.headers.items() if SECRET_REF.match(value)]
+        if secret and self.url.scheme != "https" and not _loopback(self.url.host or ""):
+            raise ValueError(f"header {secret[0]} is a secret: use https, or plain http to a loopback address only")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+McpServer = Annotated[McpStdioServer | McpHttpServer, Field(discriminator="transport")]
+
+
 class Tools(Strict):
     """What the assistant can use beyond the model, in one section: its skills (hooks run before the
     model and on its reply) and the tools the model may call."""
@@ -78,6 +184,12 @@ class Tools(Strict):
     step_timeout_seconds: PositiveSeconds = Field(20, description="Seconds one tool call may take.")
     output_limit_bytes: int = Field(
         16_000, ge=256, le=1_000_000, description="Bytes of one tool's answer at most; more is an error."
+    )
+    mcp_servers: dict[McpServerName, McpServer] = Field(
+        default_factory=dict,
+        description="MCP servers whose tools the model may call, by name (lowercase, up to 24 characters): over "
+        "stdio (a command each engine worker starts) or streamable HTTP (a URL). Each allows only the tools it "
+        "names in allow_tools. A server that is down does not stop the engine; it is retried with backoff.",
     )
 
     @property

@@ -161,4 +161,4 @@ def test_a_misspelt_choice_suggests_the_right_one(text, dotted, right):
 
 def test_a_choice_far_from_every_option_lists_them():
     [line] = problems(MINIMAL.replace("provider: builtin", "provider: zzz"))
-    assert line.endswith("(hint: one of: builtin, openai, anthropic, ollama)"), line
+    assert line.endswith("(hint: one of: builtin, openai, anthropic, ollama, custom)"), line
