@@ -49,6 +49,16 @@ HOST_DISTRIBUTIONS = frozenset(
         "orjson",
         "pyjwt",
         "cryptography",
+        # the engine's tools (engine/tools/)
+        "httpx",
+        "jsonschema",
+        "simpleeval",
+        "pint",
+        "python-dateutil",
+        "tzdata",
+        "trafilatura",
+        "lxml-html-clean",
+        "mcp",
     }
 )
 PROJECT = "assistantctl"

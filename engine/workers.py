@@ -118,9 +118,9 @@ class EngineSupervisor(Multiprocess):
             surplus.terminate()
             surplus.join()
         self.processes_num = settings.workers
-        old = {id(process) for process in self.processes}
+        old = list(self.processes)  # the objects, not their ids: a replaced one's id is free for reuse
         self.restart_all()
-        if any(id(process) in old for process in self.processes):
+        if any(process is retired for process in self.processes for retired in old):
             logger.error("SIGHUP: a new worker did not start; the remaining old workers keep serving")
             return False
         while len(self.processes) < settings.workers:  # more: add them once the others are new
