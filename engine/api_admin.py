@@ -30,6 +30,7 @@ async def health(request: Request) -> Response:
     if is_loopback(client.host if client else None):
         body["pid"] = os.getpid()
         body["settings_sha256"] = runtime(request).settings_digest
+        body["secrets_sha256"] = runtime(request).secrets_digest
     return JSONResponse(body)
 
 

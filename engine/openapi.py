@@ -137,6 +137,7 @@ class Health(_Reply):
     # Loopback peers only: the worker that answered, and the sha256 of the settings file it runs.
     pid: int | None = None
     settings_sha256: str | None = None
+    secrets_sha256: str | None = None  # of the secrets file it loaded, when there is one
 
 
 class Ready(_Reply):

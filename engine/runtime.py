@@ -40,6 +40,7 @@ class Runtime:
         self.settings_path = settings_path
         self.settings_digest, self.settings = _read(settings_path)
         self.secrets = load_secrets(self.settings)
+        self.secrets_digest = _file_digest(self.settings.secrets_file)
         kinds = self.settings.security.pii_masking
         self.masker = Masker(kinds, pseudonym_key(self.settings.data_dir) if kinds else None)
         self.keys = storage.keys(self.settings, self.secrets)
@@ -103,6 +104,7 @@ class Runtime:
         try:
             digest, settings = _read(self.settings_path)
             secrets = load_secrets(settings)
+            secrets_digest = _file_digest(settings.secrets_file)
             catalog = build_catalog(settings, secrets, self.clients, previous=self.catalog)
             auth = Auth(settings.security, secrets, self.keys)
             skills = load_skills(settings.skills)
@@ -114,6 +116,7 @@ class Runtime:
         if restart_only:
             logs.event(logs.APP, logging.WARNING, f"reload: {', '.join(restart_only)} change only on restart")
         self.settings, self.settings_digest, self.secrets, self.catalog = settings, digest, secrets, catalog
+        self.secrets_digest = secrets_digest
         self.router = Router(settings.retries, settings.retry_backoff_seconds)
         self.auth = auth
         self.skills = skills
@@ -159,6 +162,14 @@ class Runtime:
                 self._apply_override()
             except Exception as exc:  # noqa: BLE001 - never let the poller die
                 logs.event(logs.APP, logging.WARNING, f"default-model override unreadable: {exc}")
+
+
+def _file_digest(path: str | None) -> str | None:
+    """The sha256 of the secrets file as loaded (None without one): what /health tells a deploy."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except FileNotFoundError:
+        return None
 
 
 def _read(path: str) -> tuple[str, EngineSettings]:
