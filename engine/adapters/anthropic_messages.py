@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ..jsonio import dumps
-from .base import Message, UpstreamError, text_of, tool_call
+from .base import Message, UpstreamError, call_arguments, text_of, tool_call
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 _TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
@@ -59,14 +57,8 @@ def _all_results(message: dict[str, Any]) -> bool:
 
 
 def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
-    function = call["function"]
-    try:
-        arguments = orjson.loads(function["arguments"] or "{}")
-    except orjson.JSONDecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise UpstreamError("a tool call's arguments are not a JSON object, which Anthropic needs", retryable=False)
-    return {"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments}
+    arguments = call_arguments(call, "Anthropic")
+    return {"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": arguments}
 
 
 def _part(part: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 # {"role": "system"|"user"|"assistant"|"tool", "content": "..."}, in OpenAI's chat shape: an
 # assistant message may carry `tool_calls` (content then may be None), a tool message `tool_call_id`,
 # and content may be a list of parts when it holds images (engine/bodies.py checks all of it).
@@ -58,6 +60,17 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.status = status
         self.timeout = timeout
+
+
+def call_arguments(call: dict[str, Any], provider: str) -> dict[str, Any]:
+    """An OpenAI tool call's `arguments` (a JSON string) as the object Anthropic and Ollama want."""
+    try:
+        arguments = orjson.loads(call["function"]["arguments"] or "{}")
+    except orjson.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise UpstreamError(f"a tool call's arguments are not a JSON object, which {provider} needs", retryable=False)
+    return arguments
 
 
 def error_for_status(status: int, body: str) -> UpstreamError:

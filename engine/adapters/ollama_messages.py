@@ -14,10 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import orjson
-
 from ..jsonio import dumps
-from .base import Message, UpstreamError, text_of, tool_call
+from .base import Message, UpstreamError, call_arguments, text_of, tool_call
 
 
 def messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -43,14 +41,7 @@ def messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def _call(call: dict[str, Any]) -> dict[str, Any]:
-    function = call["function"]
-    try:
-        arguments = orjson.loads(function["arguments"] or "{}")
-    except orjson.JSONDecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise UpstreamError("a tool call's arguments are not a JSON object, which Ollama needs", retryable=False)
-    return {"function": {"name": function["name"], "arguments": arguments}}
+    return {"function": {"name": call["function"]["name"], "arguments": call_arguments(call, "Ollama")}}
 
 
 def _image(url: str) -> str:
