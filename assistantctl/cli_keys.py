@@ -67,8 +67,15 @@ def keys() -> None:
 
 @keys.command()
 @click.argument("user")
-@click.option("--scope", "scopes", multiple=True, default=("chat", "history"), show_default=True,
-              type=click.Choice(["chat", "history", "admin"]), help="Repeat for several.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=("chat", "history"),
+    show_default=True,
+    type=click.Choice(["chat", "history", "admin"]),
+    help="Repeat for several.",
+)
 @click.option("--expires-in", help="Lifetime, e.g. 90m, 12h, 30d (default: until revoked).")
 @click.option("--name", default="", help="A note to recognise the key by in `keys list`.")
 @click.option("--host", "host", help="The engine host (needed with SQLite history and several engine hosts).")

@@ -19,7 +19,7 @@ import os  # noqa: E402
 
 import uvicorn  # noqa: E402
 
-from .http_protocol import protocol  # noqa: E402
+from .http_protocol import KEEP_ALIVE_SECONDS, protocol  # noqa: E402
 from .settings import SETTINGS_ENV, EngineSettings, load_settings  # noqa: E402
 from .workers import EngineSupervisor, prepare_metrics  # noqa: E402
 
@@ -55,7 +55,7 @@ def uvicorn_config(settings: EngineSettings) -> uvicorn.Config:
         access_log=False,  # the engine writes its own access lines in the contract format
         log_level="warning",
         timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 5,
-        timeout_keep_alive=30,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_worker_healthcheck=_WORKER_READY_SECONDS,
         backlog=4096,
     )

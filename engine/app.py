@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -19,7 +20,19 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from . import api_admin, api_chat, api_history, api_openai, api_ws, channels, edge, metrics, openapi
+from . import (
+    api_admin,
+    api_chat,
+    api_history,
+    api_openai,
+    api_ws,
+    channels,
+    edge,
+    http_protocol,
+    logs,
+    metrics,
+    openapi,
+)
 from .errors import ApiError, api_error_handler, http_error_handler
 from .limits import LIMITS
 from .middleware import AccessMiddleware
@@ -89,6 +102,7 @@ def build_app(rt: Runtime) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.start()
         _on_sighup(rt)
+        _on_retire()
         # What start-up allocated lives as long as the worker: keep the collector's full passes
         # from walking it again and again (measured on the history route: half the collector's time).
         gc.freeze()
@@ -143,3 +157,17 @@ def _on_sighup(rt: Runtime) -> None:
 
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rt.reload)
+
+
+def _on_retire() -> None:
+    """SIGUSR1: the engine's parent retires this worker in a roll while other workers serve
+    (engine/workers.py). Shut down gracefully, draining kept connections (engine/http_protocol.py)."""
+    import asyncio
+
+    def retire() -> None:
+        logs.event(logs.APP, logging.INFO, f"worker {os.getpid()} retiring: draining its connections")
+        http_protocol.drain_on_shutdown()
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's own graceful shutdown
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, retire)

@@ -15,6 +15,12 @@ shorter than its Content-Length, was held for ever (1,000 such requests held 1,0
 - body: it must be complete within `body_timeout` of the end of the headers. Late: a 408 if the
   response has not started, then close; the app sees the client gone (bodies.read_json answers
   its own 408, which nobody reads, so the access log records one).
+
+And it lets a retiring worker drain (`drain_on_shutdown`, set when a roll retires the worker). uvicorn's
+graceful shutdown closes idle keep-alive connections at once; nginx may be writing a request on one
+at that moment, and it never retries a POST: a 502. Draining, idle connections stay open for
+`DRAIN_SECONDS`, longer than nginx keeps an idle upstream connection (templates/nginx/site.conf.j2),
+so nginx closes them first; a request that still arrives on one is answered with `Connection: close`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,19 @@ from .jsonio import dumps
 # The settings' defaults (engine/settings.py), for a protocol made without `protocol(...)`.
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
+
+# How long the engine keeps an idle keep-alive connection, and a retiring worker drains one: both
+# longer than nginx's upstream keepalive_timeout (4 s), so nginx is the side that closes them.
+KEEP_ALIVE_SECONDS = 30
+DRAIN_SECONDS = 6.0
+
+_draining = False  # this worker is being retired while others serve: drain instead of closing
+
+
+def drain_on_shutdown() -> None:
+    """From now on, the graceful shutdown drains this process's idle connections (see above)."""
+    global _draining
+    _draining = True
 
 
 class CoalescingTransport:
@@ -95,6 +114,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.body_timeout = body_timeout
         self._deadline: asyncio.TimerHandle | None = None
         self._request_begun = False  # part of a request arrived, its headers have not ended yet
+        self._drain: asyncio.TimerHandle | None = None  # set while a retiring worker drains it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -102,6 +122,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._drain is not None:
+            self._drain.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -114,6 +136,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._request_begun = False
         super().on_headers_complete()
+        if self._drain is not None:  # a request on a draining connection: its last
+            self.cycle.keep_alive = False
         if not (self.parser.should_upgrade() and self._should_upgrade()):
             self._arm(self.body_timeout, self._body_late)
 
@@ -124,6 +148,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._disarm()  # the websocket protocol takes the connection over, with its own pings
         super().handle_websocket_upgrade()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown; a draining worker keeps an idle connection for DRAIN_SECONDS."""
+        if not _draining:
+            super().shutdown()
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        self._drain = self.loop.call_later(DRAIN_SECONDS, self._drained)
+
+    def _drained(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+        else:
+            self.cycle.keep_alive = False
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         self._disarm()

@@ -8,10 +8,12 @@ pointed at when the engine started) and:
 
 - when only reloadable settings changed, forwards SIGHUP to every worker, each of which reloads in
   place (`Runtime.reload`): same processes, no connection dropped;
-- when a field of `settings.RESTART_ONLY` or the secrets file changed, rolls the workers with
-  uvicorn's `restart_all`: each new worker is started and answers uvicorn's readiness check (its
-  start-up, settings and storage included) before an old one is retired gracefully. A new worker
-  count is reached by retiring or adding workers around that roll;
+- when a field of `settings.RESTART_ONLY` or the secrets file changed, rolls the workers: each new
+  worker is started and answers uvicorn's readiness check (its start-up, settings and storage
+  included) before an old one is retired. A retired worker stops accepting, answers what its kept
+  connections still send and drains the idle ones (engine/http_protocol.py), so nginx never meets
+  a connection closed under it. A new worker count is reached by retiring or adding workers around
+  that roll;
 - when the listen address or port changed, lets the workers finish and re-executes itself in place
   on the new address (the only change with a moment when nothing accepts: nginx moves with it);
 - when the file does not load, keeps the workers (which refuse it too, in the engine's log).
@@ -69,6 +71,7 @@ class EngineSupervisor(Multiprocess):
         self.settings = settings
         self.secrets_digest = _secrets_digest(settings)
         self.config_for = config_for
+        self.retiring: list[Process] = []  # retired by a roll, draining their connections
 
     def init_processes(self) -> None:
         """Start the workers and wait for them: a worker that dies while starting (a skill that
@@ -114,20 +117,44 @@ class EngineSupervisor(Multiprocess):
         self.config = config
         prepare_metrics(settings)
         while len(self.processes) > settings.workers:  # fewer: retire the surplus first
-            surplus = self.processes.pop()
-            surplus.terminate()
-            surplus.join()
+            self._retire(self.processes.pop())
         self.processes_num = settings.workers
-        old = list(self.processes)  # the objects, not their ids: a replaced one's id is free for reuse
-        self.restart_all()
-        if any(process is retired for process in self.processes for retired in old):
-            logger.error("SIGHUP: a new worker did not start; the remaining old workers keep serving")
-            return False
+        for index, old in enumerate(list(self.processes)):
+            new = Process(self.config, self.sockets)
+            new.start()
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                logger.error("SIGHUP: a new worker did not start; the remaining old workers keep serving")
+                return False
+            self.processes[index] = new
+            self._retire(old)
         while len(self.processes) < settings.workers:  # more: add them once the others are new
             process = Process(self.config, self.sockets)
             process.start()
             self.processes.append(process)
         return True
+
+    def _retire(self, process: Process) -> None:
+        """Ask a worker to leave while the others serve (SIGUSR1, engine/app.py): it stops accepting
+        and drains its kept connections. Not waited for here, so a roll never waits on a drain;
+        the supervision loop reaps it."""
+        if process.exitcode is None and process.pid is not None:
+            os.kill(process.pid, signal.SIGUSR1)
+        process.parent_conn.close()
+        process.child_conn.close()
+        self.retiring.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        for process in [process for process in self.retiring if process.exitcode is not None]:
+            process.join()
+            self.retiring.remove(process)
+        super().keep_subprocess_alive()
+
+    def join_all(self) -> None:
+        super().join_all()
+        for process in self.retiring:
+            process.join()
 
     def _restart_on_new_address(self) -> None:
         """A new listen address cannot be rolled into: the old socket holds the port (binding
@@ -137,8 +164,7 @@ class EngineSupervisor(Multiprocess):
         logger.warning("SIGHUP: the listen address changed; restarting the engine on it")
         for process in self.processes:
             process.terminate()
-        for process in self.processes:
-            process.join()
+        self.join_all()
         for sock in self.sockets:
             sock.close()
         os.execv(sys.executable, [sys.executable, "-m", "assistantctl.engine", "--settings", self.settings_path])

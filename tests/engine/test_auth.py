@@ -181,9 +181,11 @@ def test_a_jwt_needs_exp_and_a_bounded_lifetime(engine: RunningEngine) -> None:
 
 
 def _pem(private_key) -> str:
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def test_rs256_from_a_public_key_and_es256_from_a_jwks(engine_factory: StartEngine) -> None:

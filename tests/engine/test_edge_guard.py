@@ -13,9 +13,7 @@ SECRET = "edge-shared-secret-of-some-length"
 
 
 def guarded(engine_factory: StartEngine, edges: list[str]) -> RunningEngine:
-    security = SecuritySettings(
-        jwt_secret=TEST_JWT_SECRET, edge_addresses=edges, edge_secret="security.edge_secret"
-    )
+    security = SecuritySettings(jwt_secret=TEST_JWT_SECRET, edge_addresses=edges, edge_secret="security.edge_secret")
     return engine_factory(
         [model("local")],
         name="guarded-" + "-".join(edges),

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 
 import httpx
 
+from assistantctl.engine.http_protocol import DRAIN_SECONDS
 from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, StartEngine, as_user, model
 from fake_models import FakeUpstream
 
@@ -149,3 +151,55 @@ def test_two_workers_share_metrics_and_restart_on_sighup(engine_factory: StartEn
         assert all(len(client.get("/v1/models").json()["data"]) == 2 for _ in range(10))
         # counters of the retired workers stay in the aggregate
         assert engine.metric("assistant_model_calls_total", model="local", outcome="success") == 40
+
+
+def _get_health(conn: socket.socket) -> tuple[int, bytes]:
+    """One keep-alive GET /health on `conn`: the answering worker's pid and the response head."""
+    conn.sendall(b"GET /health HTTP/1.1\r\nHost: engine\r\n\r\n")
+    received = b""
+    while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+        data = conn.recv(65536)
+        assert data, f"the connection was closed under its client after {received!r}"
+        received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    return json.loads(body)["pid"], head.lower()
+
+
+def test_a_retiring_worker_keeps_its_idle_connections_until_their_client_is_done(
+    engine_factory: StartEngine,
+) -> None:
+    """Behind nginx, closing an idle keep-alive connection while nginx sends a request on it is a
+    502 (nginx never retries a POST). So a worker retired by a roll stops accepting but answers what
+    its kept connections still send, with `Connection: close`, and closes the idle rest only after
+    nginx's upstream keepalive_timeout has passed (nginx closed them first)."""
+    engine = engine_factory([model("local")], workers=2)
+    port = int(engine.url.rsplit(":", 1)[1])
+    conns, by_worker = [], {}
+    while len(by_worker) < 2:  # one kept connection to each worker; the kernel picks who accepts
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        pid, _ = _get_health(conn)
+        conns.append(conn)
+        by_worker.setdefault(pid, conn)
+    old = worker_pids(engine.process.pid)
+    settings = engine.settings()
+    engine.write_settings(settings.model_copy(update={"log_level": "warning"}))  # needs new processes
+    engine.process.send_signal(signal.SIGHUP)
+    asked_pid, asked = next(iter(by_worker.items()))
+    deadline = time.monotonic() + 30
+    while not any(f"worker {asked_pid} retiring" in line for line in engine.log_lines()):
+        assert time.monotonic() < deadline, f"worker {asked_pid} was not retired"
+    pid, head = _get_health(asked)
+    assert pid == asked_pid and b"connection: close" in head
+    assert asked.recv(1) == b""  # then it closes, as it said
+    started = time.monotonic()
+    for conn in conns:
+        if conn is not asked:
+            conn.settimeout(DRAIN_SECONDS + 10)
+            assert conn.recv(1) == b""  # closed by the worker once the drain is over
+    assert time.monotonic() - started >= 1, "idle connections were closed without a drain"
+    deadline = time.monotonic() + 30
+    while worker_pids(engine.process.pid) & old:
+        assert time.monotonic() < deadline, "retired workers still running"
+        time.sleep(0.2)
+    for conn in conns:
+        conn.close()

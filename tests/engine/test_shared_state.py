@@ -211,7 +211,9 @@ def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_with
     made = subprocess.run(
         [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(a.settings_path), "create"]
         + ["--user", "kai", "--scopes", "chat"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     key, key_id = json.loads(made.stdout)["key"], json.loads(made.stdout)["record"]["id"]
     headers = {"Authorization": f"Bearer {key}", "X-Forwarded-For": "203.0.113.4"}
@@ -225,7 +227,8 @@ def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_with
     # Revoked through node B's settings: the same PostgreSQL table.
     subprocess.run(
         [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(b.settings_path), "revoke", key_id],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     )
     time.sleep(1.0)
     assert [httpx.post(f"{n.url}/api/v1/chat", json={"message": "hi"}, headers=headers).status_code for n in nodes] == [

@@ -75,7 +75,7 @@ def ha_overrides(
                 "hosts": ["alpha", "beta"],
                 "auth_password": "${env:VRRP_PASSWORD}",
             },
-        }
+        },
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import shutil
 import socket
 import ssl
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.sync.client import connect as ws_connect
 
+from assistantctl.engine.http_protocol import DRAIN_SECONDS, KEEP_ALIVE_SECONDS
 from assistantctl.renderers import render_target
 from assistantctl.renderers.escape import UnsafeValue
 from assistantctl.renderers.nginx import ACCESS_LOG_FORMAT, RENDERER, render
@@ -153,6 +155,15 @@ def test_default_spec_passes_nginx_t(make_target, write_files, make_root):
     assert f"log_format assistant '{ACCESS_LOG_FORMAT}';" in parsed
     assert "/webhooks/" not in parsed  # no channel with a webhook is enabled
     assert "ssl" not in parsed.split("include site.conf;")[1]
+
+
+def test_nginx_closes_idle_engine_connections_before_the_engine_does(make_target):
+    """The side that closes an idle keep-alive connection must be nginx: when the engine closes one
+    just as nginx sends a request on it, nginx answers 502 (it never retries a POST)."""
+    site = next(text for path, text in render(make_target()).items() if str(path).endswith("site.conf"))
+    upstream = site.split("upstream engine {", 1)[1].split("}", 1)[0]
+    nginx_idle = int(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    assert nginx_idle < DRAIN_SECONDS < KEEP_ALIVE_SECONDS
 
 
 def test_rich_spec_with_tls_channels_and_allow_lists_passes_nginx_t(make_target, write_files, make_root, tmp_path):

@@ -70,7 +70,7 @@ def test_hosts_of_the_ha_pair_run_keepalived_in_the_foreground_with_their_own_pi
                 {"name": "c", "address": "10.0.0.3", "roles": ["engine"]},
             ],
             "ha": {"virtual_ip": "10.0.0.100", "interface": "eth0", "hosts": ["a", "b"]},
-        }
+        },
     }
     conf = render(make_target(ha, host="a", root=tmp_path / "r"))["programs/keepalived.conf"]
     command = shlex.split(next(line for line in conf.splitlines() if line.startswith("command=")).split("=", 1)[1])
