@@ -214,6 +214,9 @@ def _health(url: str) -> dict:
         return {"url": url, "status": f"http {exc.code}"}
     except (OSError, ValueError, http.client.HTTPException) as exc:
         return {"url": url, "status": f"down ({getattr(exc, 'reason', exc)})"}
+    workers = body.get("workers") if isinstance(body.get("workers"), dict) else {}
+    if workers.get("settings_sha256"):  # what every worker runs, as the engine's parent says
+        result["workers_settings_sha256"] = workers["settings_sha256"]
     return {**result, **{key: body[key] for key in ("settings_sha256", "pid") if key in body}}
 
 

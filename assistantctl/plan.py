@@ -184,9 +184,11 @@ def _listens(address: str, listening: list[str]) -> bool:
 
 def _settings_drift(facts: dict, states: dict[str, str]) -> list[ServiceDrift]:
     """The engine's config generation: the settings its workers loaded (GET /health from loopback
-    carries their sha256; an engine without it is not judged) against the live manifest's."""
-    loaded = ((facts.get("running") or {}).get("health", {}).get("engine") or {}).get("settings_sha256")
+    carries the sha256 of the answering worker's and of what its parent says all of them run; an
+    engine without them is not judged) against the live manifest's."""
+    health = (facts.get("running") or {}).get("health", {}).get("engine") or {}
+    loaded = {health.get(key) for key in ("settings_sha256", "workers_settings_sha256")} - {None}
     live = ((facts.get("manifest") or {}).get("files", {}).get("engine/settings.json") or {}).get("sha256")
-    if not loaded or not live or loaded == live or states.get("engine") != "RUNNING":
+    if not loaded or not live or loaded == {live} or states.get("engine") != "RUNNING":
         return []
     return [ServiceDrift("engine", "engine runs other settings than the live release", "reload")]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,20 +20,32 @@ from .jsonio import JSONResponse
 from .middleware import request_id
 from .pipeline import runtime
 from .runtime import Runtime
+from .settings import WORKERS_STATE_FILE
 
 _STARTED = time.time()
 
 
 async def health(request: Request) -> Response:
-    """Liveness. A loopback peer (the host's own deploy and facts) also learns which worker answered
-    and the sha256 of the settings file it runs, so a deploy can wait until its settings are live."""
+    """Liveness. A loopback peer (the host's own deploy and facts) also learns which worker answered,
+    the sha256 of the settings (and secrets) file it runs, and which ones all the workers run (the
+    engine's parent says so once a roll or reload reached every worker: engine/workers.py), so a
+    deploy can wait until its settings are live everywhere."""
     body: dict[str, object] = {"status": "ok", "uptime_seconds": round(time.time() - _STARTED, 3)}
     client = request.client
     if is_loopback(client.host if client else None):
         body["pid"] = os.getpid()
         body["settings_sha256"] = runtime(request).settings_digest
         body["secrets_sha256"] = runtime(request).secrets_digest
+        body["workers"] = _workers_state(runtime(request))
     return JSONResponse(body)
+
+
+def _workers_state(rt: Runtime) -> dict | None:
+    """What the engine's parent last wrote about its workers (a few bytes on local disk)."""
+    try:
+        return json.loads((Path(rt.settings.data_dir) / WORKERS_STATE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 async def ready(request: Request) -> Response:

@@ -78,7 +78,7 @@ async def chat(request: Request) -> Response:
     loop = tool_loop(rt, catalog, req.model, trace, req.priority, CHANNEL)
     async with in_flight(rt):
         model, reply = await chat_with_tools(
-            rt, catalog, req.model, messages, options(trace), trace, req.priority, loop
+            rt, catalog, req.model, messages, options(trace), trace, req.priority, loop, channel=CHANNEL
         )
     rows = _rows(trace, conversation_id, req.message, reply.text, model, reply.usage.output_tokens, loop)
     await rt.history.append(rows)
@@ -107,7 +107,9 @@ async def chat_stream(request: Request) -> Response:
     async with in_flight(rt):
         # Errors before the first chunk are ordinary JSON errors with a status code.
         first = loop.options(opts) if loop is not None else opts
-        stream = await open_stream(rt, catalog, req.model, messages, first, trace, req.priority, deadline)
+        stream = await open_stream(
+            rt, catalog, req.model, messages, first, trace, req.priority, deadline, channel=CHANNEL
+        )
     if loop is None:
         return EventStreamResponse(_relay(rt, stream, trace, conversation_id, req.message, deadline))
     end = StreamEnd()

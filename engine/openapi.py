@@ -138,6 +138,8 @@ class Health(_Reply):
     pid: int | None = None
     settings_sha256: str | None = None
     secrets_sha256: str | None = None  # of the secrets file it loaded, when there is one
+    # What every worker runs, as the engine's parent last said: {settings_sha256, secrets_sha256}.
+    workers: dict[str, str | None] | None = None
 
 
 class Ready(_Reply):

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 
 from . import logs, metrics
-from .adapters.base import CallOptions, Chunk, Message, Reply, UpstreamError
+from .adapters.base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
 from .catalog import Catalog
 from .errors import ApiError, upstream_failure
 from .limits import MeteredStream
@@ -28,7 +28,9 @@ from .pii import Masker
 from .pii_placeholders import RestoringStream, hide_pii
 from .router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
 from .runtime import Runtime
+from .skill_folders import CommandArgumentsError
 from .skills import SkillFailed
+from .tools.base import Context
 from .tools.loop import Assembler, Event, ToolLoop, offered
 
 
@@ -129,8 +131,13 @@ async def open_stream(
     trace: Trace,
     priority: int,
     deadline: float,
+    *,
+    channel: str | None = None,
 ) -> ModelStream | CompleteStream | RestoringStream | MeteredStream:
-    """A stream of the model's reply, started; with post hooks, the whole hooked reply as one chunk."""
+    """A stream of the model's reply, started; with post hooks, the whole hooked reply as one chunk.
+    With `channel`, a skill folder's command answers instead of the model (`run_command`)."""
+    if channel is not None and (answered := await run_command(rt, messages, trace, channel)) is not None:
+        return CompleteStream(*answered)
     skills = rt.skills
     try:
         async with asyncio.timeout_at(deadline):
@@ -178,9 +185,14 @@ async def chat_with_tools(
     trace: Trace,
     priority: int,
     loop: ToolLoop | None,
+    *,
+    channel: str | None = None,
 ) -> tuple[str, Reply]:
     """`call_model`, and while the model asks for tools, the tools and the model again (all within
-    request_timeout_seconds); `loop.added` then holds the tool messages."""
+    request_timeout_seconds); `loop.added` then holds the tool messages. With `channel`, a skill
+    folder's command answers instead of the model (`run_command`)."""
+    if channel is not None and (answered := await run_command(rt, messages, trace, channel)) is not None:
+        return answered
     if loop is None:
         return await call_model(rt, catalog, model, messages, opts, trace, priority)
     try:
@@ -197,6 +209,38 @@ async def chat_with_tools(
                     pass
     except TimeoutError:
         raise _mapped(TimeoutError(), trace) from None
+
+
+async def run_command(rt: Runtime, messages: list[Message], trace: Trace, channel: str) -> tuple[str, Reply] | None:
+    """("skill:<name>", its reply) when the user's message starts with a skill folder's command
+    (engine/skill_folders.py), else None: the skill answers, no model is called. Its text goes
+    through the post hooks like a model's reply. Raises 400 `invalid_arguments` (what the command
+    expects) when the text does not fit the skill's arguments, 502 `skill_failed` when the skill
+    raises, overruns its timeout or answers more than tools.output_limit_bytes."""
+    last = messages[-1] if messages else {}
+    found = rt.skill_folders.command(last.get("content")) if last.get("role") == "user" else None
+    if found is None:
+        return None
+    skill, rest = found
+    tools = rt.settings.tools
+    context = Context(trace.user, channel, trace.request_id, messages, Path(rt.settings.data_dir), tools, _no, _no)
+    try:
+        outcome, text = await rt.skill_folders.run_command(skill, rest, tools, context)
+        if outcome != "ok":
+            raise SkillFailed(text)
+        if rt.skills.has_post:
+            text = await rt.skills.post(text)
+    except CommandArgumentsError as exc:
+        raise ApiError(400, "invalid_arguments", str(exc)) from None
+    except SkillFailed as exc:
+        raise _mapped(exc, trace) from None
+    return f"skill:{skill.name}", Reply(text, Usage())
+
+
+async def _no(*_: object) -> str:
+    """A command's tool context has no model to call and no channel to send through (a skill's
+    SkillContext offers neither)."""
+    raise RuntimeError("not available to a skill command")
 
 
 @dataclass

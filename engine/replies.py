@@ -202,7 +202,9 @@ class Replies:
         opts = options(trace)
         async with in_flight(rt):
             first = loop.options(opts) if loop is not None else opts
-            stream = await open_stream(rt, catalog, model, messages, first, trace, req.priority, deadline)
+            stream = await open_stream(
+                rt, catalog, model, messages, first, trace, req.priority, deadline, channel=CHANNEL
+            )
         end = StreamEnd()
         if loop is None:
             relay = relay_deltas(rt, stream, deadline, end)

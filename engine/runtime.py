@@ -26,6 +26,7 @@ from .pii import Masker, pseudonym_key
 from .retention import Upkeep
 from .router import Router
 from .settings import EngineSettings, load_secrets, restart_fields
+from .skill_folders import SkillFolders, load_skill_folders
 from .skills import load_skills
 from .tools import Registry, load_registry
 from .tools.mcp import McpManager
@@ -51,7 +52,10 @@ class Runtime:
         self.skills = load_skills(self.settings.skills)
         # MCP servers connect in the background once started; their tools join the registry as they answer
         self.mcp = McpManager(self.settings.tools.mcp_servers, self.secrets)
-        self.tools: Registry = load_registry(self.settings.tools, sources=[self.mcp])  # a request keeps its own
+        # Skill folders' handlers are imported once per worker (new code needs new workers: RESTART_ONLY)
+        self.skill_folders: SkillFolders = load_skill_folders(self.settings.skill_folders)
+        # A request keeps the registry it started with.
+        self.tools: Registry = load_registry(self.settings.tools, sources=self._tool_sources())
         self.limits = Limits(storage.limiter(self.settings, self.secrets))
         self.history_keys = keyring(self.settings.security, self.secrets)
         self.history = storage.history(self.settings, self.secrets, self.history_keys, self.masker)
@@ -108,7 +112,7 @@ class Runtime:
             catalog = build_catalog(settings, secrets, self.clients, previous=self.catalog)
             auth = Auth(settings.security, secrets, self.keys)
             skills = load_skills(settings.skills)
-            tools = load_registry(settings.tools, sources=[self.mcp])  # servers change only on restart
+            tools = load_registry(settings.tools, sources=self._tool_sources())  # servers, skills: on restart
         except Exception as exc:  # noqa: BLE001 - a bad file must never take a running engine down
             logs.event(logs.APP, logging.ERROR, f"reload failed, keeping the running settings: {exc}")
             return
@@ -128,6 +132,9 @@ class Runtime:
             logging.INFO,
             f"settings reloaded models={','.join(catalog.names())} default={self.catalog.default}",
         )
+
+    def _tool_sources(self) -> list[McpManager | SkillFolders]:
+        return [self.mcp, self.skill_folders] if self.skill_folders.skills else [self.mcp]
 
     def switch_default(self, name: str) -> str:
         """Make `name` the default model for new requests here and in the other workers."""

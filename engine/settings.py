@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
@@ -110,6 +110,22 @@ class SkillSettings(_Settings):
     hooks: list[Literal["pre", "post"]]
     timeout_seconds: float
     config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+SKILL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+
+
+class SkillFolderSettings(_Settings):
+    """A skill folder shipped with the release (engine/skill_folders.py)."""
+
+    name: str = Field(pattern=SKILL_NAME_PATTERN)
+    path: str  # the folder on the host, e.g. <root>/current/skills/<name>
+    digest: str  # sha256 over the folder's shipped files: a changed skill changes settings.json
+    description: str  # what the model and /help-like listings see
+    command: str | None = None  # e.g. "/weather": a user message whose first word is this runs the skill, no model call
+    tool: bool = True  # offered to the model as the tool `skill_<name>`
+    config: dict[str, Any] = Field(default_factory=dict)  # the values for the handler's Config model
+    timeout_seconds: float = Field(30, gt=0)
 
 
 # The tools shipped in engine/tools/builtin/ and their risk class: safe (no effect beyond the
@@ -305,6 +321,8 @@ class EngineSettings(_Settings):
     models: list[ModelSettings]
     channels: list[ChannelSettings] = Field(default_factory=list)
     skills: list[SkillSettings] = Field(default_factory=list)
+    # Loaded by each worker at start: new handler code needs new worker processes (RESTART_ONLY).
+    skill_folders: list[SkillFolderSettings] = Field(default_factory=list)
     tools: ToolsSettings = ToolsSettings()
     rate_limit: RateLimitSettings
     global_rate_limit: GlobalRateLimitSettings | None = None
@@ -363,6 +381,9 @@ def load_secrets(settings: EngineSettings) -> dict[str, str]:
 
 # The environment variable naming the settings file to the workers (set by `python -m ...engine`).
 SETTINGS_ENV = "ASSISTANT_ENGINE_SETTINGS"
+# In data_dir: the settings and secrets sha256 that every worker of the engine runs, written by the
+# engine's parent once all of them do (engine/workers.py); /health shows it to loopback peers.
+WORKERS_STATE_FILE = "engine-workers.json"
 
 # What a worker builds once, at start (sockets, logging, storage, routes, middleware, the HTTP
 # protocol, the masker, the history keyring): a change to one of these needs new worker processes.
@@ -394,6 +415,7 @@ RESTART_ONLY = (
     "security.history_keys",
     "security.history_retention_days",
     "tools.mcp_servers",
+    "skill_folders",
 )
 
 

@@ -18,6 +18,10 @@ pointed at when the engine started) and:
   on the new address (the only change with a moment when nothing accepts: nginx moves with it);
 - when the file does not load, keeps the workers (which refuse it too, in the engine's log).
 
+Once every worker runs the same settings (at start, after a roll, after forwarding a reload), the
+parent writes their sha256 and the secrets file's to `<data_dir>/engine-workers.json`; loopback
+/health shows it, so a deploy waits for all the workers, not for the first new one to answer.
+
 Limits: a worker that is still starting when SIGHUP arrives is not signalled (the default action
 of SIGHUP would kill it); it read the file moments before. Everything else is uvicorn's.
 """
@@ -25,6 +29,7 @@ of SIGHUP would kill it); it read the file moments before. Everything else is uv
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -36,7 +41,7 @@ from pathlib import Path
 from uvicorn.config import Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from .settings import EngineSettings, restart_fields
+from .settings import WORKERS_STATE_FILE, EngineSettings, restart_fields
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _READY_SECONDS = 1.0  # a started worker answers uvicorn's ping at once; this only bounds a hung one
@@ -69,6 +74,7 @@ class EngineSupervisor(Multiprocess):
         super().__init__(config, [config.bind_socket()])
         self.settings_path = settings_path
         self.settings = settings
+        self.settings_digest = hashlib.sha256(Path(settings_path).read_bytes()).hexdigest()
         self.secrets_digest = _secrets_digest(settings)
         self.config_for = config_for
         self.retiring: list[Process] = []  # retired by a roll, draining their connections
@@ -84,24 +90,37 @@ class EngineSupervisor(Multiprocess):
                 self.terminate_all()
                 self.join_all()
                 raise SystemExit(f"engine: worker {process.pid} exited while starting (its error is above)")
+        self._publish()
 
     def handle_hup(self) -> None:
         try:
-            settings = EngineSettings.model_validate_json(Path(self.settings_path).read_bytes())
+            raw = Path(self.settings_path).read_bytes()
+            settings = EngineSettings.model_validate_json(raw)
             secrets = _secrets_digest(settings)
         except Exception as exc:  # noqa: BLE001 - a bad file must never take the running engine down
             # The workers refuse it too, and say so in the engine's own log, where operators look.
             logger.error("SIGHUP: %s does not load, keeping the running workers: %s", self.settings_path, exc)
             self._reload_in_place()
             return
+        digest = hashlib.sha256(raw).hexdigest()
         changed = restart_fields(self.settings, settings) + (["secrets"] if secrets != self.secrets_digest else [])
         if not changed:
             self._reload_in_place()
-            self.settings = settings
+            self.settings, self.settings_digest = settings, digest
+            self._publish()
             return
         logger.warning("SIGHUP: %s changed, rolling the workers", ", ".join(changed))
         if self._roll(settings):
-            self.settings, self.secrets_digest = settings, secrets
+            self.settings, self.settings_digest, self.secrets_digest = settings, digest, secrets
+            self._publish()
+
+    def _publish(self) -> None:
+        """Say which settings every worker runs (WORKERS_STATE_FILE), replacing the file whole."""
+        state = Path(self.settings.data_dir) / WORKERS_STATE_FILE
+        state.parent.mkdir(parents=True, exist_ok=True)
+        partial = state.with_suffix(".tmp")
+        partial.write_text(json.dumps({"settings_sha256": self.settings_digest, "secrets_sha256": self.secrets_digest}))
+        os.replace(partial, state)
 
     def _reload_in_place(self) -> None:
         logger.info("SIGHUP: reloading the workers in place")

@@ -21,7 +21,7 @@ from posixpath import isabs, join
 
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
-from . import alertmanager, elk, engine, grafana, nginx, prometheus
+from . import alertmanager, elk, engine, grafana, nginx, prometheus, skills
 from .base import Files, Renderer, Target
 from .prometheus import dump_yaml
 from .supervisor import ENGINE_STOP_GRACE_SECONDS
@@ -41,7 +41,7 @@ IMAGES = {
     "filebeat": "docker.elastic.co/beats/filebeat:8.11.3",
 }
 # The renderers whose files the containers read, in service order.
-REUSED = (engine, nginx, prometheus, alertmanager, grafana, elk)
+REUSED = (engine, skills, nginx, prometheus, alertmanager, grafana, elk)
 # An engine worker is one Python process; the base covers the supervisor process and page cache.
 ENGINE_MEMORY_BASE_MB, ENGINE_MEMORY_PER_WORKER_MB = 256, 256
 SHARED_NETWORK = "service:engine"
@@ -126,7 +126,7 @@ def _engine(target: Target, ct: Target) -> dict:
         environment={"PYTHONUNBUFFERED": "1"},
         # The engine owns the shared network namespace, so it publishes the proxy's ports.
         ports=ports,
-        volumes=[f"data:{ROOT}/data", f"logs:{ROOT}/logs", *_config_binds(ct, engine)],
+        volumes=[f"data:{ROOT}/data", f"logs:{ROOT}/logs", *_config_binds(ct, engine), *_config_binds(ct, skills)],
         secrets=_secrets(ct, engine),
         healthcheck={
             "test": ["CMD", "python", "-c", probe],

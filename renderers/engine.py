@@ -16,6 +16,7 @@ from ..engine.settings import (
     RateLimitSettings,
     SearchToolSettings,
     SecuritySettings,
+    SkillFolderSettings,
     SkillSettings,
     ToolPermissionSettings,
     ToolsSettings,
@@ -66,6 +67,19 @@ def build_settings(target: Target) -> EngineSettings:
             if s.enabled
         ],
         tools=_tools(spec, secrets),
+        skill_folders=[
+            SkillFolderSettings(
+                name=folder.name,
+                path=f"{target.current}/skills/{folder.name}",
+                digest=folder.digest,
+                description=folder.description,
+                command=folder.command,
+                tool=folder.tool,
+                config=folder.config,
+                timeout_seconds=folder.timeout_seconds,
+            )
+            for folder in spec.loaded_skill_folders
+        ],
         rate_limit=RateLimitSettings(**limits.rate_limit.model_dump()),
         global_rate_limit=(
             GlobalRateLimitSettings(**limits.global_rate_limit.model_dump()) if limits.global_rate_limit else None

@@ -53,18 +53,7 @@ def load_spec(path: str | Path, on_note: Note | None = None) -> Spec:
 
 
 def parse_spec(text: str, filename: str = "assistant.yaml", on_note: Note | None = None) -> Spec:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(filename, [SpecProblem(line, col, f"invalid YAML: {problem}")]) from None
-    if node is None:
-        raise SpecError(filename, [SpecProblem(1, 1, "the file is empty", "start from the default assistant.yaml")])
-    positions: dict[Location, tuple[int, int]] = {}
-    _record_positions(node, (), positions)
-    data, problems = _construct(node)  # the keys set twice, reported with everything else
+    data, positions, problems = read_yaml(text, filename, "start from the default assistant.yaml")
     migrated = _upgrade(data, filename, positions, problems)
     if migrated.steps and on_note is not None:
         on_note(_migration_note(filename, migrated, has_version=("version",) in positions))
@@ -77,7 +66,36 @@ def parse_spec(text: str, filename: str = "assistant.yaml", on_note: Note | None
         problems.append(SpecProblem(*_position(migrated.file_location(loc), positions), message, hint))
     if problems:
         raise SpecError(filename, problems)
+    if spec.tools.skill_folders:  # imported only then: they import each skill's handler
+        from .skill_folders import attach_skill_folders
+
+        spec = attach_skill_folders(spec, Path(filename).resolve().parent, filename, positions)
     return spec
+
+
+def read_yaml(
+    text: str, filename: str, empty_hint: str | None = None
+) -> tuple[object, dict[Location, tuple[int, int]], list[SpecProblem]]:
+    """A YAML file's data, the line and column of each of its keys and values, and every key set
+    twice (a problem to report with the others); raises `SpecError` for YAML that does not parse."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(filename, [SpecProblem(line, col, f"invalid YAML: {problem}")]) from None
+    if node is None:
+        raise SpecError(filename, [SpecProblem(1, 1, "the file is empty", empty_hint)])
+    positions: dict[Location, tuple[int, int]] = {}
+    _record_positions(node, (), positions)
+    data, problems = _construct(node)
+    return data, positions, problems
+
+
+def locate(loc: Location, positions: dict[Location, tuple[int, int]]) -> tuple[int, int]:
+    """The line and column of `loc` in a file read by `read_yaml` (its nearest existing parent's)."""
+    return _position(loc, positions)
 
 
 def _upgrade(data: object, filename: str, positions: dict, problems: list[SpecProblem]) -> Upgrade:

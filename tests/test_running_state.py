@@ -186,3 +186,22 @@ def test_a_crash_looping_program_is_restarted_not_started():
     drift = plan.running_drift({"supervisord_running": True, "manifest": {}, "running": running})
     assert [d.fix for d in drift] == ["restart", "restart"]
     assert apply.repair_vars(_Plan(drift))["restart"] == ["engine"]
+
+
+def test_an_engine_whose_workers_are_not_all_on_the_live_settings_is_drift():
+    """A roll that stopped half way: the worker that answered /health runs the live settings, but
+    the engine's parent says not every worker does (engine/workers.py): that is not "No changes"."""
+    live = "a" * 64
+    manifest = {"files": {"engine/settings.json": {"sha256": live}}}
+
+    def drift(**health):
+        running = {"expected_programs": ["engine"], "programs": {"engine": "RUNNING"}, "sockets": [], "health": {}}
+        running["health"]["engine"] = {"status": "ok", **health}
+        facts = {"supervisord_running": True, "manifest": manifest, "running": running}
+        return [d.problem for d in plan.running_drift(facts)]
+
+    assert drift(settings_sha256=live, workers_settings_sha256=live) == []
+    assert drift(settings_sha256=live, workers_settings_sha256="b" * 64) == [
+        "engine runs other settings than the live release"
+    ]
+    assert drift(settings_sha256=live) == []  # an engine that does not say is not judged on it

@@ -169,7 +169,9 @@ def test_a_change_that_needs_new_workers_rolls_them_without_a_failed_request(dep
     data = copy.deepcopy(deployment.data)
     data["monitoring"]["logging"]["level"] = "warning"
     with applied_under_load(deployment, data) as load:
-        assert engine_health(deployment)["settings_sha256"] == expected_digest(deployment)
+        # apply returned: every worker that accepts runs the new settings (the parent said so)
+        assert runs_new_settings_everywhere(deployment, 2)
+        assert engine_health(deployment)["workers"]["settings_sha256"] == expected_digest(deployment)
         wait_for(lambda: len(worker_pids(parent)) == 2 and not worker_pids(parent) & before, 180, "the roll to end")
     assert load.failures == [], load.outcomes
     assert engine_parent(deployment) == parent, "the engine was restarted, not rolled"
@@ -182,6 +184,7 @@ def test_a_new_worker_count_is_reached_without_a_failed_request(deployment):
     data = copy.deepcopy(deployment.data)
     data["limits"]["concurrency"]["workers"] = 3
     with applied_under_load(deployment, data) as load:
+        assert runs_new_settings_everywhere(deployment, 3)
         wait_for(lambda: len(worker_pids(parent)) == 3 and not worker_pids(parent) & before, 180, "three new workers")
     assert load.failures == [], load.outcomes
     assert engine_parent(deployment) == parent

@@ -122,6 +122,8 @@ class _Answer:
             self._log(logging.WARNING, f"no reply from the model: {exc.code}: {exc.message}")
             await self._release()
             reply = TOO_LONG_TEXT if exc.code == "message_too_long" else FAILURE_TEXT
+            if exc.code == "invalid_arguments":  # a skill command's usage: the user can act on it
+                reply = exc.message
         except Exception:  # noqa: BLE001 - a bug must be logged, never lost in a dropped task
             logs.APP.exception("webhook reply failed", extra={"fields": self._fields()})
             await self._release()
@@ -135,10 +137,11 @@ class _Answer:
         context = await rt.history.context(self.conversation_id, trace.user, rt.settings.history_context_messages)
         messages = [*context, {"role": "user", "content": text}]
         catalog, requested = rt.catalog, self.config.settings.model
-        loop = tool_loop(rt, catalog, requested, trace, DEFAULT_PRIORITY, self.channel.name, self._send)
+        channel = self.channel.name
+        loop = tool_loop(rt, catalog, requested, trace, DEFAULT_PRIORITY, channel, self._send)
         async with in_flight(rt):
             model, reply = await chat_with_tools(
-                rt, catalog, requested, messages, options(trace), trace, DEFAULT_PRIORITY, loop
+                rt, catalog, requested, messages, options(trace), trace, DEFAULT_PRIORITY, loop, channel=channel
             )
         rows = [Row(new_id(), self.conversation_id, trace.user, "user", text)]
         if loop is not None and loop.added:

@@ -126,6 +126,9 @@ class Tool:
     args: type[Arguments] | type[JsonArguments]
     run: Run
     risk: Risk = "safe"
+    # A limit of the tool's own (a skill folder's timeout_seconds); call_tool takes the smaller of
+    # this and tools.step_timeout_seconds.
+    timeout_seconds: float | None = None
 
     def definition(self) -> dict[str, Any]:
         """The tool as OpenAI's `tools` list declares it."""

@@ -50,7 +50,7 @@ async def _run(registry: Registry, tool: Tool, raw: str | None, context: ToolCon
         args = tool.args.model_validate(_parse(raw))
     except (ValueError, ValidationError) as exc:
         return "invalid_arguments", f"invalid arguments for '{tool.name}': {_explain(exc)}", False
-    limit = registry.settings.step_timeout_seconds
+    limit = min(registry.settings.step_timeout_seconds, tool.timeout_seconds or registry.settings.step_timeout_seconds)
     try:
         async with asyncio.timeout(limit) as deadline:
             output = await tool.run(args, context)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..types import Name
 from .base import Strict
@@ -36,3 +36,12 @@ class Spec(Strict):
     monitoring: Monitoring = Field(Monitoring(), description="Metrics, alerts and logs.")
     security: Security = Field(Security(), description="Who may chat, TLS, and how data is kept.")
     deploy: Deploy = Field(Deploy(), description="Hosts, ports and how a change is rolled out.")
+
+    # The folders of tools.skill_folders as read and checked by the loader (schema/skill_folders.py):
+    # their files are part of what is rendered, like the spec's own values.
+    _skill_folders: tuple[Any, ...] = PrivateAttr(default=())
+
+    @property
+    def loaded_skill_folders(self) -> tuple[Any, ...]:
+        """Each `SkillFolder` of tools.skill_folders, in order (empty for a spec not read from a file)."""
+        return self._skill_folders

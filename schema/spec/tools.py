@@ -185,6 +185,13 @@ class Tools(Strict):
     output_limit_bytes: int = Field(
         16_000, ge=256, le=1_000_000, description="Bytes of one tool's answer at most; more is an error."
     )
+    skill_folders: list[SafePath] = Field(
+        default_factory=list,
+        description="Skill folders shipped with the engine, each <name>/{handler.py, config.yaml} (a relative path "
+        "sits next to the spec). handler.py defines one BaseSkill class (assistantctl.engine.skill_folders); "
+        "config.yaml gives its description, an optional command (/name) that runs it without the model, whether "
+        "the model may call it as the tool skill_<name>, its timeout and its config, checked at validate.",
+    )
     mcp_servers: dict[McpServerName, McpServer] = Field(
         default_factory=dict,
         description="MCP servers whose tools the model may call, by name (lowercase, up to 24 characters): over "

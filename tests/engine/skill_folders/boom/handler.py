@@ -1,0 +1,8 @@
+"""A skill that always raises."""
+
+from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+
+
+class Boom(BaseSkill):
+    async def execute(self, context: SkillContext) -> str:
+        raise RuntimeError("the secret internals of boom")

@@ -1,0 +1,11 @@
+"""A skill that never answers."""
+
+import asyncio
+
+from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+
+
+class Hang(BaseSkill):
+    async def execute(self, context: SkillContext) -> str:
+        await asyncio.sleep(3600)
+        return "never"

@@ -1,0 +1,14 @@
+"""A skill whose Arguments have two required fields: a command's text must be a JSON object of them."""
+
+from pydantic import BaseModel
+
+from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+
+
+class Pair(BaseSkill):
+    class Arguments(BaseModel):
+        left: str
+        right: int
+
+    async def execute(self, context: SkillContext) -> str:
+        return f"{context.arguments.left}={context.arguments.right}"
