@@ -22,6 +22,7 @@ both hosts while a client calls the virtual IP, and check that a batch draining 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -320,6 +321,45 @@ def test_a_host_whose_apply_fails_after_draining_rolls_back_and_rejoins_the_pair
     assert "RUNNING" in supervisorctl(pair, "ha-a", "status", "keepalived")
     back = watch_until(pair, "ha-a")
     print(f"\nfailed apply on ha-a rolled back; the VIP back on ha-a: {back.line()} while settling")
+    assert pair.run("plan", "--detailed-exitcode").returncode == 0
+
+
+# What the one-line reason of a failed apply names, per step the fault is put at.
+FAULT_STEPS = {"switch": "Point current at", "reload": "Reload changed services", "health": "/health"}
+
+
+@pytest.mark.parametrize("step", list(FAULT_STEPS))
+def test_a_fault_at_any_step_leaves_the_host_on_its_release_and_back_in_the_pair(pair, step):
+    """The HA pair's row of the failure matrix (tests/test_failure_matrix.py): a switch that fails
+    for real (a directory where the next link goes), a reload or health check that fails through
+    ASSISTANTCTL_TEST_FAULT after the new files went live. ha-a drained first; it must come back on
+    its previous release, rejoin the pair and take the virtual IP back, and the change stays pending."""
+    watch_until(pair, "ha-a")
+    live = {name: pair.live_release(name) for name in ROLES}
+    original, env = pair.data, pair.env
+    next_link = pair.host("ha-a").path("current.next")
+    pair.rewrite(engine_change(pair, serial=1))
+    if step == "switch":
+        next_link.mkdir()
+    else:
+        pair.env = {**env, "ASSISTANTCTL_TEST_FAULT": step}
+    try:
+        result = pair.run("apply", "--auto-approve")
+        pair.env = env
+        assert result.returncode == 1, result.stdout + result.stderr
+        reasons = [line for line in result.stdout.splitlines() if "apply failed at '" in line]
+        assert reasons and all(FAULT_STEPS[step] in line for line in reasons), result.stdout
+        assert "[ha-a] changed   Stop keepalived here" in result.stdout
+        assert only_prepared("ha-b", result.stdout), result.stdout
+        assert {name: pair.live_release(name) for name in ROLES} == live
+        assert "RUNNING" in supervisorctl(pair, "ha-a", "status", "keepalived")
+        watch_until(pair, "ha-a")
+        assert pair.run("plan", "--detailed-exitcode").returncode == 2, "the change must stay pending"
+    finally:
+        pair.env = env
+        pair.rewrite(original)
+        if next_link.is_dir() and not next_link.is_symlink():
+            shutil.rmtree(next_link)
     assert pair.run("plan", "--detailed-exitcode").returncode == 0
 
 
