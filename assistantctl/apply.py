@@ -75,6 +75,7 @@ def host_vars(target: Target) -> dict:
         "assistant_roles": list(host.roles),
         "assistant_engine_port": target.spec.deploy.ports.engine,
         "assistant_http_port": target.spec.deploy.ports.http,
+        "assistant_health_retries": target.spec.deploy.health_check_seconds,  # one try a second
     }
     pair = ha_pair(target)
     if pair is not None:

@@ -22,7 +22,12 @@ INVALID_NGINX = "location = /x {\n    no_such_directive on;\n}\n"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    with applied(Deployment(tmp_path_factory.mktemp("failed-releases"))) as deployment:
+    deployment = Deployment(tmp_path_factory.mktemp("failed-releases"))
+    data = dict(deployment.data)
+    # An engine that never answers fails the health check after this long (the default is 40 s).
+    data["deploy"] = {**data["deploy"], "health_check_seconds": 15}
+    deployment.rewrite(data)
+    with applied(deployment) as deployment:
         yield deployment
 
 

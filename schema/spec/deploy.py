@@ -99,6 +99,13 @@ class Deploy(Strict):
         description="How long to wait for an SSH host to answer (ssh ConnectTimeout) before reporting it "
         "unreachable; a reached host then gets 60 s more to answer.",
     )
+    health_check_seconds: int = Field(
+        40,
+        ge=5,
+        le=600,
+        description="How long apply waits for a host's engine (and nginx) to answer /health with the new "
+        "release's settings before it calls the apply failed and puts the previous release back.",
+    )
     overrides: SafePath = Field(
         "overrides",
         description="Folder of files merged over the rendered ones: overrides/<renderer>/<path> matches "

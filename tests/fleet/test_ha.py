@@ -302,6 +302,7 @@ def test_a_host_whose_apply_fails_after_draining_rolls_back_and_rejoins_the_pair
     original, good = pair.data, pair.env[DSN_ENV]
     one_at_a_time = pair.copy()
     one_at_a_time["deploy"]["serial"] = 1
+    one_at_a_time["deploy"]["health_check_seconds"] = 15  # it will fail: no need to wait the default 40 s
     pair.rewrite(one_at_a_time)
     pair.env[DSN_ENV] = good.rsplit(":", 1)[0] + ":1/postgres"  # only the secret changes: engine restart
     try:
