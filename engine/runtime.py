@@ -16,6 +16,7 @@ import logging
 import os
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from . import logs, storage
 from .auth import Auth
@@ -29,7 +30,7 @@ from .settings import EngineSettings, load_secrets, restart_fields
 from .skill_folders import SkillFolders, load_skill_folders
 from .skills import load_skills
 from .tools import Registry, load_registry
-from .tools.mcp import McpManager
+from .tools.registry import ToolSource
 from .upstream import ClientPool
 
 OVERRIDE_FILE = "default-model.json"
@@ -51,7 +52,7 @@ class Runtime:
         self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
         self.skills = load_skills(self.settings.skills)
         # MCP servers connect in the background once started; their tools join the registry as they answer
-        self.mcp = McpManager(self.settings.tools.mcp_servers, self.secrets)
+        self.mcp = _mcp_servers(self.settings, self.secrets)
         # Skill folders' handlers are imported once per worker (new code needs new workers: RESTART_ONLY)
         self.skill_folders: SkillFolders = load_skill_folders(self.settings.skill_folders)
         # A request keeps the registry it started with.
@@ -133,8 +134,9 @@ class Runtime:
             f"settings reloaded models={','.join(catalog.names())} default={self.catalog.default}",
         )
 
-    def _tool_sources(self) -> list[McpManager | SkillFolders]:
-        return [self.mcp, self.skill_folders] if self.skill_folders.skills else [self.mcp]
+    def _tool_sources(self) -> list[ToolSource]:
+        sources: list[ToolSource] = [self.mcp] if self.settings.tools.mcp_servers else []
+        return [*sources, self.skill_folders] if self.skill_folders.skills else sources
 
     def switch_default(self, name: str) -> str:
         """Make `name` the default model for new requests here and in the other workers."""
@@ -177,6 +179,28 @@ def _file_digest(path: str | None) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
     except FileNotFoundError:
         return None
+
+
+class _NoMcpServers:
+    """The MCP manager of an engine without `tools.mcp_servers`: the SDK (~50 MB per worker) is
+    imported only by engines that declare a server."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def tools(self) -> dict:
+        return {}
+
+
+def _mcp_servers(settings: EngineSettings, secrets: dict[str, str]) -> Any:
+    if not settings.tools.mcp_servers:
+        return _NoMcpServers()
+    from .tools.mcp import McpManager
+
+    return McpManager(settings.tools.mcp_servers, secrets)
 
 
 def _read(path: str) -> tuple[str, EngineSettings]:

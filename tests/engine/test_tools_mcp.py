@@ -230,3 +230,17 @@ def test_a_server_needs_its_transport_fields():
         McpServerSettings(name="x", transport="stdio")
     with pytest.raises(ValueError, match="url"):
         McpServerSettings(name="x", transport="http")
+
+
+def test_an_engine_without_mcp_servers_never_loads_the_sdk(tmp_path):
+    """The SDK costs each worker ~50 MB: only an engine that declares a server imports it."""
+    from engine_process import build_settings, model
+
+    path = tmp_path / "settings.json"
+    path.write_text(build_settings(tmp_path, free_port(), [model("local")]).to_json())
+    code = (
+        "import sys; from assistantctl.engine.runtime import Runtime; Runtime(sys.argv[1]); print('mcp' in sys.modules)"
+    )
+    command = [sys.executable, "-c", code, str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.strip() == "False", result.stderr
