@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, HttpUrl, StringConstraints, model_validator
@@ -52,8 +54,28 @@ class ToolSettings(Strict):
     notes: NotesTool = Field(default_factory=NotesTool, description="notes_save, notes_list, notes_delete.")
 
 
+# A tool a permission rule may name: a shipped one, an MCP server's (as the model sees it,
+# mcp_<server>__<tool>) or a skill folder's (skill_<name>); the last two are checked against
+# tools.mcp_servers and tools.skill_folders by `Tools`.
+_SOURCE_TOOL = re.compile(r"^(mcp_[a-z][a-z0-9_-]{0,23}__[A-Za-z0-9_-]{1,64}|skill_[a-z][a-z0-9_]{0,39})$")
+
+
+def _a_tool(name: str) -> str:
+    if name in BUILTIN_TOOLS or _SOURCE_TOOL.match(name):
+        return name
+    close = difflib.get_close_matches(name, list(BUILTIN_TOOLS), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"'{name}' is no tool: name a shipped tool, mcp_<server>__<tool> or skill_<name>{hint}")
+
+
+PermittedTool = Annotated[str, StringConstraints(max_length=128), AfterValidator(_a_tool)]
+
+
 class ToolPermission(Strict):
-    tool: ToolName = Field(description="The tool this rule restricts.")
+    tool: PermittedTool = Field(
+        description="The tool this rule restricts: a shipped tool, an MCP server's as the model sees it "
+        "(mcp_<server>__<tool>) or a skill folder's (skill_<name>)."
+    )
     channels: list[ChannelName] = Field(default_factory=list, description="Channels it may be used on; empty: all.")
     users: list[str] = Field(default_factory=list, description="Users who may use it; empty: everyone.")
 
@@ -217,4 +239,20 @@ class Tools(Strict):
         twice = sorted({name for name in ruled if ruled.count(name) > 1})
         if twice:
             raise ValueError(f"one permission rule per tool: {', '.join(twice)} has several")
+        for name in ruled:
+            self._rule_names_a_tool(name)
         return self
+
+    def _rule_names_a_tool(self, name: str) -> None:
+        """A rule for an MCP or skill tool must name one this spec declares (a typo would restrict nothing)."""
+        if name.startswith("skill_") and name not in BUILTIN_TOOLS:
+            skills = {f"skill_{PurePosixPath(path).name}" for path in self.skill_folders}
+            if name not in skills:
+                raise ValueError(f"permission for {name}: no skill folder of that name in tools.skill_folders")
+        elif name.startswith("mcp_") and name not in BUILTIN_TOOLS:
+            server, tool = name.removeprefix("mcp_").split("__", 1)
+            declared = self.mcp_servers.get(server)
+            if declared is None:
+                raise ValueError(f"permission for {name}: no MCP server '{server}' in tools.mcp_servers")
+            if "*" not in declared.allow_tools and tool not in declared.allow_tools:
+                raise ValueError(f"permission for {name}: '{tool}' is not in tools.mcp_servers.{server}.allow_tools")

@@ -41,3 +41,27 @@ def test_settings_choose_the_enabled_tools():
 def test_an_unknown_tool_in_the_settings_is_refused_at_load():
     with pytest.raises(ValueError, match="unknown tools: calculater"):
         load_registry(ToolsSettings(enabled=["calculater"]))
+
+
+def test_a_permission_rule_restricts_a_tool_that_comes_from_a_source():
+    """MCP servers' and skill folders' tools join through sources; a rule naming one applies to it."""
+    from assistantctl.engine.settings import ToolPermissionSettings
+    from assistantctl.engine.tools import Arguments, Tool
+    from assistantctl.engine.tools.loop import offered
+
+    async def run(args, context):
+        return "done"
+
+    tool = Tool("skill_report", "Makes the weekly report.", Arguments, run, risk="machine")
+
+    class Source:
+        def tools(self):
+            return {tool.name: tool}
+
+    rule = ToolPermissionSettings(tool="skill_report", users=["alice"], channels=["web"])
+    registry = load_registry(ToolsSettings(enabled=[], permissions=[rule]), sources=[Source()])
+    assert registry.allowed("skill_report", "web", "alice")
+    assert not registry.allowed("skill_report", "web", "bob")
+    assert not registry.allowed("skill_report", "telegram", "alice")
+    assert [d["function"]["name"] for d in offered(registry, "web", "alice")] == ["skill_report"]
+    assert offered(registry, "web", "bob") == []

@@ -85,7 +85,6 @@ tools:
     [
         ("tools:\n  enabled: [safe, http_fetc]\n", "tools.enabled.1: Input should be 'safe'", "http_fetch"),
         ("tools:\n  disabled: [calculater]\n", "tools.disabled.0:", "calculator"),
-        ("tools:\n  permissions:\n    - tool: web_serch\n", "tools.permissions.0.tool:", "web_search"),
     ],
 )
 def test_an_unknown_tool_name_is_an_error_with_a_did_you_mean(snippet, wanted, right):
@@ -102,6 +101,39 @@ def test_an_unknown_setting_is_an_error_with_a_did_you_mean():
 def test_web_search_needs_a_search_url():
     [line] = problems(MINIMAL + "tools:\n  enabled: [web_search]\n")
     assert "web_search is on but tools.settings.search.url is not set" in line
+
+
+def test_a_permission_for_an_unknown_tool_is_an_error_with_a_did_you_mean():
+    [line] = problems(MINIMAL + "tools:\n  permissions:\n    - tool: web_serch\n")
+    assert "tools.permissions.0.tool: 'web_serch' is no tool" in line and "did you mean 'web_search'?" in line
+
+
+MCP_SERVER = """\
+  mcp_servers:
+    files:
+      transport: http
+      url: https://mcp.example.org/mcp
+      allow_tools: [read_file]
+"""
+
+
+def test_permissions_can_restrict_mcp_and_skill_tools_the_spec_declares(tmp_path):
+    snippet = "tools:\n  permissions:\n    - {tool: mcp_files__read_file, users: [alice]}\n" + MCP_SERVER
+    [rule] = _settings(snippet, tmp_path).permissions
+    assert rule.tool == "mcp_files__read_file" and rule.users == ["alice"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "wanted"),
+    [
+        ("mcp_disks__read_file", "no MCP server 'disks' in tools.mcp_servers"),
+        ("mcp_files__write_file", "'write_file' is not in tools.mcp_servers.files.allow_tools"),
+        ("skill_weather", "no skill folder of that name in tools.skill_folders"),
+    ],
+)
+def test_a_permission_for_an_mcp_or_skill_tool_the_spec_does_not_have_is_an_error(tool, wanted):
+    [line] = problems(MINIMAL + f"tools:\n  permissions:\n    - {{tool: {tool}, users: [alice]}}\n" + MCP_SERVER)
+    assert wanted in line
 
 
 def test_a_tool_gets_one_permission_rule():
