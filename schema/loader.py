@@ -6,41 +6,19 @@ import difflib
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from .checks import cross_check
+from .located_yaml import SpecError, SpecProblem, locate, read_yaml
+from .skill_folders import attach_skill_folders
 from .spec import Spec
 from .versions import CURRENT_VERSION, Location, UnknownVersion, Upgrade, moved_since, upgrade
 
 Note = Callable[[str], None]
 
-
-@dataclass(frozen=True)
-class SpecProblem:
-    line: int
-    column: int
-    message: str
-    hint: str | None = None
-
-
-class SpecError(Exception):
-    """One or more problems in a spec file, each with its position."""
-
-    def __init__(self, path: str, problems: list[SpecProblem]):
-        self.path = path
-        self.problems = sorted(problems, key=lambda p: (p.line, p.column))
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = []
-        for p in self.problems:
-            hint = f" (hint: {p.hint})" if p.hint else ""
-            lines.append(f"{self.path}:{p.line}:{p.column}: {p.message}{hint}")
-        return "\n".join(lines)
+__all__ = ["SpecError", "SpecProblem", "load_spec", "parse_spec"]
 
 
 def load_spec(path: str | Path, on_note: Note | None = None) -> Spec:
@@ -63,39 +41,12 @@ def parse_spec(text: str, filename: str = "assistant.yaml", on_note: Note | None
         problems += [_problem(err, positions, migrated) for err in exc.errors()]
         raise SpecError(filename, problems) from None
     for loc, message, hint in cross_check(spec, Path(filename).resolve().parent):
-        problems.append(SpecProblem(*_position(migrated.file_location(loc), positions), message, hint))
+        problems.append(SpecProblem(*locate(migrated.file_location(loc), positions), message, hint))
     if problems:
         raise SpecError(filename, problems)
-    if spec.tools.skill_folders:  # imported only then: they import each skill's handler
-        from .skill_folders import attach_skill_folders
-
+    if spec.tools.skill_folders:
         spec = attach_skill_folders(spec, Path(filename).resolve().parent, filename, positions)
     return spec
-
-
-def read_yaml(
-    text: str, filename: str, empty_hint: str | None = None
-) -> tuple[object, dict[Location, tuple[int, int]], list[SpecProblem]]:
-    """A YAML file's data, the line and column of each of its keys and values, and every key set
-    twice (a problem to report with the others); raises `SpecError` for YAML that does not parse."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(filename, [SpecProblem(line, col, f"invalid YAML: {problem}")]) from None
-    if node is None:
-        raise SpecError(filename, [SpecProblem(1, 1, "the file is empty", empty_hint)])
-    positions: dict[Location, tuple[int, int]] = {}
-    _record_positions(node, (), positions)
-    data, problems = _construct(node)
-    return data, positions, problems
-
-
-def locate(loc: Location, positions: dict[Location, tuple[int, int]]) -> tuple[int, int]:
-    """The line and column of `loc` in a file read by `read_yaml` (its nearest existing parent's)."""
-    return _position(loc, positions)
 
 
 def _upgrade(data: object, filename: str, positions: dict, problems: list[SpecProblem]) -> Upgrade:
@@ -106,7 +57,7 @@ def _upgrade(data: object, filename: str, positions: dict, problems: list[SpecPr
     try:
         return upgrade(data)
     except UnknownVersion as exc:  # its other keys may mean anything: nothing more to check
-        problems.append(SpecProblem(*_position(("version",), positions), f"version: {exc}", exc.hint))
+        problems.append(SpecProblem(*locate(("version",), positions), f"version: {exc}", exc.hint))
         raise SpecError(filename, problems) from None
 
 
@@ -119,78 +70,21 @@ def _migration_note(filename: str, migrated: Upgrade, has_version: bool) -> str:
     )
 
 
-def _record_positions(node: yaml.Node, loc: Location, positions: dict[Location, tuple[int, int]]) -> None:
-    """Remember where every key and value of the YAML node tree starts (1-based line, column)."""
-    positions.setdefault(loc, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            positions[(*loc, key, "__key__")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _record_positions(value_node, (*loc, key), positions)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _record_positions(item, (*loc, index), positions)
-
-
-class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a key set twice in one mapping is a problem instead of "last wins".
-
-    A `<<` merge may still be overridden by the mapping's own keys: that is what merges are for.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self.duplicates: list[SpecProblem] = []
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[object, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node)
-            except TypeError:  # an unhashable key: PyYAML itself refuses it below
-                continue
-            if first is not key_node:
-                mark, was = key_node.start_mark, first.start_mark
-                hint = f"it is first set at line {was.line + 1}, column {was.column + 1}"
-                self.duplicates.append(SpecProblem(mark.line + 1, mark.column + 1, f"duplicate key '{key}'", hint))
-        return super().construct_mapping(node, deep)
-
-
-def _construct(node: yaml.Node) -> tuple[object, list[SpecProblem]]:
-    """The plain data of the composed document, and every key set twice in one mapping."""
-    loader = _SpecLoader()
-    try:
-        return loader.construct_document(node), loader.duplicates
-    finally:
-        loader.dispose()
-
-
-def _position(loc: Location, positions: dict[Location, tuple[int, int]]) -> tuple[int, int]:
-    """The position of the deepest part of `loc` that exists in the file."""
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in positions:
-            return positions[loc[:end]]
-    return (1, 1)
-
-
 def _problem(err: dict, positions: dict[Location, tuple[int, int]], migrated: Upgrade) -> SpecProblem:
     loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
     where = migrated.file_location(loc)  # `loc` walks the current models, `where` the file as written
     dotted = ".".join(str(p) for p in where) or "(top level)"
     if err["type"] == "extra_forbidden":
         key = loc[-1]
-        line, col = positions.get((*where[:-1], key, "__key__"), _position(where, positions))
+        line, col = positions.get((*where[:-1], key, "__key__"), locate(where, positions))
         known = _known_keys(loc[:-1])
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else None)
         return SpecProblem(line, col, f"unknown key '{dotted}'", moved_since(where) or hint)
     if err["type"] == "missing":
-        line, col = _position(where, positions)
+        line, col = locate(where, positions)
         return SpecProblem(line, col, f"'{dotted}' is required")
-    line, col = _position(where, positions)
+    line, col = locate(where, positions)
     message = err["msg"].removeprefix("Value error, ")
     hint = _choice_hint(err["input"], _choices(loc)) if err["type"] == "literal_error" else None
     return SpecProblem(line, col, f"{dotted}: {message}", hint)

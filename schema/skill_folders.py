@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from ..engine.settings import SKILL_NAME_PATTERN
-from .loader import SpecError, SpecProblem, locate, read_yaml
+from .located_yaml import SpecError, SpecProblem, locate, read_yaml
 from .spec import Spec
 from .spec.base import Strict
 from .types import PositiveSeconds
