@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_loop_model import start_loop_model
+from fake_tool_models import ToolUpstream
 
 from assistantctl.engine.settings import ModelSettings
 from engine_process import RunningEngine, StartEngine, start_engine, stop_engine
@@ -59,6 +61,15 @@ def ollama_fake() -> Iterator[FakeUpstream]:
 def platforms() -> Iterator[FakePlatforms]:
     """A fake Telegram / WhatsApp / WeCom API that records what the engine sends it."""
     fake, server, thread = start_platforms()
+    yield fake
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def loop_model() -> Iterator[ToolUpstream]:
+    """A fake OpenAI-compatible model that follows each request's tool plan (fake_loop_model.py)."""
+    fake, server, thread = start_loop_model()
     yield fake
     server.should_exit = True
     thread.join(5)

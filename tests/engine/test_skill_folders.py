@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from fake_loop_model import plan, start_loop_model
+from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 from test_webhooks import SECRETS, tg_post, tg_update
 from test_webhooks import channels as webhook_channels
@@ -47,18 +47,10 @@ def folder_settings(name: str, root: Path = FOLDERS, **overrides: Any) -> SkillF
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ToolUpstream]:
-    fake, server, thread = start_loop_model()
-    yield fake
-    server.should_exit = True
-    thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def engine(module_dir: Path, upstream: ToolUpstream) -> Iterator[RunningEngine]:
+def engine(module_dir: Path, loop_model: ToolUpstream) -> Iterator[RunningEngine]:
     running = start_engine(
         module_dir / "skills",
-        [model("planner", "openai", model="planner", api_base=f"{upstream.url}/v1", api_key_secret="k")],
+        [model("planner", "openai", model="planner", api_base=f"{loop_model.url}/v1", api_key_secret="k")],
         secrets={"k": "sk-test"},
         tools=ToolsSettings(enabled=["calculator"], step_timeout_seconds=5),
         channels=[ChannelSettings(name="websocket", path="/ws")],
@@ -93,14 +85,17 @@ def ws(engine: RunningEngine, message: str) -> dict[str, Any]:
                 return frame
 
 
-def test_a_command_answers_without_a_model_call_and_is_stored(engine, upstream) -> None:
-    before, calls = len(upstream.calls), engine.metric("assistant_tool_calls_total", tool="skill_weather", outcome="ok")
+def test_a_command_answers_without_a_model_call_and_is_stored(engine, loop_model) -> None:
+    before, calls = (
+        len(loop_model.calls),
+        engine.metric("assistant_tool_calls_total", tool="skill_weather", outcome="ok"),
+    )
     response = post(engine, "/weather   Paris ")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["reply"] == "weather: Paris: sunny (imperial) for anonymous on web"
     assert body["model"] == "skill:weather"
-    assert len(upstream.calls) == before
+    assert len(loop_model.calls) == before
     history = httpx.get(f"{engine.url}/api/v1/history", params={"conversation_id": body["conversation_id"]}).json()
     stored = [(m["role"], m["content"]) for m in history["messages"]]
     assert ("user", "/weather   Paris ") in stored and ("assistant", body["reply"]) in stored
@@ -111,15 +106,15 @@ def test_a_command_answers_without_a_model_call_and_is_stored(engine, upstream) 
     assert any("tool=skill_weather" in line for line in lines)  # call_tool's own line
 
 
-def test_a_command_answers_on_the_sse_stream_and_the_websocket(engine, upstream) -> None:
-    before = len(upstream.calls)
+def test_a_command_answers_on_the_sse_stream_and_the_websocket(engine, loop_model) -> None:
+    before = len(loop_model.calls)
     events = sse(engine, "/weather Oslo")
     assert "".join(e.get("delta", "") for e in events) == "weather: Oslo: sunny (imperial) for anonymous on web"
     assert events[-1]["done"] is True and events[-1]["model"] == "skill:weather"
     frame = ws(engine, "/echo hi there")
     assert frame["type"] == "done", frame
     assert (frame["reply"], frame["model"]) == ("echo: hi there", "skill:echo")
-    assert len(upstream.calls) == before
+    assert len(loop_model.calls) == before
 
 
 def test_command_text_fills_the_arguments(engine) -> None:
@@ -135,27 +130,27 @@ def test_command_text_fills_the_arguments(engine) -> None:
         assert expected in error["message"] and message.split()[0] in error["message"]
 
 
-def test_a_message_that_does_not_start_with_a_command_goes_to_the_model(engine, upstream) -> None:
-    before = len(upstream.calls)
+def test_a_message_that_does_not_start_with_a_command_goes_to_the_model(engine, loop_model) -> None:
+    before = len(loop_model.calls)
     assert chat(engine, "what does /weather do?")["model"] == "planner"
     assert chat(engine, "/weatherman Paris")["model"] == "planner"
-    assert len(upstream.calls) == before + 2
+    assert len(loop_model.calls) == before + 2
 
 
-def test_the_model_calls_a_skill_through_the_tool_loop(engine, upstream) -> None:
+def test_the_model_calls_a_skill_through_the_tool_loop(engine, loop_model) -> None:
     body = chat(engine, plan([("skill_weather", {"city": "Rome"}), ("skill_quiet", {"text": "x"})]))
     assert body["reply"] == (
         "results: weather: Rome: sunny (imperial) for anonymous on web | quiet saw 1 user message(s), request True, x"
     )
     assert [(t["name"], t["outcome"]) for t in body["tools"]] == [("skill_weather", "ok"), ("skill_quiet", "ok")]
-    offered = {t["function"]["name"]: t["function"] for t in upstream.calls[-1]["tools"]}
+    offered = {t["function"]["name"]: t["function"] for t in loop_model.calls[-1]["tools"]}
     assert {"calculator", "skill_weather", "skill_quiet", "skill_pair"} <= set(offered)
     assert "skill_echo" not in offered  # tool: false
     assert offered["skill_weather"]["description"] == "The weather for a city."
     assert offered["skill_weather"]["parameters"]["required"] == ["city"]
 
 
-def test_a_raising_or_hanging_skill_is_contained(engine, upstream) -> None:
+def test_a_raising_or_hanging_skill_is_contained(engine, loop_model) -> None:
     for message, words in (("/boom", "failed"), ("/hang", "did not finish within 0.5")):
         response = post(engine, message)
         assert response.status_code == 502, response.text

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_loop_model import plan, start_loop_model
+from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 from websockets.sync.client import connect
 
@@ -27,15 +27,7 @@ TOKYO = ("current_time", {"timezone": "Asia/Tokyo"})
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ToolUpstream]:
-    fake, server, thread = start_loop_model()
-    yield fake
-    server.should_exit = True
-    thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def engine(module_dir: Path, upstream: ToolUpstream) -> Iterator[RunningEngine]:
+def engine(module_dir: Path, loop_model: ToolUpstream) -> Iterator[RunningEngine]:
     tools = ToolsSettings(
         enabled=["calculator", "current_time", "hang", "boom", "slow", "huge"],
         max_steps=3,
@@ -44,7 +36,7 @@ def engine(module_dir: Path, upstream: ToolUpstream) -> Iterator[RunningEngine]:
     )
     running = start_engine(
         module_dir / "loop",
-        [model("planner", "openai", model="planner", api_base=f"{upstream.url}/v1", api_key_secret="k")],
+        [model("planner", "openai", model="planner", api_base=f"{loop_model.url}/v1", api_key_secret="k")],
         secrets={"k": "sk-test"},
         env={"PYTHONPATH": str(PLUGINS)},
         tools=tools,
@@ -79,40 +71,40 @@ def ws(engine: RunningEngine, message: str) -> list[dict[str, Any]]:
                 return frames
 
 
-def tool_messages(upstream: ToolUpstream) -> list[dict[str, Any]]:
-    return [m for m in upstream.calls[-1]["messages"] if m["role"] == "tool"]
+def tool_messages(loop_model: ToolUpstream) -> list[dict[str, Any]]:
+    return [m for m in loop_model.calls[-1]["messages"] if m["role"] == "tool"]
 
 
-def test_one_tool_call_runs_and_the_model_answers_with_its_result(engine, upstream) -> None:
+def test_one_tool_call_runs_and_the_model_answers_with_its_result(engine, loop_model) -> None:
     body = chat(engine, plan([SIX_BY_SEVEN]))
     assert body["reply"] == "results: 42"
     assert [(t["event"], t["name"], t["outcome"]) for t in body["tools"]] == [("finished", "calculator", "ok")]
     assert body["tools"][0]["call_id"] == "call_0_0"
-    sent = upstream.calls[-1]
+    sent = loop_model.calls[-1]
     assert {t["function"]["name"] for t in sent["tools"]} >= {"calculator", "current_time"}
-    assert tool_messages(upstream) == [{"role": "tool", "tool_call_id": "call_0_0", "content": "42"}]
+    assert tool_messages(loop_model) == [{"role": "tool", "tool_call_id": "call_0_0", "content": "42"}]
     asked = [m for m in sent["messages"] if m.get("tool_calls")]
     assert asked[0]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": '{"expression": "6*7"}'}
 
 
-def test_parallel_calls_run_at_once_and_answer_in_call_order(engine, upstream) -> None:
+def test_parallel_calls_run_at_once_and_answer_in_call_order(engine, loop_model) -> None:
     step = [("slow", {"text": "a"}), ("slow", {"text": "b"}), ("slow", {"text": "c"}), SIX_BY_SEVEN]
     started = time.monotonic()
     body = chat(engine, plan(step))
     assert time.monotonic() - started < 0.85  # three 0.3 s tools side by side, not one after another
     assert body["reply"] == "results: slow done a | slow done b | slow done c | 42"
-    assert [m["tool_call_id"] for m in tool_messages(upstream)] == ["call_0_0", "call_0_1", "call_0_2", "call_0_3"]
+    assert [m["tool_call_id"] for m in tool_messages(loop_model)] == ["call_0_0", "call_0_1", "call_0_2", "call_0_3"]
 
 
-def test_a_chain_of_steps_reaches_the_final_answer(engine, upstream) -> None:
-    before = len(upstream.calls)
+def test_a_chain_of_steps_reaches_the_final_answer(engine, loop_model) -> None:
+    before = len(loop_model.calls)
     body = chat(engine, plan([SIX_BY_SEVEN], [("calculator", {"expression": "42+1"})], [TOKYO]))
     assert body["reply"].startswith("results: 42 | 43 | ")
     assert "+09:00" in body["reply"]
-    assert len(upstream.calls) - before == 4  # three steps, then the answer
+    assert len(loop_model.calls) - before == 4  # three steps, then the answer
 
 
-def test_failing_tools_become_errors_for_the_model_not_a_failed_request(engine, upstream) -> None:
+def test_failing_tools_become_errors_for_the_model_not_a_failed_request(engine, loop_model) -> None:
     body = chat(engine, plan([("hang", {}), ("boom", {}), ("huge", {}), ("nosuch", {}), SIX_BY_SEVEN]))
     outcomes = {t["name"]: t["outcome"] for t in body["tools"]}
     assert outcomes == {
@@ -123,24 +115,24 @@ def test_failing_tools_become_errors_for_the_model_not_a_failed_request(engine, 
         "calculator": "ok",
     }
     assert {t["event"] for t in body["tools"] if t["name"] != "calculator"} == {"failed"}
-    results = [m["content"] for m in tool_messages(upstream)]
+    results = [m["content"] for m in tool_messages(loop_model)]
     assert results[0].startswith("error: 'hang' did not finish within 1 seconds")
     assert results[1] == "error: 'boom' failed with an internal error"
     assert "more than the limit of 1000" in results[2]
     assert results[4] == "42"
 
 
-def test_max_steps_ends_with_a_call_without_tools(engine, upstream) -> None:
+def test_max_steps_ends_with_a_call_without_tools(engine, loop_model) -> None:
     body = chat(engine, plan(*[[SIX_BY_SEVEN]] * 5))
     assert len(body["tools"]) == 3  # tools.max_steps
-    assert upstream.calls[-1]["tool_choice"] == "none"
+    assert loop_model.calls[-1]["tool_choice"] == "none"
     assert body["reply"] == "results: 42 | 42 | 42"
 
 
-def test_history_keeps_the_tool_messages_and_the_conversation_goes_on(engine, upstream) -> None:
+def test_history_keeps_the_tool_messages_and_the_conversation_goes_on(engine, loop_model) -> None:
     first = chat(engine, plan([SIX_BY_SEVEN]))
     second = chat(engine, "and now?", conversation_id=first["conversation_id"])
-    sent = upstream.calls[-1]["messages"]
+    sent = loop_model.calls[-1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
     assert sent[1]["tool_calls"][0]["id"] == "call_0_0" and sent[2] == {
         "role": "tool",
@@ -160,7 +152,7 @@ def test_history_keeps_the_tool_messages_and_the_conversation_goes_on(engine, up
     ]
 
 
-def test_sse_stream_assembles_streamed_calls_and_relays_tool_events(engine, upstream) -> None:
+def test_sse_stream_assembles_streamed_calls_and_relays_tool_events(engine, loop_model) -> None:
     events = sse(engine, plan([SIX_BY_SEVEN, ("slow", {"text": "x"})], [("boom", {})]))
     tools = [e["tool"] for e in events if "tool" in e]
     assert [(t["event"], t["name"]) for t in tools[:2]] == [("started", "calculator"), ("started", "slow")]
@@ -173,7 +165,7 @@ def test_sse_stream_assembles_streamed_calls_and_relays_tool_events(engine, upst
     text = "".join(e["delta"] for e in events if "delta" in e)
     assert text == "results: 42 | slow done x | error: 'boom' failed with an internal error"
     assert events[-1]["done"] is True and events[-1]["finish_reason"] == "stop"
-    assert [m["content"] for m in tool_messages(upstream)][:2] == ["42", "slow done x"]
+    assert [m["content"] for m in tool_messages(loop_model)][:2] == ["42", "slow done x"]
 
 
 def test_websocket_relays_tool_frames_and_the_answer(engine) -> None:
