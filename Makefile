@@ -36,7 +36,7 @@ bench: $(VENV)/.installed
 schema: $(VENV)/.installed
 	$(BIN)/assistantctl schema > schema/assistant.schema.json
 	$(BIN)/assistantctl schema --markdown > docs/spec.md
-	$(BIN)/python -m assistantctl.engine.openapi > engine/openapi.json
+	$(BIN)/python -m assistantctl.engine.api.openapi > engine/api/openapi.json
 
 # Regenerate tests/golden after an intended renderer/template change; review the diff.
 golden: $(VENV)/.installed

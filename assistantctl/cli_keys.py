@@ -1,6 +1,6 @@
 """`assistantctl keys create | list | revoke`: the API keys of a deployment.
 
-Keys live where the engine keeps its history (engine/keys.py): in PostgreSQL every engine node
+Keys live where the engine keeps its history (engine/security/keys.py): in PostgreSQL every engine node
 shares them; with SQLite each host has its own, so a spec with several engine hosts names one with
 `--host`. The commands run the engine's own `keys_cli` on that host, locally or over SSH, so a key
 is written exactly as the engine reads it. A new key is printed once and kept nowhere.

@@ -3,7 +3,7 @@
     python bench/limits.py [--decisions 20000] [--redis]
 
 One decision is what a chat request takes at admission with every limit on: the user's bucket,
-the global one, the model's requests and tokens, and the daily budget (engine/limits.py
+the global one, the model's requests and tokens, and the daily budget (engine/limits/policy.py
 `admission`). For each store it prints, per worker process:
 - `one at a time`: the latency of a lone decision (await apply, nothing else running);
 - `64 at once`: the decisions per second when 64 requests ask together (the SQLite store then
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import uvloop
 
-from assistantctl.engine.limits import admission
-from assistantctl.engine.ratelimit import Buckets, MemoryBuckets
-from assistantctl.engine.ratelimit_redis import RedisRateLimiter
-from assistantctl.engine.ratelimit_sqlite import SqliteBuckets
+from assistantctl.engine.limits.buckets import Buckets, MemoryBuckets
+from assistantctl.engine.limits.buckets_redis import RedisRateLimiter
+from assistantctl.engine.limits.buckets_sqlite import SqliteBuckets
+from assistantctl.engine.limits.policy import admission
 from assistantctl.engine.settings import EngineSettings, GlobalRateLimitSettings, ModelSettings, RateLimitSettings
 
 MODEL = ModelSettings(name="m", provider="builtin", model="m", requests_per_minute=10**9, tokens_per_minute=10**9)

@@ -51,7 +51,7 @@ def uvicorn_config(settings: EngineSettings) -> uvicorn.Config:
         workers=settings.workers,
         loop="uvloop",
         http=protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),  # type: ignore[arg-type]
-        proxy_headers=False,  # the app applies uvicorn's middleware itself, trusting its edges (engine/edge.py)
+        proxy_headers=False,  # the app applies uvicorn's middleware itself, trusting its edges (security/edge.py)
         access_log=False,  # the engine writes its own access lines in the contract format
         log_level="warning",
         timeout_graceful_shutdown=int(settings.request_timeout_seconds) + 5,

@@ -20,24 +20,14 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from . import (
-    api_admin,
-    api_chat,
-    api_history,
-    api_openai,
-    api_ws,
-    channels,
-    edge,
-    http_protocol,
-    logs,
-    metrics,
-    openapi,
-)
+from . import channels, http_protocol, logs, metrics
+from .api import admin, chat, history, openai, openapi, ws
+from .api.replies import Replies
 from .errors import ApiError, api_error_handler, http_error_handler
-from .limits import LIMITS
+from .limits.policy import LIMITS
 from .middleware import AccessMiddleware
-from .replies import Replies
 from .runtime import Runtime
+from .security import edge
 from .settings import SETTINGS_ENV
 
 _RATE_LIMITED_ROUTES = ("/api/v1/chat", "/api/v1/chat/stream", "/api/v1/history", "/v1/chat/completions")
@@ -53,22 +43,22 @@ def routes(
 ) -> list[BaseRoute]:
     # Starlette's router tries routes in order (these paths never overlap): the busiest first.
     table = [
-        Route("/v1/chat/completions", api_openai.chat_completions, methods=["POST"]),
-        Route("/api/v1/chat", api_chat.chat, methods=["POST"]),
-        Route("/api/v1/chat/stream", api_chat.chat_stream, methods=["POST"]),
-        Route("/health", api_admin.health, methods=["GET"]),
-        Route("/ready", api_admin.ready, methods=["GET"]),
-        Route("/api/v1/history", api_chat.history, methods=["GET"]),
-        Route("/v1/models", api_openai.list_models, methods=["GET"]),
-        Route("/admin/v1/default-model", api_admin.set_default_model, methods=["PUT"]),
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/api/v1/chat", chat.chat, methods=["POST"]),
+        Route("/api/v1/chat/stream", chat.chat_stream, methods=["POST"]),
+        Route("/health", admin.health, methods=["GET"]),
+        Route("/ready", admin.ready, methods=["GET"]),
+        Route("/api/v1/history", chat.history, methods=["GET"]),
+        Route("/v1/models", openai.list_models, methods=["GET"]),
+        Route("/admin/v1/default-model", admin.set_default_model, methods=["PUT"]),
         Route("/openapi.json", openapi.endpoint, methods=["GET"]),
-        Route("/api/v1/conversations", api_history.list_conversations, methods=["GET"]),
-        Route("/api/v1/conversations/{conversation_id}", api_history.delete_conversation, methods=["DELETE"]),
-        Route("/api/v1/users/{user}/history", api_history.delete_user_history, methods=["DELETE"]),
-        Route("/admin/v1/history/keys", api_history.history_keys, methods=["GET"]),
+        Route("/api/v1/conversations", history.list_conversations, methods=["GET"]),
+        Route("/api/v1/conversations/{conversation_id}", history.delete_conversation, methods=["DELETE"]),
+        Route("/api/v1/users/{user}/history", history.delete_user_history, methods=["DELETE"]),
+        Route("/admin/v1/history/keys", history.history_keys, methods=["GET"]),
     ]
     if websocket_path:
-        table.append(WebSocketRoute(websocket_path, api_ws.endpoint))
+        table.append(WebSocketRoute(websocket_path, ws.endpoint))
     for path, methods in (webhooks or {}).items():  # path -> methods of each enabled webhook channel
         table.append(Route(path, channels.endpoint, methods=list(methods)))
     if metrics_path:
@@ -89,7 +79,7 @@ class _Engine(Starlette):
 
 def build_app(rt: Runtime) -> Starlette:
     settings = rt.settings
-    websocket_path = api_ws.path(settings)
+    websocket_path = ws.path(settings)
     webhooks = channels.Webhooks(settings, rt.secrets)
     table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path, webhooks.routes())
     for path in (*_RATE_LIMITED_ROUTES, *([websocket_path] if websocket_path else [])):

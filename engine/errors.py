@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from .adapters.base import UpstreamError
 from .jsonio import JSONResponse
+from .models.adapters.base import UpstreamError
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

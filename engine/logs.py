@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .pii import Masker
+from .security.pii import Masker
 
 ACCESS = logging.getLogger("engine.access")
 MODEL = logging.getLogger("engine.model")

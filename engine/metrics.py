@@ -58,7 +58,7 @@ WEBSOCKET_CONNECTIONS = Gauge(
 RATE_LIMITED = Counter("assistant_rate_limited_total", "Requests refused by any limit, by route.", ["route"])
 LIMIT_REFUSALS = Counter(
     "assistant_limit_refusals_total",
-    "Requests refused, by the limit that refused them (engine/limits.py LIMITS).",
+    "Requests refused, by the limit that refused them (engine/limits/policy.py LIMITS).",
     ["limit"],
 )
 

@@ -19,17 +19,17 @@ from typing import Any
 from starlette.requests import Request
 
 from . import logs, metrics
-from .adapters.base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
-from .catalog import Catalog
 from .errors import ApiError, upstream_failure
-from .limits import MeteredStream
+from .limits.policy import MeteredStream
 from .middleware import request_id
-from .pii import Masker
-from .pii_placeholders import RestoringStream, hide_pii
-from .router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
+from .models.adapters.base import CallOptions, Chunk, Message, Reply, UpstreamError, Usage
+from .models.catalog import Catalog
+from .models.router import AllModelsFailed, ModelStream, NoModelAvailable, Trace
 from .runtime import Runtime
-from .skill_folders import CommandArgumentsError
-from .skills import SkillFailed
+from .security.pii import Masker
+from .security.pii_placeholders import RestoringStream, hide_pii
+from .skills.folders import CommandArgumentsError
+from .skills.plugins import SkillFailed
 from .tools.base import Context
 from .tools.loop import Assembler, Event, ToolLoop, offered
 
@@ -46,7 +46,7 @@ async def admit(
     *,
     model: str | None = None,
 ) -> str:
-    """Authenticate (the caller must hold `scope`) and apply the limits (engine/limits.py);
+    """Authenticate (the caller must hold `scope`) and apply the limits (engine/limits/policy.py);
     returns the user. A "chat" request calls `model` (None: the default), so that model's limits
     and the daily token budget apply too. Raises 401/403/429 as ApiErrors."""
     user = rt.auth.user(request, claimed_user, scope)
@@ -213,7 +213,7 @@ async def chat_with_tools(
 
 async def run_command(rt: Runtime, messages: list[Message], trace: Trace, channel: str) -> tuple[str, Reply] | None:
     """("skill:<name>", its reply) when the user's message starts with a skill folder's command
-    (engine/skill_folders.py), else None: the skill answers, no model is called. Its text goes
+    (engine/skills/folders.py), else None: the skill answers, no model is called. Its text goes
     through the post hooks like a model's reply. Raises 400 `invalid_arguments` (what the command
     expects) when the text does not fit the skill's arguments, 502 `skill_failed` when the skill
     raises, overruns its timeout or answers more than tools.output_limit_bytes."""

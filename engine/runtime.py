@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from . import logs, storage
-from .auth import Auth
-from .catalog import Catalog, build_catalog
-from .crypto import keyring
-from .limits import Limits
-from .pii import Masker, pseudonym_key
-from .retention import Upkeep
-from .router import Router
+from .history.retention import Upkeep
+from .limits.policy import Limits
+from .models.catalog import Catalog, build_catalog
+from .models.router import Router
+from .models.upstream import ClientPool
+from .security.auth import Auth
+from .security.crypto import keyring
+from .security.pii import Masker, pseudonym_key
 from .settings import EngineSettings, load_secrets, restart_fields
-from .skill_folders import SkillFolders, load_skill_folders
-from .skills import load_skills
+from .skills.folders import SkillFolders, load_skill_folders
+from .skills.plugins import load_skills
 from .tools import Registry, load_registry
 from .tools.registry import ToolSource
-from .upstream import ClientPool
 
 OVERRIDE_FILE = "default-model.json"
 _POLL_SECONDS = 1.0

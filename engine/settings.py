@@ -68,12 +68,12 @@ class ModelSettings(_Settings):
     connect_timeout_seconds: float = 5
     read_timeout_seconds: float = 60
     max_concurrency: int = 64
-    # Quotas for this model across the whole deployment (engine/limits.py); None: no quota.
+    # Quotas for this model across the whole deployment (engine/limits/policy.py); None: no quota.
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
-    # provider "custom" (engine/adapters/custom.py): the class the engine imports, as
+    # provider "custom" (engine/models/adapters/custom.py): the class the engine imports, as
     # `module:Class`, built with `params` plus the params whose values are secrets (param name ->
     # entry of the secrets file).
     adapter_class: str | None = Field(None, pattern=CLASS_PATH_PATTERN)
@@ -100,7 +100,7 @@ class ChannelSettings(_Settings):
     api_base: str | None = None
 
 
-# The skills shipped in engine/skills_builtin.py, usable as `builtin:<name>`.
+# The skills shipped in engine/skills/builtin.py, usable as `builtin:<name>`.
 BUILTIN_SKILLS = ("redact", "reply_limit", "system_prompt")
 
 
@@ -116,7 +116,7 @@ SKILL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 
 
 class SkillFolderSettings(_Settings):
-    """A skill folder shipped with the release (engine/skill_folders.py)."""
+    """A skill folder shipped with the release (engine/skills/folders.py)."""
 
     name: str = Field(pattern=SKILL_NAME_PATTERN)
     path: str  # the folder on the host, e.g. <root>/current/skills/<name>

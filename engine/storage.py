@@ -2,7 +2,7 @@
 
 - history: SQLite in `data_dir` (one node; the default) or PostgreSQL (several nodes), named by
   `history_backend`; the DSN is the secret `history_dsn_secret`.
-- limit buckets (engine/limits.py): with `rate_limit_backend` "memory", this node's own: this
+- limit buckets (engine/limits/policy.py): with `rate_limit_backend` "memory", this node's own: this
   process's memory when it is the only worker and keeps no daily budget (nothing to share or to
   keep over a restart), else `<data_dir>/limits.sqlite3`, shared by the node's workers; with
   "redis", Redis (every worker of every node), the URL in the secret `rate_limit_redis_url_secret`,
@@ -16,15 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .crypto import Keyring
-from .history import History
-from .keys import KeyStore, PostgresTable, SqliteTable
-from .pii import Masker
-from .ratelimit import Buckets, MemoryBuckets
+from .history.sqlite import History
+from .limits.buckets import Buckets, MemoryBuckets
+from .security.crypto import Keyring
+from .security.keys import KeyStore, PostgresTable, SqliteTable
+from .security.pii import Masker
 from .settings import EngineSettings
 
 if TYPE_CHECKING:
-    from .history_postgres import PostgresHistory
+    from .history.postgres import PostgresHistory
 
     HistoryStore = History | PostgresHistory
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 def history(settings: EngineSettings, secrets: dict[str, str], sealer: Keyring, masker: Masker) -> HistoryStore:
     """The history store the settings name (not opened yet: the caller awaits `open()` at start)."""
     if settings.history_backend == "postgres":
-        from .history_postgres import PostgresHistory
+        from .history.postgres import PostgresHistory
 
         return PostgresHistory(_secret(secrets, settings.history_dsn_secret, "history_dsn_secret"), sealer, masker)
     return History(settings.data_dir, sealer, masker)
@@ -45,11 +45,11 @@ def limiter(settings: EngineSettings, secrets: dict[str, str]) -> Buckets:
     if settings.workers == 1 and settings.daily_tokens_per_user is None:
         local = MemoryBuckets()
     else:
-        from .ratelimit_sqlite import SqliteBuckets
+        from .limits.buckets_sqlite import SqliteBuckets
 
         local = SqliteBuckets(Path(settings.data_dir) / "limits.sqlite3")
     if settings.rate_limit_backend == "redis":
-        from .ratelimit_redis import RedisRateLimiter
+        from .limits.buckets_redis import RedisRateLimiter
 
         url = _secret(secrets, settings.rate_limit_redis_url_secret, "rate_limit_redis_url_secret")
         return RedisRateLimiter(url, f"assistant:{settings.name}:ratelimit:", local)

@@ -21,6 +21,6 @@ RENDERER = Renderer(
     service="engine",
     render=render,
     applies=lambda t: t.has_role("engine") and bool(t.spec.loaded_skill_folders),
-    check="{python} -c 'import sys, pathlib; from assistantctl.engine.skill_folders import load_handler; "
+    check="{python} -c 'import sys, pathlib; from assistantctl.engine.skills.folders import load_handler; "
     "[load_handler(folder) for folder in sorted(pathlib.Path(sys.argv[1]).iterdir())]' {dir}",
 )

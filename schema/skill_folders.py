@@ -1,6 +1,6 @@
 """Read and check the spec's skill folders (`tools.skill_folders`) before anything is rendered.
 
-A skill folder is `<name>/handler.py` (one `BaseSkill` class, assistantctl.engine.skill_folders)
+A skill folder is `<name>/handler.py` (one `BaseSkill` class, assistantctl.engine.skills.folders)
 next to `<name>/config.yaml`:
 
     description: The weather for a city.   # what the model and the user are told
@@ -157,7 +157,7 @@ def _read_files(folder: Path) -> tuple[tuple[str, str], ...]:
 
 def _handler(folder: Path, shown: str) -> Any:
     """The folder's BaseSkill class, imported the way the engine will import it."""
-    from ..engine.skill_folders import SkillLoadError, load_handler
+    from ..engine.skills.folders import SkillLoadError, load_handler
 
     try:
         return load_handler(folder)

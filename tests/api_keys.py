@@ -10,7 +10,14 @@ from pathlib import Path
 
 def create_key(settings_path: Path | str, user: str, scopes: tuple[str, ...] = ("chat", "history"), **options) -> str:
     """A new key for `user` (`expires_at=` a UNIX time); engines pick it up within half a second."""
-    command = [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(settings_path), "create"]
+    command = [
+        sys.executable,
+        "-m",
+        "assistantctl.engine.security.keys_cli",
+        "--settings",
+        str(settings_path),
+        "create",
+    ]
     command += ["--user", user, "--scopes", ",".join(scopes)]
     if "expires_at" in options:
         command += ["--expires-at", str(options["expires_at"])]

@@ -6,7 +6,7 @@ In the request (so the platform gets its 200 only after these are decided):
 2. once: the delivery id is claimed in the history store's client-message table (the websocket
    channel's idempotency keys, shared by every worker and kept across restarts), so a redelivery
    of the same update, here or on another worker, finds the claim and is only acknowledged;
-3. how often: the limits (engine/limits.py), the rate limit keyed by the user (authenticated by
+3. how often: the limits (engine/limits/policy.py), the rate limit keyed by the user (authenticated by
    the platform's signature, unlike a claimed API user; keying by IP would throttle every user of
    the platform at once), and the channel's model's quotas and the user's daily token budget.
 Refusals are acknowledged with 200 too: a 4xx would only make the platform retry.
@@ -27,13 +27,13 @@ import time
 from starlette.requests import Request
 
 from .. import logs
-from ..adapters.base import UpstreamError
-from ..bodies import DEFAULT_PRIORITY
+from ..api.bodies import DEFAULT_PRIORITY
 from ..errors import ApiError
-from ..history import Row, new_id, tool_rows
+from ..history.sqlite import Row, new_id, tool_rows
 from ..middleware import request_id
+from ..models.adapters.base import UpstreamError
+from ..models.router import Trace
 from ..pipeline import chat_with_tools, in_flight, options, tool_loop
-from ..router import Trace
 from ..runtime import Runtime
 from .base import ChannelConfig, Inbound, WebhookChannel, split_reply
 from .outbound import Outbound

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from ..adapters.base import UpstreamError, error_for_status
-from ..upstream import ClientPool
+from ..models.adapters.base import UpstreamError, error_for_status
+from ..models.upstream import ClientPool
 
 _CONNECT_SECONDS = 5.0
 _READ_SECONDS = 30.0

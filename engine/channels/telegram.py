@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..adapters.base import UpstreamError
+from ..models.adapters.base import UpstreamError
 from .base import ChannelConfig, Inbound, Rejected, json_object, read_body, same
 from .outbound import Outbound
 

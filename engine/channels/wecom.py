@@ -24,8 +24,8 @@ from typing import ClassVar
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from ..adapters.base import UpstreamError
 from ..errors import ApiError
+from ..models.adapters.base import UpstreamError
 from . import wecom_crypto as crypto
 from .base import ChannelConfig, Inbound, Rejected, read_body, same
 from .outbound import Outbound

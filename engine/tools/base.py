@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ..settings import ToolsSettings
 
 Risk = Literal["safe", "network", "machine"]
-Message = dict[str, Any]  # OpenAI's chat shape, as engine/adapters/base.py
+Message = dict[str, Any]  # OpenAI's chat shape, as engine/models/adapters/base.py
 Outcome = Literal["ok", "error", "invalid_arguments", "timeout", "too_large", "denied", "unknown_tool"]
 
 

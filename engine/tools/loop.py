@@ -8,8 +8,8 @@ steps. After that the model is asked once more with `tool_choice: none`; a model
 for tools ends the request with finish reason `max_steps`.
 
 Each call is announced as an event, `started` then `finished` (outcome ok) or `failed`, which the
-SSE stream and the websocket relay (engine/openapi_events.py documents them). `added` holds the
-messages the loop produced, for the history (engine/history.py stores them as tool rows).
+SSE stream and the websocket relay (engine/api/openapi_events.py documents them). `added` holds the
+messages the loop produced, for the history (engine/history/sqlite.py stores them as tool rows).
 
 /v1/chat/completions never comes here: there the client runs its own tools.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..adapters.base import CallOptions, Chunk, Message, Reply, Usage
+from ..models.adapters.base import CallOptions, Chunk, Message, Reply, Usage
 from .base import Context, Tool
 from .call import call_tool
 from .registry import Registry

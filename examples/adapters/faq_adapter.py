@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, Field
 
-from assistantctl.engine.adapters import CallOptions, Chunk, Message, Reply, UpstreamError, Usage, text_of
+from assistantctl.engine.models.adapters import CallOptions, Chunk, Message, Reply, UpstreamError, Usage, text_of
 
 
 class Params(BaseModel):

@@ -210,7 +210,7 @@ class Tools(Strict):
     skill_folders: list[SafePath] = Field(
         default_factory=list,
         description="Skill folders shipped with the engine, each <name>/{handler.py, config.yaml} (a relative path "
-        "sits next to the spec). handler.py defines one BaseSkill class (assistantctl.engine.skill_folders); "
+        "sits next to the spec). handler.py defines one BaseSkill class (assistantctl.engine.skills.folders); "
         "config.yaml gives its description, an optional command (/name) that runs it without the model, whether "
         "the model may call it as the tool skill_<name>, its timeout and its config, checked at validate.",
     )

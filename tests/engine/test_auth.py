@@ -26,7 +26,7 @@ CHAT = {"message": "hello"}
 
 
 def keys_cli(engine: RunningEngine, *arguments: str) -> dict:
-    command = [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(engine.settings_path)]
+    command = [sys.executable, "-m", "assistantctl.engine.security.keys_cli", "--settings", str(engine.settings_path)]
     result = subprocess.run([*command, *arguments], capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 

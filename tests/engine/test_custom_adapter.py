@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from assistantctl.engine.adapters.custom import CustomAdapter
-from assistantctl.engine.catalog import build_catalog
-from assistantctl.engine.upstream import ClientPool
+from assistantctl.engine.models.adapters.custom import CustomAdapter
+from assistantctl.engine.models.catalog import build_catalog
+from assistantctl.engine.models.upstream import ClientPool
 from assistantctl.renderers import Target
 from assistantctl.renderers.engine import build_settings as render_settings
 from assistantctl.schema.loader import load_spec
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
 
-from assistantctl.engine.adapters import CallOptions, Chunk, Message, Reply, UpstreamError, Usage, text_of
+from assistantctl.engine.models.adapters import CallOptions, Chunk, Message, Reply, UpstreamError, Usage, text_of
 
 
 class Params(BaseModel):

@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet
 from jsonschema import Draft202012Validator
 from test_shared_state import Service, _fetch, postgres  # noqa: F401 - `postgres` is a fixture used below
 
-from assistantctl.engine.crypto import Keyring, keyring
+from assistantctl.engine.security.crypto import Keyring, keyring
 from assistantctl.engine.settings import HistoryKeySettings, SecuritySettings
 from assistantctl.renderers import Target
 from assistantctl.renderers.engine import build_settings

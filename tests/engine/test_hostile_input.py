@@ -24,7 +24,7 @@ from test_webhooks import SECRETS as WEBHOOK_SECRETS
 from test_webhooks import TG, WA, WC, channels, seal, tg_update, wa_signature, wc_message, wc_sign
 from websockets.sync.client import connect
 
-from assistantctl.engine.group_commit import GroupCommit
+from assistantctl.engine.history.group_commit import GroupCommit
 from assistantctl.engine.settings import ChannelSettings, SecuritySettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_platforms import FakePlatforms
@@ -360,7 +360,7 @@ async def test_sixty_innocent_requests_succeed_beside_malicious_ones_sent_at_the
 
 
 async def test_a_row_that_cannot_be_stored_fails_only_its_own_request_in_a_group_commit() -> None:
-    """The history's batching itself (engine/group_commit.py), with a real SQLite transaction per
+    """The history's batching itself (engine/history/group_commit.py), with a real SQLite transaction per
     batch: a lone surrogate cannot be encoded, which rolled back 60 other users' rows with it."""
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE rows (text TEXT NOT NULL)")

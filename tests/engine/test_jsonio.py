@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assistantctl.engine import jsonio
-from assistantctl.engine.bodies import chat_request, completion_request, json_object
+from assistantctl.engine.api.bodies import chat_request, completion_request, json_object
 from assistantctl.engine.errors import ApiError
 
 # Inputs where orjson alone would differ from `json`: it rejects some, turns others into floats.

@@ -20,9 +20,9 @@ import pytest
 from test_shared_state import Service, _start_redis
 from test_websocket import Client
 
-from assistantctl.engine.ratelimit import CHARGE, MemoryBuckets, Take
-from assistantctl.engine.ratelimit_redis import RedisRateLimiter
-from assistantctl.engine.ratelimit_sqlite import SqliteBuckets
+from assistantctl.engine.limits.buckets import CHARGE, MemoryBuckets, Take
+from assistantctl.engine.limits.buckets_redis import RedisRateLimiter
+from assistantctl.engine.limits.buckets_sqlite import SqliteBuckets
 from assistantctl.engine.settings import (
     ChannelSettings,
     GlobalRateLimitSettings,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from assistantctl.engine import logs
-from assistantctl.engine.pii import Masker
+from assistantctl.engine.security.pii import Masker
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
-from assistantctl.engine import openapi
+from assistantctl.engine.api import openapi
 from assistantctl.engine.app import routes
 from engine_process import RunningEngine, model, start_engine, stop_engine
 
@@ -58,7 +58,7 @@ def request_schema(document: dict[str, Any], path: str, method: str) -> Draft202
 
 def test_the_served_document_equals_the_committed_file(document: dict[str, Any]) -> None:
     committed = json.loads(COMMITTED.read_text(encoding="utf-8"))
-    assert document == committed, "regenerate: python -m assistantctl.engine.openapi > engine/openapi.json"
+    assert document == committed, "regenerate: python -m assistantctl.engine.api.openapi > engine/api/openapi.json"
 
 
 def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:

@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from assistantctl.engine.logs import JsonFormatter, TextFormatter
-from assistantctl.engine.pii import Masker, pseudonym_key
-from assistantctl.engine.pii_placeholders import Placeholders
+from assistantctl.engine.security.pii import Masker, pseudonym_key
+from assistantctl.engine.security.pii_placeholders import Placeholders
 from assistantctl.engine.settings import EngineSettings, SecuritySettings
 from assistantctl.renderers import Target
 from assistantctl.renderers.engine import render

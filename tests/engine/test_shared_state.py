@@ -209,7 +209,7 @@ def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_with
 ) -> None:
     a, b = nodes
     made = subprocess.run(
-        [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(a.settings_path), "create"]
+        [sys.executable, "-m", "assistantctl.engine.security.keys_cli", "--settings", str(a.settings_path), "create"]
         + ["--user", "kai", "--scopes", "chat"],
         capture_output=True,
         text=True,
@@ -226,7 +226,15 @@ def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_with
     assert len(stored) == 1 and key not in stored[0]["digest"]
     # Revoked through node B's settings: the same PostgreSQL table.
     subprocess.run(
-        [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(b.settings_path), "revoke", key_id],
+        [
+            sys.executable,
+            "-m",
+            "assistantctl.engine.security.keys_cli",
+            "--settings",
+            str(b.settings_path),
+            "revoke",
+            key_id,
+        ],
         capture_output=True,
         check=True,
     )

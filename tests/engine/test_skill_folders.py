@@ -29,7 +29,7 @@ from assistantctl.engine.settings import (
     ToolsSettings,
     restart_fields,
 )
-from assistantctl.engine.skill_folders import BaseSkill, SkillLoadError, load_handler, load_skill_folders
+from assistantctl.engine.skills.folders import BaseSkill, SkillLoadError, load_handler, load_skill_folders
 from engine_process import RunningEngine, build_settings, model, start_engine, stop_engine
 
 FOLDERS = Path(__file__).parent / "skill_folders"
@@ -202,7 +202,7 @@ def write_handler(tmp_path: Path, source: str) -> Path:
     return folder
 
 
-HEAD = "from assistantctl.engine.skill_folders import BaseSkill\n"
+HEAD = "from assistantctl.engine.skills import BaseSkill\n"
 CASES = {
     "syntax": ("x = 1\ndef broken(:\n", ["handler.py", "handler.py:2:", "SyntaxError"]),
     "import": ("x = 1\nimport no_such_module_here\n", ["handler.py", "handler.py:2:", "no_such_module_here"]),

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from assistantctl.engine.settings import SkillSettings
-from assistantctl.engine.skills import load_skills
+from assistantctl.engine.skills.plugins import load_skills
 from engine_process import StartEngine, as_user, model
 from fake_models import FakeUpstream
 

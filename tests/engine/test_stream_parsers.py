@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from assistantctl.engine.adapters import anthropic, ollama, openai
-from assistantctl.engine.adapters.base import Chunk, UpstreamError, Usage
-from assistantctl.engine.upstream import ClientPool, stream_chunks
+from assistantctl.engine.models.adapters import anthropic, ollama, openai
+from assistantctl.engine.models.adapters.base import Chunk, UpstreamError, Usage
+from assistantctl.engine.models.upstream import ClientPool, stream_chunks
 
 
 def sse(data: object, event: str | None = None) -> str:

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from pydantic import Field
 
 from assistantctl.engine import logs
-from assistantctl.engine.pii import Masker
+from assistantctl.engine.security.pii import Masker
 from assistantctl.engine.settings import ToolPermissionSettings, ToolsSettings
 from assistantctl.engine.tools import Arguments, Registry, Tool, ToolError, ToolOutput, call_tool
 from test_tools_context import fake_context

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from assistantctl.engine.breaker import Breaker
-from assistantctl.engine.gate import Gate, QueueFull
+from assistantctl.engine.limits.buckets import RateLimiter
 from assistantctl.engine.logs import JsonFormatter, TextFormatter
-from assistantctl.engine.pii import Masker
-from assistantctl.engine.ratelimit import RateLimiter
+from assistantctl.engine.models.breaker import Breaker
+from assistantctl.engine.models.gate import Gate, QueueFull
+from assistantctl.engine.security.pii import Masker
 
 
 class Clock:

@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from assistantctl.engine.adapters.builtin import builtin_answer
+from assistantctl.engine.models.adapters.builtin import builtin_answer
 from assistantctl.engine.settings import ChannelSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_platforms import WECOM_ACCESS_TOKEN, FakePlatforms

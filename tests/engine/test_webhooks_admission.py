@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assistantctl.engine import openapi
+from assistantctl.engine.api import openapi
 from assistantctl.engine.app import routes
 from assistantctl.engine.channels.delivery import FAILURE_TEXT
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings

@@ -29,7 +29,7 @@ from pygrok import Grok
 
 from api_keys import bearer, create_key
 from assistantctl.engine.logs import TextFormatter
-from assistantctl.engine.pii import Masker
+from assistantctl.engine.security.pii import Masker
 from assistantctl.renderers import engine as engine_renderer
 from assistantctl.renderers import nginx as nginx_renderer
 from assistantctl.renderers.elk import ENGINE_GROK, NGINX_GROK, PIPELINE_FILE, RENDERER, render

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from assistantctl.bundle import SECRET_MODE, build_bundle
 from assistantctl.engine import storage
-from assistantctl.engine.crypto import Sealer
-from assistantctl.engine.history import History
-from assistantctl.engine.history_postgres import PostgresHistory
-from assistantctl.engine.pii import Masker
-from assistantctl.engine.ratelimit_redis import RedisRateLimiter
-from assistantctl.engine.ratelimit_sqlite import SqliteBuckets
+from assistantctl.engine.history.postgres import PostgresHistory
+from assistantctl.engine.history.sqlite import History
+from assistantctl.engine.limits.buckets_redis import RedisRateLimiter
+from assistantctl.engine.limits.buckets_sqlite import SqliteBuckets
+from assistantctl.engine.security.crypto import Sealer
+from assistantctl.engine.security.pii import Masker
 from assistantctl.engine.settings import EngineSettings, load_secrets
 from assistantctl.renderers.engine import render
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
 
-from assistantctl.engine.adapters import CallOptions, Chunk, Message, Reply, Usage
+from assistantctl.engine.models.adapters import CallOptions, Chunk, Message, Reply, Usage
 
 
 class Params(BaseModel):

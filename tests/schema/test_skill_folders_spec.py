@@ -16,7 +16,7 @@ from assistantctl.schema.loader import SpecError, load_spec
 HANDLER = """\
 from pydantic import BaseModel
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 
 class WordCount(BaseSkill):

@@ -1,4 +1,4 @@
-"""A skill folder's handler: one BaseSkill class (see assistantctl.engine.skill_folders).
+"""A skill folder's handler: one BaseSkill class (see assistantctl.engine.skills.folders).
 
 Declared in assistant.yaml under tools.skill_folders; `/words some text` runs it without the model,
 and the model may call it as the tool `skill_word_count`.
@@ -6,7 +6,7 @@ and the model may call it as the tool `skill_word_count`.
 
 from pydantic import BaseModel
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 
 class WordCount(BaseSkill):

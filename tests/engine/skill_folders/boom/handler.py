@@ -1,6 +1,6 @@
 """A skill that always raises."""
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 
 class Boom(BaseSkill):

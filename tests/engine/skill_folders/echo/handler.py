@@ -1,6 +1,6 @@
 """A skill with the default Arguments (`text`) and no Config; same internal names as weather's."""
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 PREFIX = "echo"
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 
 class Hang(BaseSkill):

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 
 class Pair(BaseSkill):

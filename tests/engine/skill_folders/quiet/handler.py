@@ -1,6 +1,6 @@
 """A tool-only skill (no command) that sees the conversation and the request id."""
 
-from assistantctl.engine.skill_folders import BaseSkill, SkillContext
+from assistantctl.engine.skills import BaseSkill, SkillContext
 
 
 class Quiet(BaseSkill):

@@ -1,0 +1,248 @@
+"""Replies that outlive the connection that asked for them: the websocket channel's idempotent chat.
+
+A chat message carries a client message id. The first time a user's id is seen, this worker
+claims it in the history store (`ClientMessages`) and generates the reply in a task of its own, so
+a client that drops mid-reply does not stop the model; the reply is stored under the claimed
+message id. Whoever asks for the same id later gets that one reply:
+
+- on this worker while it is being generated: the chunks so far, the rest live, then `done`;
+- anywhere once it is stored: a replayed `done` frame, no model call;
+- on another worker while this one generates: it polls the store until the reply is there (or
+  the claim is released after a failure, then it tries itself, or the claim went stale because
+  its worker died, then it takes the claim over).
+
+The frames produced here are the websocket protocol's `chunk`, `tool`, `done` and `error` (see
+api_ws). With tools (engine/tools/loop.py) the engine runs the model's tool calls between steps
+and stores them in the history with the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from contextlib import aclosing
+from typing import Any
+
+from .. import logs
+from ..errors import ApiError
+from ..history.sqlite import ClientMessage, ConversationNotFound, Row, new_id, tool_rows
+from ..models.router import Trace
+from ..pipeline import StreamEnd, in_flight, open_stream, options, relay_deltas, relay_with_tools, tool_loop
+from ..runtime import Runtime
+from ..tools.loop import ToolLoop
+from .bodies import ChatRequest
+
+CHANNEL = "websocket"
+Frame = dict[str, Any]
+_POLL_SECONDS = 0.1
+# A claim whose reply is not stored this long after the request deadline belongs to a dead worker.
+_STALE_GRACE_SECONDS = 30.0
+
+
+def done_frame(client_id: str, record: ClientMessage, replayed: bool) -> Frame:
+    return {
+        "type": "done",
+        "id": client_id,
+        "reply": record.reply,
+        "conversation_id": record.conversation_id,
+        "message_id": record.message_id,
+        "model": record.model,
+        "replayed": replayed,
+    }
+
+
+def error_frame(client_id: str | None, code: str, message: str, **extra: Any) -> Frame:
+    return {"type": "error", "id": client_id, "code": code, "message": message, **extra}
+
+
+class Job:
+    """One client message id being answered on this worker; any number of connections follow it."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self.chunks: list[Frame] = []  # every chunk and tool frame so far, for late followers
+        self.seq = 0
+        self.outcome: Frame | None = None
+        self._followers: set[asyncio.Queue[Frame]] = set()
+
+    def follow(self) -> asyncio.Queue[Frame]:
+        """A queue that gets every chunk from the first one on, then the `done` or `error` frame."""
+        queue: asyncio.Queue[Frame] = asyncio.Queue()
+        for frame in self.chunks:
+            queue.put_nowait(frame)
+        if self.outcome is not None:
+            queue.put_nowait(self.outcome)
+        else:
+            self._followers.add(queue)
+        return queue
+
+    def unfollow(self, queue: asyncio.Queue[Frame]) -> None:
+        self._followers.discard(queue)
+
+    def chunk(self, delta: str) -> None:
+        self._emit({"type": "chunk", "id": self.client_id, "seq": self.seq, "delta": delta})
+        self.seq += 1
+
+    def tool(self, event: dict[str, Any]) -> None:
+        """A tool call started or ended (engine/tools/loop.py), or a send_message text."""
+        self._emit({"type": "tool", "id": self.client_id, **event})
+
+    def finish(self, frame: Frame) -> None:
+        self.outcome = frame
+        self._emit(frame)
+        self._followers.clear()
+
+    def _emit(self, frame: Frame) -> None:
+        if frame["type"] in ("chunk", "tool"):
+            self.chunks.append(frame)
+        for queue in self._followers:
+            queue.put_nowait(frame)
+
+
+class Replies:
+    """This worker's jobs, keyed by (user, client message id)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], tuple[Job, asyncio.Task[None]]] = {}
+
+    def answer(self, rt: Runtime, user: str, client_id: str, req: ChatRequest, model: str | None) -> Job:
+        """The job answering `client_id` for `user`, started if this worker has none yet."""
+        key = (user, client_id)
+        if key in self._jobs:
+            return self._jobs[key][0]
+        job = Job(client_id)
+        task = asyncio.create_task(self._run(rt, user, job, req, model))
+        self._jobs[key] = (job, task)
+        task.add_done_callback(lambda _: self._jobs.pop(key, None))
+        return job
+
+    async def close(self, grace: float) -> None:
+        """On shutdown: let running replies finish for up to `grace` seconds, then cancel them
+        (a cancelled job releases its claim, so a re-send elsewhere starts over at once)."""
+        tasks = [task for _, task in self._jobs.values()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run(self, rt: Runtime, user: str, job: Job, req: ChatRequest, model: str | None) -> None:
+        store = rt.history.client_messages
+        conversation_id, message_id = req.conversation_id or new_id(), new_id()
+        stale_after = rt.settings.request_timeout_seconds + _STALE_GRACE_SECONDS
+        try:
+            record = await store.claim(user, job.client_id, conversation_id, message_id)
+            while record is not None:  # someone claimed it first: wait for their reply
+                if record.reply is not None:
+                    job.finish(done_frame(job.client_id, record, replayed=True))
+                    return
+                conversation_id = record.conversation_id
+                stale = time.time() - record.claimed_at > stale_after
+                if stale and await store.take_over(user, job.client_id, record.message_id, message_id):
+                    break
+                await asyncio.sleep(_POLL_SECONDS)
+                record = await store.get(user, job.client_id)
+                if record is None:  # released after a failure: this re-send tries again
+                    record = await store.claim(user, job.client_id, conversation_id, message_id)
+        except Exception as exc:  # noqa: BLE001 - the store failing must reach the client as an error frame
+            logs.event(logs.APP, logging.ERROR, f"websocket reply store failed: {exc}")
+            job.finish(error_frame(job.client_id, "internal", "the history store failed, retry later"))
+            return
+        await self._generate(rt, user, job, req, model, conversation_id, message_id)
+
+    async def _generate(
+        self,
+        rt: Runtime,
+        user: str,
+        job: Job,
+        req: ChatRequest,
+        model: str | None,
+        conversation_id: str,
+        message_id: str,
+    ) -> None:
+        """Call the model once for a claimed id; store the reply, or release the claim on failure."""
+        try:
+            outcome = await self._stream(rt, user, job, req, model, conversation_id, message_id)
+        except ApiError as exc:
+            outcome = error_frame(job.client_id, exc.code, exc.message)
+        except ConversationNotFound:
+            outcome = error_frame(job.client_id, "unknown_conversation", "no such conversation for this user")
+        except asyncio.CancelledError:  # shutdown: a re-send (here after a restart, or elsewhere) starts over
+            await asyncio.shield(_release(rt, user, job.client_id, message_id))
+            job.finish(error_frame(job.client_id, "unavailable", "the engine is shutting down, re-send the message"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave followers waiting forever
+            logs.APP.exception("websocket reply failed", extra={"fields": {"user": user}})
+            outcome = error_frame(
+                job.client_id, "internal", f"internal error, see the engine log ({type(exc).__name__})"
+            )
+        if outcome["type"] == "error":  # nothing stored: a re-send starts over
+            await _release(rt, user, job.client_id, message_id)
+        job.finish(outcome)
+
+    async def _stream(
+        self,
+        rt: Runtime,
+        user: str,
+        job: Job,
+        req: ChatRequest,
+        model: str | None,
+        conversation_id: str,
+        message_id: str,
+    ) -> Frame:
+        context = await rt.history.context(conversation_id, user, rt.settings.history_context_messages)
+        messages = [*context, {"role": "user", "content": req.message}]
+        trace = Trace(request_id=os.urandom(8).hex(), user=user, started=time.monotonic())
+        catalog = rt.catalog
+        deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
+        loop = tool_loop(rt, catalog, model, trace, req.priority, CHANNEL)
+        opts = options(trace)
+        async with in_flight(rt):
+            first = loop.options(opts) if loop is not None else opts
+            stream = await open_stream(
+                rt, catalog, model, messages, first, trace, req.priority, deadline, channel=CHANNEL
+            )
+        end = StreamEnd()
+        if loop is None:
+            relay = relay_deltas(rt, stream, deadline, end)
+        else:
+            relay = relay_with_tools(
+                rt, catalog, model, messages, opts, trace, req.priority, deadline, end, loop, stream
+            )
+        async with aclosing(relay) as items:
+            async for item in items:
+                if isinstance(item, dict):
+                    job.tool(item)
+                    while loop is not None and loop.sent:
+                        job.tool({"event": "sent", "text": loop.sent.pop(0)})
+                    continue
+                for delta in item:
+                    job.chunk(delta)
+        if end.error is not None:
+            return error_frame(job.client_id, "timeout" if end.timeout else "upstream_error", end.error)
+        text, answered_by, tokens = _answer(stream, end, loop)
+        rows = [Row(new_id(), conversation_id, user, "user", req.message)]
+        if loop is not None and loop.added:
+            rows += tool_rows(conversation_id, user, loop.added, answered_by)
+        rows.append(Row(message_id, conversation_id, user, "assistant", text, answered_by, tokens))
+        await rt.history.append(rows)
+        record = ClientMessage(job.client_id, conversation_id, message_id, 0.0, text, answered_by)
+        return done_frame(job.client_id, record, replayed=False)
+
+
+def _answer(stream: Any, end: StreamEnd, loop: ToolLoop | None) -> tuple[str, str, int]:
+    """The reply's text, model and output tokens: the last step's, with a tool loop's whole usage."""
+    if loop is None:
+        return stream.text, stream.model, stream.usage.output_tokens
+    last = end.stream
+    return loop.final_text(last.text, end.stopped), last.model, loop.usage.output_tokens
+
+
+async def _release(rt: Runtime, user: str, client_id: str, message_id: str) -> None:
+    try:
+        await rt.history.client_messages.release(user, client_id, message_id)
+    except Exception as exc:  # noqa: BLE001 - the claim then goes stale and is taken over later
+        logs.event(logs.APP, logging.WARNING, f"websocket claim not released: {exc}")
