@@ -13,7 +13,7 @@ def create_key(settings_path: Path | str, user: str, scopes: tuple[str, ...] = (
     command = [
         sys.executable,
         "-m",
-        "assistantctl.engine.security.keys_cli",
+        "assistantctl.engine.keys_cli",
         "--settings",
         str(settings_path),
         "create",

@@ -1,4 +1,4 @@
-"""`python -m assistantctl.engine.security.keys_cli --settings PATH create|list|revoke ...`: manage API keys.
+"""`python -m assistantctl.engine.keys_cli --settings PATH create|list|revoke ...`: manage API keys.
 
 Runs on the host (the controller's `assistantctl keys` starts it there, locally or over SSH), reads
 the engine's own settings and secrets to find the key table, and prints one JSON object. The new
@@ -38,7 +38,7 @@ async def _run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assistantctl.engine.security.keys_cli")
+    parser = argparse.ArgumentParser(prog="python -m assistantctl.engine.keys_cli")
     parser.add_argument("--settings", required=True)
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create")

@@ -209,7 +209,7 @@ def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_with
 ) -> None:
     a, b = nodes
     made = subprocess.run(
-        [sys.executable, "-m", "assistantctl.engine.security.keys_cli", "--settings", str(a.settings_path), "create"]
+        [sys.executable, "-m", "assistantctl.engine.keys_cli", "--settings", str(a.settings_path), "create"]
         + ["--user", "kai", "--scopes", "chat"],
         capture_output=True,
         text=True,
@@ -229,7 +229,7 @@ def test_a_key_made_on_one_node_works_on_both_and_a_revocation_reaches_both_with
         [
             sys.executable,
             "-m",
-            "assistantctl.engine.security.keys_cli",
+            "assistantctl.engine.keys_cli",
             "--settings",
             str(b.settings_path),
             "revoke",
