@@ -19,6 +19,7 @@ from . import runtime
 from .plan import HostPlan
 from .renderers import Target, keepalived
 from .scratch import private_workdir
+from .targets import target_runtime
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _bundle_vars(plan: HostPlan, release: str, tmpdir: Path) -> dict:
     if plan.install_runtime:
         values["assistant_runtime"] = {
             "id": target.runtime,
-            "wheelhouse": str(runtime.wheelhouse(runtime.controller_runtime(), plan.host_python)),
+            "wheelhouse": str(runtime.wheelhouse(target_runtime(target, plan.host_python), plan.host_python)),
         }
     return values
 

@@ -25,6 +25,7 @@ def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False, unr
     from .overrides import OverrideError, overrides_for_spec
     from .plan import plan_host
     from .remote import HostUnreachable, fetch_facts
+    from .targets import SkillRequirementsError, planned_target
 
     values = secrets(spec, spec_path)
     try:
@@ -33,9 +34,12 @@ def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False, unr
         fail(str(exc))
     plans = []
     for target in targets(spec, spec_path, hosts):
-        bundle = build_bundle(target, values, shipped=True, overrides=overrides)
         try:
-            plan = plan_host(target, bundle, fetch_facts(target))
+            facts = fetch_facts(target)
+            # the skill folders' requirements: the runtime they resolve to on this host's platform
+            target = planned_target(target, facts)
+            bundle = build_bundle(target, values, shipped=True, overrides=overrides)
+            plan = plan_host(target, bundle, facts)
             if with_diff and plan.changes:
                 readable = tuple(c.path for c in plan.changes if not c.sensitive and c.action != "add")
                 plan = plan_host(target, bundle, fetch_facts(target, readable))
@@ -44,6 +48,8 @@ def _plans(spec, spec_path: str, hosts: str | None, with_diff: bool = False, unr
                 fail(str(exc))
             unreachable.append({"host": exc.host, "error": str(exc)})
             continue
+        except SkillRequirementsError as exc:  # before anything changes on any host
+            fail(str(exc))
         plans.append(plan)
     return plans
 

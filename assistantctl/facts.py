@@ -20,6 +20,7 @@ import platform
 import re
 import socket
 import ssl
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -264,7 +265,48 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
+# Run with the interpreter that runs the engine: the versions it has of the names in argv, and its
+# PEP 508 marker environment (the names packaging's default_environment gives).
+_DISTRIBUTIONS = """
+import json, os, platform, sys
+from importlib import metadata
+def version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+environment = {
+    "implementation_name": sys.implementation.name,
+    "implementation_version": platform.python_version(),
+    "os_name": os.name,
+    "platform_machine": platform.machine(),
+    "platform_release": platform.release(),
+    "platform_system": platform.system(),
+    "platform_version": platform.version(),
+    "python_full_version": platform.python_version(),
+    "platform_python_implementation": platform.python_implementation(),
+    "python_version": ".".join(platform.python_version_tuple()[:2]),
+    "sys_platform": sys.platform,
+}
+print(json.dumps({"versions": {name: version(name) for name in sys.argv[1:]}, "environment": environment}))
+"""
+
+
+def distributions(python: str, names: list[str]) -> dict:
+    """What `python` has of the distributions `names` ({"versions": {name: version or None},
+    "environment": markers}), or {"error": why} when it does not answer."""
+    try:
+        result = subprocess.run(
+            [python, "-c", _DISTRIBUTIONS, *names], capture_output=True, text=True, timeout=60, check=False
+        )
+        return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr.strip()[-300:]}
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return {"error": str(exc)}
+
+
 def dispatch(request: dict) -> dict:
+    if "distributions" in request:  # a question of its own (skill requirements), not the host's facts
+        return distributions(request["distributions"]["python"], request["distributions"]["names"])
     facts = collect(request["root"], tuple(request.get("with_content", ())))
     # `status` (its values are for older callers) adds the health of every path, not only the engine's
     facts["running"] = running(request["root"], facts["manifest"], every_path="status" in request)

@@ -6,6 +6,11 @@ the same engine code under the same runtime id.
 
 A runtime is named by a hash of what it holds, so a host keeps one virtualenv per version side by
 side: installing a new one never disturbs the engine that runs, and a rollback finds its own.
+
+Skill folders' requirements.txt extend it (`runtime_for`): resolved with pip at plan time, for the
+host's platform, against the engine's pins as constraints; the extra distributions are pinned into
+a runtime of their own (a new id), whose wheelhouse is the engine's plus the extras. A conflict, or a
+requirement no index has, is a `SkillRequirementsError` naming the skill folders.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import functools
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -62,10 +68,16 @@ HOST_DISTRIBUTIONS = frozenset(
     }
 )
 PROJECT = "assistantctl"
+RESOLVE_SECONDS = 300  # one pip resolution of the skills' requirements, index round trips included
 
 
 class RuntimeUnavailable(Exception):
     pass
+
+
+class SkillRequirementsError(RuntimeUnavailable):
+    """Skill folders' requirements that cannot go into a host's engine: the message names the
+    folders, the requirements and pip's reason (or what the host's own interpreter lacks)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,13 @@ class Runtime:
     id: str
     pins: tuple[str, ...]  # name==version of every distribution the engine needs, sorted
     source: Path | None  # the source checkout the controller runs from; None when installed from a wheel
+    extras: tuple[str, ...] = ()  # name==version the skill folders' requirements add, sorted
+    base: Runtime | None = None  # the engine's own runtime, when the skills extend it
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """What the virtualenv installs from the wheelhouse (requirements.txt)."""
+        return (*self.pins, *self.extras)
 
     def python(self, root: str) -> str:
         return f"{root}/venvs/{self.id}/bin/python"
@@ -93,6 +112,94 @@ def controller_runtime() -> Runtime:
     return Runtime(
         id=digest.hexdigest()[:12], pins=pins, source=source if (source / "pyproject.toml").is_file() else None
     )
+
+
+def runtime_for(folders, host_python: dict, cache: Path | None = None) -> Runtime:
+    """The engine's runtime for a host with `host_python` (facts: version, machine, glibc), extended
+    by the requirements of `folders` (schema's SkillFolder: `shown`, `requirements`). Resolved with
+    pip once per set of inputs (cached on the controller); raises `SkillRequirementsError`."""
+    base = controller_runtime()
+    wanted = {folder.shown: folder.requirements for folder in folders if folder.requirements}
+    if not wanted:
+        return base
+    extras = _resolved(base, wanted, _target_flags(host_python), cache or cache_folder())
+    if not extras:  # everything asked for is already among the engine's pins
+        return base
+    digest = hashlib.sha256("\n".join((base.id, *extras)).encode()).hexdigest()
+    return Runtime(id=digest[:12], pins=base.pins, source=base.source, extras=extras, base=base)
+
+
+def _resolved(base: Runtime, wanted: dict[str, tuple[str, ...]], flags: list[str], cache: Path) -> tuple[str, ...]:
+    """The pins (name==version, sorted) the skills' requirements add to `base` on that platform."""
+    every = sorted({line for lines in wanted.values() for line in lines})
+    key = hashlib.sha256(json.dumps([base.pins, every, flags]).encode()).hexdigest()[:24]
+    saved = cache / "resolutions" / f"{key}.json"
+    if saved.exists():
+        return tuple(json.loads(saved.read_text()))
+    found, why = _pip_resolve(base, every, flags)
+    if found is None:
+        raise SkillRequirementsError(_culprits(base, wanted, flags, why))
+    engine = {pin.split("==")[0] for pin in base.pins} | {PROJECT}
+    extras = tuple(sorted(f"{name}=={version}" for name, version in found.items() if name not in engine))
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_suffix(".partial")  # failures are not kept: a missing release may appear
+    partial.write_text(json.dumps(extras))
+    partial.rename(saved)
+    return extras
+
+
+def _pip_resolve(base: Runtime, requirements: list[str], flags: list[str]) -> tuple[dict | None, str]:
+    """pip's resolution of `requirements` under the engine's pins ({name: version} of everything it
+    would install), or None and pip's reason, shortened."""
+    with tempfile.TemporaryDirectory(prefix="assistantctl-resolve-") as tmp:
+        constraints, report = Path(tmp, "constraints.txt"), Path(tmp, "report.json")
+        constraints.write_text("\n".join(base.pins) + "\n")
+        command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "--dry-run"]
+        # --target: pip takes platform flags only for an install elsewhere, and ignores what is installed here
+        command += ["--ignore-installed", "--target", str(Path(tmp, "target")), "--only-binary=:all:", *flags]
+        command += ["--constraint", str(constraints), "--report", str(report), *requirements]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=RESOLVE_SECONDS, check=False)
+        except subprocess.TimeoutExpired:
+            return None, f"pip did not answer within {RESOLVE_SECONDS} s"
+        if result.returncode != 0:
+            return None, _pip_reason(result.stdout, result.stderr)
+        installs = json.loads(report.read_text())["install"]
+    return {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in installs}, ""
+
+
+def _pip_reason(stdout: str, stderr: str) -> str:
+    """pip's own explanation without its advice: the conflict's causes, or its last error."""
+    lines = stdout.splitlines()
+    start = next((n for n, line in enumerate(lines) if line.startswith("The conflict is caused by:")), None)
+    if start is not None:
+        causes = []
+        for line in lines[start + 1 :]:
+            if not line.strip():
+                break
+            line = line.strip().replace("The user requested (constraint)", "the engine pins")
+            causes.append(line.replace("The user requested", "a skill requires"))
+        return "; ".join(causes)
+    errors = [line.removeprefix("ERROR: ") for line in stderr.splitlines() if line.startswith("ERROR: ")]
+    return errors[-1] if errors else (stderr.strip().splitlines() or ["pip failed"])[-1]
+
+
+def _culprits(base: Runtime, wanted: dict[str, tuple[str, ...]], flags: list[str], why: str) -> str:
+    """Which skill folders to blame, found by resolving each alone, then each pair."""
+    python = f"CPython {flags[1]} ({', '.join(flags[flags.index('--platform') + 1 :: 2][:1])})"
+    for shown, lines in wanted.items():
+        found, alone = _pip_resolve(base, list(lines), flags)
+        if found is None:
+            return f"{shown}/requirements.txt cannot go into the engine's runtime for {python}: {alone}"
+    names = list(wanted)
+    for later in range(len(names)):
+        for earlier in names[:later]:
+            found, pair = _pip_resolve(base, [*wanted[earlier], *wanted[names[later]]], flags)
+            if found is None:
+                both = f"{earlier}/requirements.txt and {names[later]}/requirements.txt"
+                return f"{both} conflict with each other ({python}): {pair}"
+    together = ", ".join(f"{shown}/requirements.txt" for shown in names)
+    return f"the requirements of {together} conflict together ({python}): {why}"
 
 
 def host_closure() -> dict[str, str]:
@@ -122,17 +229,29 @@ def host_closure() -> dict[str, str]:
     return found
 
 
+def cache_folder() -> Path:
+    """Where the controller keeps wheelhouses and resolutions."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "assistantctl"
+
+
 def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -> Path:
     """A tar of the wheels a host with `host_python` (facts: version, machine, glibc) installs the
-    runtime from, with its requirements.txt; built once per runtime and host platform."""
-    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "assistantctl"
+    runtime from, with its requirements.txt; built once per runtime and host platform. A runtime
+    the skills extend starts from its base's wheelhouse and downloads only the extras."""
+    cache = cache or cache_folder()
     platform = f"cp{host_python['version'].replace('.', '')}-{host_python['machine']}-glibc{host_python['glibc']}"
     archive = cache / "wheelhouses" / f"{runtime.id}-{platform}.tar"
     if archive.exists():
         return archive
     folder = archive.with_suffix(".d")
     folder.mkdir(parents=True, exist_ok=True)
-    project_wheel(runtime, folder)
+    if runtime.base is not None:
+        with tarfile.open(wheelhouse(runtime.base, host_python, cache)) as tar:
+            tar.extractall(folder, filter="data")
+    else:
+        project_wheel(runtime, folder)
+        # The project goes in without its dependencies: only the engine's are in the wheelhouse.
+        (folder / "project.txt").write_text(f"{PROJECT}=={metadata.version(PROJECT)}\n")
     _pip(
         "download",
         "--no-deps",
@@ -140,11 +259,9 @@ def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -
         "--dest",
         str(folder),
         *_target_flags(host_python),
-        *runtime.pins,
+        *(runtime.extras if runtime.base is not None else runtime.pins),
     )
-    # The project goes in without its dependencies: only the engine's are in the wheelhouse.
-    (folder / "requirements.txt").write_text("\n".join(runtime.pins) + "\n")
-    (folder / "project.txt").write_text(f"{PROJECT}=={metadata.version(PROJECT)}\n")
+    (folder / "requirements.txt").write_text("\n".join(runtime.requirements) + "\n")
     partial = archive.with_suffix(".partial")
     with tarfile.open(partial, "w") as tar:
         for path in sorted(folder.iterdir()):

@@ -1,13 +1,24 @@
-"""Turn the spec's hosts into render targets: absolute roots and the interpreter on each host."""
+"""Turn the spec's hosts into render targets: absolute roots and the interpreter on each host.
+
+`targets` needs no host; `planned_target` adds what only the host's facts tell: the runtime its
+skill folders' requirements resolve to on its platform, or that its own interpreter has them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 import sys
 from pathlib import Path, PurePosixPath
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from .renderers import Target
-from .runtime import Runtime, controller_runtime
+from .runtime import Runtime, RuntimeUnavailable, SkillRequirementsError, controller_runtime, runtime_for
 from .schema.spec import Host, Spec
+
+__all__ = ["SkillRequirementsError", "host_root", "planned_target", "target_runtime", "targets"]
 
 
 def host_root(spec: Spec, host: Host, spec_dir: Path) -> str:
@@ -49,3 +60,64 @@ def targets(spec: Spec, spec_dir: Path, only_hosts: set[str] | None = None) -> l
         python = host_python(host, root, runtime)
         result.append(Target(spec=spec, host=host, root=root, python=python, runtime=runtime and runtime.id))
     return result
+
+
+def target_runtime(target: Target, host_python: dict) -> Runtime:
+    """The runtime apply installs on `target` (one with a managed runtime), whose python3 is
+    `host_python` (facts): the engine's, extended by the skill folders' requirements on engine hosts."""
+    folders = target.spec.loaded_skill_folders if target.has_role("engine") else ()
+    return runtime_for(folders, host_python)
+
+
+def planned_target(target: Target, facts: dict) -> Target:
+    """`target` as plan ships it, given the host's `facts`. Raises `SkillRequirementsError` when the
+    skill folders' requirements conflict, are not to be found, or (on a host that runs the engine on
+    its own interpreter, where nothing is installed for it) are missing from that interpreter."""
+    folders = [f for f in target.spec.loaded_skill_folders if f.requirements] if target.has_role("engine") else []
+    if not folders:
+        return target
+    if target.runtime is None:
+        _check_interpreter(target, folders)
+        return target
+    try:
+        found = target_runtime(target, facts["python"])
+    except RuntimeUnavailable as exc:  # a conflict, or a host no wheels are fetched for
+        raise SkillRequirementsError(f"{target.host.name}: {exc}") from None
+    return dataclasses.replace(target, runtime=found.id, python=found.python(target.root))
+
+
+def _check_interpreter(target: Target, folders: list) -> None:
+    from . import facts
+    from .remote import run_on_host
+
+    wanted = [(folder, Requirement(line)) for folder in folders for line in folder.requirements]
+    names = sorted({canonicalize_name(requirement.name) for _, requirement in wanted})
+    question = {"python": target.python, "names": names}
+    answer = run_on_host(target, facts, {"root": target.root, "distributions": question})
+    where = f"{target.host.name}: the engine runs on {target.python}"
+    if "error" in answer:
+        raise SkillRequirementsError(f"{where}, which cannot be asked for its distributions: {answer['error']}")
+    engine = {pin.split("==")[0] for pin in controller_runtime().pins}
+    lacking, installable = [], []
+    for folder, requirement in wanted:
+        if requirement.marker is not None and not requirement.marker.evaluate(answer["environment"]):
+            continue
+        name = canonicalize_name(requirement.name)
+        have = answer["versions"].get(name)
+        if have is not None and requirement.specifier.contains(have, prereleases=True):
+            continue
+        if have is not None and name in engine:  # installing another version would break the engine
+            lacking.append(f"{folder.shown}/requirements.txt: {requirement} ({have} installed, the engine needs it)")
+            continue
+        lacking.append(f"{folder.shown}/requirements.txt: {requirement} ({have or 'not'} installed)")
+        installable.append(shlex.quote(str(requirement)))
+    if not lacking:
+        return
+    todo = f"install them there ({target.python} -m pip install {' '.join(installable)})" if installable else ""
+    if target.host.connection != "local":
+        todo += f"{', or ' if todo else ''}leave deploy.hosts[].python out so apply installs them in a runtime"
+    raise SkillRequirementsError(
+        f"{where}, which assistantctl does not install into, and it lacks what skill folders need:"
+        + "".join(f"\n  {line}" for line in lacking)
+        + (f"\n{todo}" if todo else "\nchange the skill's requirements to accept the engine's versions")
+    )

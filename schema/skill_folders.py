@@ -10,10 +10,22 @@ next to `<name>/config.yaml`:
     config:                                # checked against the handler's Config model
       units: metric
 
+A folder may also hold `requirements.txt`: the Python distributions the handler needs, one PEP 508
+requirement a line (`name[extras] specifiers ; marker`), with blank lines and `#` comments. pip's
+options (`-e`, `-r`, `--index-url`...), URLs and paths are refused: what a host installs comes from
+the controller's resolution (assistantctl/runtime.py `runtime_for`), as binary wheels the host
+installs offline, never from a skill's say-so.
+On SSH hosts with the managed runtime, plan resolves every skill's requirements against the
+engine's pins for the host's platform and pins the result into the runtime (a new runtime id); on
+hosts that run the engine on their own interpreter (local ones, `python:`), plan only checks that
+the interpreter already has them. The controller imports each handler at validate with its own
+python, so a handler imports its requirements inside `execute` (or the controller has them too).
+
 Every problem is a `SpecError` at its file, line and column: config.yaml's own keys, its `config`
-against the handler's `Config`, a handler that does not import or defines no skill. The folder's
-files (UTF-8 text, Python caches and hidden files left out) become part of each engine host's
-bundle, so `plan` shows a changed skill file like any other.
+against the handler's `Config`, a requirements.txt line that is not a requirement, a handler that
+does not import or defines no skill. The folder's files (UTF-8 text, Python caches and hidden
+files left out) become part of each engine host's bundle, so `plan` shows a changed skill file
+like any other.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import Field, ValidationError
 
 from ..engine.settings import SKILL_NAME_PATTERN
@@ -35,6 +48,7 @@ from .types import PositiveSeconds
 
 CONFIG_FILE = "config.yaml"
 HANDLER_FILE = "handler.py"
+REQUIREMENTS_FILE = "requirements.txt"
 # What one folder may weigh: skills are code and settings, not data sets.
 MAX_FOLDER_BYTES = 1_000_000
 
@@ -62,6 +76,8 @@ class SkillFolder:
     timeout_seconds: float
     config: dict[str, Any]
     files: tuple[tuple[str, str], ...]  # (path inside the folder, text), sorted
+    requirements: tuple[str, ...] = ()  # requirements.txt's PEP 508 lines, comments left out
+    shown: str = ""  # the folder as the spec names it (skills/weather), for messages
 
     @property
     def digest(self) -> str:
@@ -109,6 +125,8 @@ def read_skill_folder(folder: Path, shown: str) -> SkillFolder:
         if not (folder / required).is_file():
             raise FolderProblem(f"a skill folder needs {required}")
     files = _read_files(folder)
+    base = shown.rstrip("/")
+    requirements = requirement_lines(dict(files).get(REQUIREMENTS_FILE, ""), f"{base}/{REQUIREMENTS_FILE}")
     config_name = f"{shown.rstrip('/')}/{CONFIG_FILE}"
     data, positions, problems = read_yaml(dict(files)[CONFIG_FILE], config_name, "give at least a description")
     if problems:
@@ -117,7 +135,7 @@ def read_skill_folder(folder: Path, shown: str) -> SkillFolder:
         declared = SkillFolderFile.model_validate(data)
     except ValidationError as exc:
         raise SpecError(config_name, [_problem(err, positions) for err in exc.errors()]) from None
-    skill = _handler(folder, f"{shown.rstrip('/')}/{HANDLER_FILE}")
+    skill = _handler(folder, f"{base}/{HANDLER_FILE}", bool(requirements))
     try:
         skill.Config.model_validate(declared.config)
     except ValidationError as exc:
@@ -133,7 +151,34 @@ def read_skill_folder(folder: Path, shown: str) -> SkillFolder:
         timeout_seconds=declared.timeout_seconds,
         config=declared.config,
         files=files,
+        requirements=requirements,
+        shown=base,
     )
+
+
+def requirement_lines(text: str, shown: str) -> tuple[str, ...]:
+    """requirements.txt's requirements as written (comments and blank lines left out). Raises
+    `SpecError` at every line that is not a plain PEP 508 requirement of a named distribution."""
+    found, problems = [], []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        column = len(raw) - len(raw.lstrip()) + 1
+        if not line:
+            continue
+        if line.startswith("-"):
+            why = "pip options (-e, -r, --index-url...) are not allowed: name distributions, one per line"
+        else:
+            try:
+                why = "a URL or path is not allowed: name a distribution" if Requirement(line).url else None
+            except InvalidRequirement as exc:
+                why = f"not a requirement (PEP 508: name[extras] specifiers ; marker): {str(exc).splitlines()[0]}"
+        if why:
+            problems.append(SpecProblem(number, column, why))
+        else:
+            found.append(line)
+    if problems:
+        raise SpecError(shown, problems)
+    return tuple(found)
 
 
 def _read_files(folder: Path) -> tuple[tuple[str, str], ...]:
@@ -155,14 +200,18 @@ def _read_files(folder: Path) -> tuple[tuple[str, str], ...]:
     return tuple(files)
 
 
-def _handler(folder: Path, shown: str) -> Any:
+def _handler(folder: Path, shown: str, has_requirements: bool = False) -> Any:
     """The folder's BaseSkill class, imported the way the engine will import it."""
     from ..engine.skills.folders import SkillLoadError, load_handler
 
     try:
         return load_handler(folder)
     except SkillLoadError as exc:
-        raise SpecError(shown, [SpecProblem(exc.line or 1, exc.column or 1, exc.reason)]) from None
+        reason = exc.reason
+        if has_requirements and "ModuleNotFoundError" in reason:
+            # its requirements go to the hosts, not to the controller that checks the handler here
+            reason += f"; import the skill's requirements inside execute(), or install {REQUIREMENTS_FILE} here too"
+        raise SpecError(shown, [SpecProblem(exc.line or 1, exc.column or 1, reason)]) from None
 
 
 def _config_keys(model: type) -> set[str]:
