@@ -77,13 +77,17 @@ def test_a_skills_requirement_is_installed_into_the_hosts_runtime_and_the_skill_
 
     created = fleet.run("keys", "create", "prober", "--host", "core")
     assert created.returncode == 0, created.stderr
-    time.sleep(0.6)  # the engine picks new keys up within half a second
-    reply = httpx.post(
-        fleet.url("core", "/api/v1/chat"),
-        json={"message": "/probe"},
-        headers=bearer(created.stdout.strip()),
-        timeout=10,
-    )
+    deadline = time.monotonic() + 10  # the engine picks new keys up within half a second, unless loaded
+    while True:
+        reply = httpx.post(
+            fleet.url("core", "/api/v1/chat"),
+            json={"message": "/probe"},
+            headers=bearer(created.stdout.strip()),
+            timeout=10,
+        )
+        if reply.status_code != 401 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert reply.status_code == 200, reply.text
     assert reply.json()["reply"].startswith(f"probe 1.0 from {venv}/lib/"), reply.text
     assert fleet.run("plan", "--detailed-exitcode").returncode == 0  # resolved once, cached: nothing moves
