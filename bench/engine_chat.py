@@ -8,6 +8,13 @@ metrics and logs on, as deployed), nginx from the rendered config, and the ~50-l
 forwarder (bench/bare_forwarder.py). It prints req/s, p50 and p99 per case, the engine/bare
 ratios (of req/s and of CPU per request), idle and loaded RSS per uvicorn worker, and the
 issue's targets next to the figures.
+With the builtin model's one calculator step next to its plain answer, it prints the engine's own
+CPU per tool step. With --reference (by default cfd51f0^, the commit before the tool layer), the
+same run also starts that commit's engine (bench/reference.py) and this engine with
+`tools.enabled: []`, each behind its own nginx, and drives POST /api/v1/chat on the three, the
+rounds interleaved: "tools off" against the reference is the same work as before (issue 13's
+budget: within 5%), "tools on" against "tools off" is the cost of offering the tool definitions
+to the model (the engine encodes and sends them, the upstream decodes them on the same cores).
 The CPU columns are the CPU time each process group spent per answered request: the serving
 workers (engine or bare: `app`), nginx, the fake upstream and wrk itself; `all` is their sum.
 They depend far less than req/s on whatever else the machine runs, so compare changes with them.
@@ -23,24 +30,25 @@ import tempfile
 import time
 from pathlib import Path
 
+from compare import DEFAULT_REFERENCE, compare, start_compared
 from harness import (
     Stack,
     bench_spec,
     children,
-    cpu_seconds,
     free_port,
     load_average,
-    rss_mb,
+    measured,
+    memory,
     start_bare,
     start_engine,
     start_nginx,
     start_upstream,
     worker_pids,
-    wrk,
 )
 
 CHAT = {"message": "hello there, how are you today?"}  # no credentials: the anonymous user, on loopback
 CHAT_FAKE = {**CHAT, "model": "fake"}
+CHAT_TOOL = {"message": "what is 6*7?"}  # the builtin model calls the calculator, then answers
 COMPLETION = {"messages": [{"role": "user", "content": "hello there, how are you today?"}]}
 UPSTREAM = {**COMPLETION, "model": "fake"}
 UPSTREAM_SSE = {**UPSTREAM, "stream": True}
@@ -48,6 +56,7 @@ COMPLETIONS = "/v1/chat/completions"
 # (key, label, target url key, path, body)
 CASES = [
     ("builtin_chat", "engine   builtin POST /api/v1/chat (history)", "engine", "/api/v1/chat", CHAT),
+    ("builtin_tool", "engine   builtin POST /api/v1/chat, 1 tool step", "engine", "/api/v1/chat", CHAT_TOOL),
     ("builtin_completion", "engine   builtin POST /v1/chat/completions", "engine", "/v1/chat/completions", COMPLETION),
     ("engine", "engine   upstream POST /v1/chat/completions", "engine", "/v1/chat/completions", UPSTREAM),
     ("engine_sse", "engine   upstream SSE  /v1/chat/completions", "engine", "/v1/chat/completions", UPSTREAM_SSE),
@@ -61,7 +70,6 @@ CASES = [
     ("nginx_bare_sse", "nginx -> bare    SSE  /v1/chat/completions", "nginx_bare", COMPLETIONS, UPSTREAM_SSE),
 ]
 SETTLE_SECONDS = 2.0
-CPU_COLUMNS = ("app", "nginx", "upstream", "wrk")
 
 
 def start_all(stack: Stack, workers: int, with_nginx: bool) -> dict[str, object]:
@@ -69,7 +77,7 @@ def start_all(stack: Stack, workers: int, with_nginx: bool) -> dict[str, object]
     spec = bench_spec(stack.root / "engine-root", workers, upstream, free_port(), free_port())
     engine, urls = start_engine(stack, spec)
     bare_url = start_bare(stack, upstream, workers)
-    found: dict[str, object] = {"engine": urls, "bare": bare_url, "engine_process": engine}
+    found: dict[str, object] = {"engine": urls, "bare": bare_url, "engine_process": engine, "upstream": upstream}
     found["bare_process"] = stack.processes[-1]
     found["upstream_process"] = stack.processes[0]
     if with_nginx:
@@ -92,17 +100,17 @@ def cpu_groups(urls: dict[str, object], where: str) -> dict[str, list[int]]:
     return groups
 
 
-def memory(process: object) -> list[float]:
-    return [rss_mb(pid) for pid in worker_pids(process)]  # type: ignore[arg-type]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-nginx", action="store_true", help="only the engine and the bare forwarder")
-    parser.add_argument("--only", help="comma-separated case keys, e.g. engine,bare")
+    parser.add_argument("--only", help="comma-separated case keys, e.g. engine,bare (and `reference`)")
+    parser.add_argument(
+        "--reference", default=DEFAULT_REFERENCE, help="a commit to compare /api/v1/chat with ('' for none)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the reference comparison")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
 
@@ -116,7 +124,14 @@ def main() -> None:
 
 def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
     urls = start_all(stack, args.workers, not args.skip_nginx)
+    compared = None
+    if args.reference and (not only or "reference" in only):
+        upstream, upstream_pid = str(urls["upstream"]), urls["upstream_process"].pid  # type: ignore[attr-defined]
+        compared = start_compared(stack, args.reference, args.workers, upstream, upstream_pid, not args.skip_nginx)
     time.sleep(SETTLE_SECONDS)
+    if compared is not None:
+        for engine in compared.engines:
+            engine.idle = memory(engine.process)
     idle_engine, idle_bare = memory(urls["engine_process"]), memory(urls["bare_process"])
     print(
         f"workers={args.workers} connections={args.connections} duration={args.duration}s "
@@ -132,21 +147,13 @@ def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
         if where not in urls or (only and key not in only):
             continue
         groups = cpu_groups(urls, where)
-        before = {name: cpu_seconds(pids) for name, pids in groups.items()}
-        r = wrk(str(urls[where]) + path, body, args.duration, args.connections, stack.root)
-        requests = max(r["requests"], 1)
-        cpu = {name: (cpu_seconds(pids) - before[name]) / requests * 1e6 for name, pids in groups.items()}
-        cpu["wrk"] = r["cpu_seconds"] / requests * 1e6
-        r["cpu_us"] = cpu["app"]
-        results[key] = r
-        columns = " ".join(f"{cpu[name]:>5.0f}" if name in cpu else f"{'-':>5}" for name in CPU_COLUMNS)
-        print(
-            f"{label:<48} {r['rps']:>7.0f} {r['p50']:>6.2f} {r['p99']:>6.2f} {r['errors']:>6.0f}"
-            f" {columns} {sum(cpu.values()):>5.0f}",
-            flush=True,
-        )
+        url = str(urls[where]) + path
+        results[key] = measured(label, url, body, groups, args.duration, args.connections, stack.root)
     loaded_engine = memory(urls["engine_process"])
     print(f"loadavg after: {load_average()}")
+    if "builtin_chat" in results and "builtin_tool" in results:
+        step = results["builtin_tool"]["cpu_us"] - results["builtin_chat"]["cpu_us"]
+        print(f"engine overhead per tool step (builtin model, calculator): {step:.0f} us of CPU")
     print()
     # req/s says how the cases shared a busy machine; CPU per request is the steadier comparison.
     print(f"{'ratio':<40} {'req/s':>6} {'cpu/req':>8}  (engine's share of bare's throughput, and its CPU per request)")
@@ -164,10 +171,12 @@ def run(stack: Stack, args: argparse.Namespace, only: set[str] | None) -> None:
     print(f"{'engine worker RSS idle (MB)':<40} {' '.join(f'{m:.1f}' for m in idle_engine)}")
     print(f"{'engine worker RSS after load (MB)':<40} {' '.join(f'{m:.1f}' for m in loaded_engine)}")
     print(f"{'bare worker RSS idle (MB)':<40} {' '.join(f'{m:.1f}' for m in idle_bare)}")
-    targets(results, idle_engine)
+    if compared is not None:
+        compare(compared, args, stack.root)
+    targets(results, idle_engine, compared.budget if compared is not None else [])
 
 
-def targets(results: dict[str, dict[str, float]], idle: list[float]) -> None:
+def targets(results: dict[str, dict[str, float]], idle: list[float], budget: list[tuple[str, bool, str]]) -> None:
     """The issue's targets next to this run's figures."""
     print()
     checks = []
@@ -183,6 +192,7 @@ def targets(results: dict[str, dict[str, float]], idle: list[float]) -> None:
         if key in results:
             checks.append((f"{key} >= 3,000 req/s", results[key]["rps"] >= 3000, f"{results[key]['rps']:.0f}"))
     checks.append(("idle RSS <= 80 MB per worker", max(idle) <= 80, f"max {max(idle):.1f} MB"))
+    checks += budget
     for label, ok, figure in checks:
         print(f"target {label:<38} {'met' if ok else 'NOT met':>8}  ({figure})")
 

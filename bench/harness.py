@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import yaml
+from reference import Reference
 
 from assistantctl.renderers.engine import build_settings
 from assistantctl.renderers.nginx import render as render_nginx
@@ -82,10 +83,23 @@ class Stack:
             stop(self.processes.pop())
 
 
-def bench_spec(root: Path, workers: int, upstream: str, http_port: int, engine_port: int) -> Path:
+def bench_spec(
+    root: Path,
+    workers: int,
+    upstream: str,
+    http_port: int,
+    engine_port: int,
+    *,
+    source: Path = REPO / "assistant.yaml",
+    tools_enabled: list[str] | None = None,
+) -> Path:
     """assistant.yaml plus an OpenAI-compatible model `fake` on the fake upstream, limits opened up
-    so that wrk measures the engine rather than the rate limit, and ports/root of this run."""
-    data = yaml.safe_load((REPO / "assistant.yaml").read_text())
+    so that wrk measures the engine rather than the rate limit, and ports/root of this run.
+    `source` is the spec to start from (a reference commit's own); `tools_enabled` replaces
+    `tools.enabled` (`[]`: no tool is offered to the model, the path before the tool layer)."""
+    data = yaml.safe_load(source.read_text())
+    if tools_enabled is not None:
+        data.setdefault("tools", {})["enabled"] = tools_enabled
     data["models"]["providers"]["local"]["max_concurrency"] = 100_000
     data["models"]["providers"]["fake"] = {
         "provider": "openai",
@@ -104,13 +118,20 @@ def bench_spec(root: Path, workers: int, upstream: str, http_port: int, engine_p
     return path
 
 
-def start_engine(stack: Stack, spec_path: Path) -> tuple[subprocess.Popen, str]:
+def start_engine(stack: Stack, spec_path: Path, reference: Reference | None = None) -> tuple[subprocess.Popen, str]:
+    """The engine of this checkout, or of `reference` (its own renderers build its settings)."""
     (target,) = targets(load_spec(spec_path), spec_path.parent)
-    settings = build_settings(target)
     path = Path(target.root) / "engine-settings.json"
-    path.write_text(settings.to_json())
-    process = stack.spawn([sys.executable, "-m", "assistantctl.engine", "--settings", str(path)])
-    url = f"http://127.0.0.1:{settings.listen_port}"
+    if reference is None:
+        path.write_text(build_settings(target).to_json())
+    else:
+        reference.render_settings(spec_path, path)
+    cmd = [sys.executable, "-m", "assistantctl.engine", "--settings", str(path)]
+    if reference is None:
+        process = stack.spawn(cmd)
+    else:
+        process = stack.spawn(cmd, env=reference.env, cwd=reference.cwd)
+    url = f"http://127.0.0.1:{target.spec.deploy.ports.engine}"
     wait_up(f"{url}/health", process)
     return process, url
 
@@ -217,3 +238,37 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# The process groups a case's CPU time is charged to, in the order of the printed columns.
+CPU_COLUMNS = ("app", "nginx", "upstream", "wrk")
+
+
+def measured(
+    label: str,
+    url: str,
+    body: dict[str, Any],
+    groups: dict[str, list[int]],
+    duration: int,
+    connections: int,
+    scratch: Path,
+) -> dict[str, Any]:
+    """One wrk run, printed as a row: req/s, latency, errors and CPU per request per process group."""
+    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+    r = wrk(url, body, duration, connections, scratch)
+    requests = max(r["requests"], 1)
+    cpu = {name: (cpu_seconds(pids) - before[name]) / requests * 1e6 for name, pids in groups.items()}
+    cpu["wrk"] = r["cpu_seconds"] / requests * 1e6
+    r["cpu_us"], r["cpu"] = cpu["app"], cpu  # type: ignore[assignment]
+    columns = " ".join(f"{cpu[name]:>5.0f}" if name in cpu else f"{'-':>5}" for name in CPU_COLUMNS)
+    print(
+        f"{label:<48} {r['rps']:>7.0f} {r['p50']:>6.2f} {r['p99']:>6.2f} {r['errors']:>6.0f}"
+        f" {columns} {sum(cpu.values()):>5.0f}",
+        flush=True,
+    )
+    return r
+
+
+def memory(process: subprocess.Popen) -> list[float]:
+    """RSS (MB) of each of the engine's (or the bare forwarder's) worker processes."""
+    return [rss_mb(pid) for pid in worker_pids(process)]

@@ -195,20 +195,38 @@ async def chat_with_tools(
         return answered
     if loop is None:
         return await call_model(rt, catalog, model, messages, opts, trace, priority)
-    try:
-        async with asyncio.timeout(rt.settings.request_timeout_seconds):
-            while True:
-                conversation = [*messages, *loop.added]
-                answered_by, reply = await call_model(
-                    rt, catalog, model, conversation, loop.options(opts), trace, priority
-                )
-                loop.count(reply.usage)
-                if not loop.wants_tools(reply.tool_calls):
-                    return answered_by, loop.final(reply)
-                async for _ in loop.step(reply.text, reply.tool_calls, messages):
-                    pass
-    except TimeoutError:
-        raise _mapped(TimeoutError(), trace) from None
+    # The first call is bounded by call_model's own request_timeout_seconds; the loop's deadline
+    # counts from now but is armed only when a tool step follows: most requests ask for no tool,
+    # and arming a timer for each of them cost ~8 us of CPU (issue 13: the tool layer's budget).
+    deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
+    answered_by, reply = await _tool_turn(rt, catalog, model, messages, opts, trace, priority, loop)
+    if loop.wants_tools(reply.tool_calls):
+        try:
+            async with asyncio.timeout_at(deadline):
+                while loop.wants_tools(reply.tool_calls):
+                    async for _ in loop.step(reply.text, reply.tool_calls, messages):
+                        pass
+                    conversation = [*messages, *loop.added]
+                    answered_by, reply = await _tool_turn(rt, catalog, model, conversation, opts, trace, priority, loop)
+        except TimeoutError:
+            raise _mapped(TimeoutError(), trace) from None
+    return answered_by, loop.final(reply)
+
+
+async def _tool_turn(
+    rt: Runtime,
+    catalog: Catalog,
+    model: str | None,
+    conversation: list[Message],
+    opts: CallOptions,
+    trace: Trace,
+    priority: int,
+    loop: ToolLoop,
+) -> tuple[str, Reply]:
+    """One model call of a tool loop: the tools offered (or tool_choice none), its usage counted."""
+    answered_by, reply = await call_model(rt, catalog, model, conversation, loop.options(opts), trace, priority)
+    loop.count(reply.usage)
+    return answered_by, reply
 
 
 async def run_command(rt: Runtime, messages: list[Message], trace: Trace, channel: str) -> tuple[str, Reply] | None:

@@ -207,7 +207,8 @@ class ToolLoop:
     def final(self, reply: Reply) -> Reply:
         """The reply the request ends with: a model that still asks for tools is stopped."""
         if not reply.tool_calls:
-            return replace(reply, usage=self.usage)
+            # No tool step: the one call's usage is the loop's (no copy on the common path).
+            return reply if self.steps == 0 else replace(reply, usage=self.usage)
         return replace(
             reply, text=reply.text or STOPPED_TEXT, tool_calls=[], finish_reason="max_steps", usage=self.usage
         )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from ..base import Arguments, Tool, ToolContext, ToolError, ToolOutput
-from ..net import Page, safe_get
+
+if TYPE_CHECKING:
+    from ..net import Page
 
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/rss", "+json", "+xml")
 
@@ -29,6 +33,8 @@ def header(page: Page) -> str:
 
 
 async def http_fetch(args: FetchArgs, context: ToolContext) -> ToolOutput:
+    from ..net import safe_get  # noqa: PLC0415 - httpx costs every worker ~3.5 MB: loaded by the first fetch
+
     page = await safe_get(args.url, context.settings.fetch)
     kind = page.content_type.split(";")[0].strip().lower()
     if kind and not any(marker in kind for marker in _TEXT_TYPES):

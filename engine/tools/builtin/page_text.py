@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import trafilatura
 from pydantic import Field
 
 from ..base import Arguments, Tool, ToolContext, ToolError, ToolOutput
-from ..net import safe_get
 from .fetch import clip, header
 
 
@@ -18,12 +16,17 @@ class PageArgs(Arguments):
 
 def extract(html: str, url: str) -> str | None:
     """The main text of `html` as Markdown-ish plain text, or None when there is none."""
+    # trafilatura and lxml cost every worker ~11 MB: loaded by the first page read, not at start.
+    import trafilatura  # noqa: PLC0415
+
     return trafilatura.extract(
         html, url=url, output_format="markdown", include_links=True, include_tables=True, favor_recall=True
     )
 
 
 async def web_page_text(args: PageArgs, context: ToolContext) -> ToolOutput:
+    from ..net import safe_get  # noqa: PLC0415 - see http_fetch
+
     page = await safe_get(args.url, context.settings.fetch, headers={"Accept": "text/html,application/xhtml+xml"})
     if page.status >= 400:
         raise ToolError(f"the page answered HTTP {page.status}")

@@ -6,7 +6,6 @@ The instance is the operator's own choice, often on a private network, so it is 
 
 from __future__ import annotations
 
-import httpx
 from pydantic import Field
 
 from ..base import Arguments, Tool, ToolContext, ToolError, ToolOutput
@@ -23,6 +22,8 @@ async def web_search(args: SearchArgs, context: ToolContext) -> ToolOutput:
     settings = context.settings.search
     if not settings.url:
         raise ToolError("web search is not configured (tools.settings.search.url)")
+    import httpx  # noqa: PLC0415 - ~3.5 MB per worker: loaded by the first search, not at start
+
     params = {"q": args.query, "format": "json"}
     if args.language:
         params["language"] = args.language

@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+from typing import TYPE_CHECKING
 
-import pint
 from pydantic import Field
 
 from ..base import Arguments, Tool, ToolContext, ToolError
 
+if TYPE_CHECKING:
+    import pint
+
 
 @functools.cache
 def registry() -> pint.UnitRegistry:
-    """Built once per process (it parses pint's definitions file: too slow for every call)."""
+    """Built once per process (it parses pint's definitions file: too slow for every call). pint
+    itself (~3.5 MB per worker) is imported here, by the first conversion, not at worker start."""
+    import pint  # noqa: PLC0415
+
     return pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 
 
@@ -26,6 +32,8 @@ class UnitArgs(Arguments):
 
 def convert(value: float, from_unit: str, to_unit: str) -> str:
     units = registry()
+    import pint  # noqa: PLC0415 - loaded by registry() already: only its errors are wanted here
+
     try:
         result = units.Quantity(value, units.parse_units(from_unit)).to(units.parse_units(to_unit))
     except pint.errors.DimensionalityError as exc:
