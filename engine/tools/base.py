@@ -14,12 +14,14 @@ import copy
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..settings import ToolsSettings
+
+if TYPE_CHECKING:
+    import jsonschema
 
 Risk = Literal["safe", "network", "machine"]
 Message = dict[str, Any]  # OpenAI's chat shape, as engine/models/adapters/base.py
@@ -61,6 +63,8 @@ class JsonArguments(BaseModel):
 def json_arguments(schema: dict[str, Any], name: str = "JsonArguments") -> type[JsonArguments]:
     """A `JsonArguments` class for `schema`; arguments that do not fit it fail validation (call_tool
     then answers "invalid arguments" without running the tool). Raises SchemaError for a bad schema."""
+    import jsonschema  # here: only MCP servers' tools have JSON Schemas of their own (~2 MB a worker)
+
     validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     validator_class.check_schema(schema)
     validator = validator_class(schema)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 # Libraries only a tool call needs, none of them used by the engine's request path.
-CALL_ONLY = ("trafilatura", "lxml", "pint", "httpx")
+CALL_ONLY = ("trafilatura", "lxml", "pint", "httpx", "jsonschema")
 
 LOAD_EVERY_TOOL = """
 import json, sys
