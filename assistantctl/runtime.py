@@ -65,6 +65,7 @@ HOST_DISTRIBUTIONS = frozenset(
         "trafilatura",
         "lxml-html-clean",
         "mcp",
+        "playwright",
     }
 )
 PROJECT = "assistantctl"
@@ -142,9 +143,11 @@ def _resolved(base: Runtime, wanted: dict[str, tuple[str, ...]], flags: list[str
     engine = {pin.split("==")[0] for pin in base.pins} | {PROJECT}
     extras = tuple(sorted(f"{name}=={version}" for name, version in found.items() if name not in engine))
     saved.parent.mkdir(parents=True, exist_ok=True)
-    partial = saved.with_suffix(".partial")  # failures are not kept: a missing release may appear
-    partial.write_text(json.dumps(extras))
-    partial.rename(saved)
+    # Failures are not kept (a missing release may appear); a partial file of this process's own, so
+    # two plans resolving at once never rename each other's half-written file.
+    with tempfile.NamedTemporaryFile("w", dir=saved.parent, prefix=saved.name, suffix=".partial", delete=False) as f:
+        f.write(json.dumps(extras))
+    Path(f.name).rename(saved)
     return extras
 
 
@@ -243,8 +246,15 @@ def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -
     archive = cache / "wheelhouses" / f"{runtime.id}-{platform}.tar"
     if archive.exists():
         return archive
-    folder = archive.with_suffix(".d")
-    folder.mkdir(parents=True, exist_ok=True)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    # A folder of this build's own: two controllers (or two CI jobs) building one runtime at once
+    # must not download into each other's files; the first finished archive wins the rename.
+    with tempfile.TemporaryDirectory(prefix=f"{archive.name}.", dir=archive.parent) as building:
+        _build_wheelhouse(runtime, host_python, cache, Path(building), archive)
+    return archive
+
+
+def _build_wheelhouse(runtime: Runtime, host_python: dict, cache: Path, folder: Path, archive: Path) -> None:
     if runtime.base is not None:
         with tarfile.open(wheelhouse(runtime.base, host_python, cache)) as tar:
             tar.extractall(folder, filter="data")
@@ -262,12 +272,11 @@ def wheelhouse(runtime: Runtime, host_python: dict, cache: Path | None = None) -
         *(runtime.extras if runtime.base is not None else runtime.pins),
     )
     (folder / "requirements.txt").write_text("\n".join(runtime.requirements) + "\n")
-    partial = archive.with_suffix(".partial")
+    partial = folder.parent / f"{folder.name}.partial"  # unique: the folder's name is
     with tarfile.open(partial, "w") as tar:
         for path in sorted(folder.iterdir()):
             tar.add(path, arcname=path.name)
     partial.rename(archive)
-    return archive
 
 
 def project_wheel(runtime: Runtime, folder: Path) -> Path:
