@@ -16,8 +16,10 @@ from pathlib import Path
 import yaml
 
 from . import runtime
+from .engine.settings import BUILTIN_TOOLS
 from .plan import HostPlan
 from .renderers import Target, keepalived
+from .renderers.engine import workspaces_dir
 from .scratch import private_workdir
 from .targets import target_runtime
 
@@ -81,6 +83,8 @@ def host_vars(target: Target) -> dict:
     pair = ha_pair(target)
     if pair is not None:
         values["assistant_ha"] = pair
+    if machine_tools_on(target):
+        values["assistant_workspaces"] = workspaces_dir(target)
     if host.connection == "local":
         values.update(ansible_connection="local", ansible_python_interpreter=sys.executable)
     else:
@@ -115,6 +119,11 @@ def ha_pair(target: Target) -> dict | None:
     }
 
 
+def machine_tools_on(target: Target) -> bool:
+    """Whether this host's engine enables a tool that runs in the sandbox (risk class machine)."""
+    return target.has_role("engine") and any(BUILTIN_TOOLS[name] == "machine" for name in target.spec.tools.active)
+
+
 def debian_packages(target: Target) -> list[str]:
     """The Debian packages behind the programs this host runs."""
     spec, host = target.spec, target.host
@@ -124,6 +133,9 @@ def debian_packages(target: Target) -> list[str]:
         "prometheus": target.has_role("monitoring") and spec.monitoring.prometheus.enabled,
         "prometheus-alertmanager": target.has_role("monitoring") and spec.monitoring.alertmanager.enabled,
         "python3-venv": target.runtime is not None,  # Debian's python3 makes virtualenvs only with it
+        "bubblewrap": machine_tools_on(target),  # the machine tools' sandbox (engine/tools/sandbox.py)
+        "patch": machine_tools_on(target) and "workspace_patch" in spec.tools.active,
+        "chromium": target.has_role("engine") and "browser" in spec.tools.active,  # Playwright drives it
     }
     return sorted(name for name, needed in wanted.items() if needed)
 

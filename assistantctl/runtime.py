@@ -65,7 +65,6 @@ HOST_DISTRIBUTIONS = frozenset(
         "trafilatura",
         "lxml-html-clean",
         "mcp",
-        "playwright",
     }
 )
 PROJECT = "assistantctl"
@@ -117,10 +116,11 @@ def controller_runtime() -> Runtime:
 
 def runtime_for(folders, host_python: dict, cache: Path | None = None) -> Runtime:
     """The engine's runtime for a host with `host_python` (facts: version, machine, glibc), extended
-    by the requirements of `folders` (schema's SkillFolder: `shown`, `requirements`). Resolved with
+    by the requirements of `folders` (each with `source`, where they are declared, and `requirements`:
+    schema's SkillFolder, or targets.py's for a tool's own library). Resolved with
     pip once per set of inputs (cached on the controller); raises `SkillRequirementsError`."""
     base = controller_runtime()
-    wanted = {folder.shown: folder.requirements for folder in folders if folder.requirements}
+    wanted = {folder.source: folder.requirements for folder in folders if folder.requirements}
     if not wanted:
         return base
     extras = _resolved(base, wanted, _target_flags(host_python), cache or cache_folder())
@@ -193,15 +193,15 @@ def _culprits(base: Runtime, wanted: dict[str, tuple[str, ...]], flags: list[str
     for shown, lines in wanted.items():
         found, alone = _pip_resolve(base, list(lines), flags)
         if found is None:
-            return f"{shown}/requirements.txt cannot go into the engine's runtime for {python}: {alone}"
+            return f"{shown} cannot go into the engine's runtime for {python}: {alone}"
     names = list(wanted)
     for later in range(len(names)):
         for earlier in names[:later]:
             found, pair = _pip_resolve(base, [*wanted[earlier], *wanted[names[later]]], flags)
             if found is None:
-                both = f"{earlier}/requirements.txt and {names[later]}/requirements.txt"
+                both = f"{earlier} and {names[later]}"
                 return f"{both} conflict with each other ({python}): {pair}"
-    together = ", ".join(f"{shown}/requirements.txt" for shown in names)
+    together = ", ".join(names)
     return f"the requirements of {together} conflict together ({python}): {why}"
 
 

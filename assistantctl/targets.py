@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from packaging.requirements import Requirement
@@ -62,18 +64,47 @@ def targets(spec: Spec, spec_dir: Path, only_hosts: set[str] | None = None) -> l
     return result
 
 
+@dataclass(frozen=True)
+class ToolLibrary:
+    """A library only an enabled tool needs (not every engine): it joins a host's runtime like a
+    skill folder's requirements."""
+
+    source: str  # where the spec asks for it, for messages
+    requirements: tuple[str, ...]
+
+
+def engine_needs(target: Target) -> list:
+    """What this host's engine needs beyond the engine's own pins: each skill folder's
+    requirements, and the libraries of the tools it enables (the browser's Playwright)."""
+    if not target.has_role("engine"):
+        return []
+    needs: list = [folder for folder in target.spec.loaded_skill_folders if folder.requirements]
+    if "browser" in target.spec.tools.active:
+        needs.append(ToolLibrary("tools.enabled: browser", (_browser_library(),)))
+    return needs
+
+
+def _browser_library() -> str:
+    """Playwright, the version the controller has (the one the tests ran), else the oldest one
+    the engine's browser tool supports."""
+    try:
+        return f"playwright=={metadata.version('playwright')}"
+    except metadata.PackageNotFoundError:
+        return "playwright>=1.48"
+
+
 def target_runtime(target: Target, host_python: dict) -> Runtime:
     """The runtime apply installs on `target` (one with a managed runtime), whose python3 is
-    `host_python` (facts): the engine's, extended by the skill folders' requirements on engine hosts."""
-    folders = target.spec.loaded_skill_folders if target.has_role("engine") else ()
-    return runtime_for(folders, host_python)
+    `host_python` (facts): the engine's, extended by what `engine_needs`."""
+    return runtime_for(engine_needs(target), host_python)
 
 
 def planned_target(target: Target, facts: dict) -> Target:
     """`target` as plan ships it, given the host's `facts`. Raises `SkillRequirementsError` when the
-    skill folders' requirements conflict, are not to be found, or (on a host that runs the engine on
-    its own interpreter, where nothing is installed for it) are missing from that interpreter."""
-    folders = [f for f in target.spec.loaded_skill_folders if f.requirements] if target.has_role("engine") else []
+    skill folders' requirements (or an enabled tool's library) conflict, are not to be found, or (on
+    a host that runs the engine on its own interpreter, where nothing is installed for it) are
+    missing from that interpreter."""
+    folders = engine_needs(target)
     if not folders:
         return target
     if target.runtime is None:
@@ -107,9 +138,9 @@ def _check_interpreter(target: Target, folders: list) -> None:
         if have is not None and requirement.specifier.contains(have, prereleases=True):
             continue
         if have is not None and name in engine:  # installing another version would break the engine
-            lacking.append(f"{folder.shown}/requirements.txt: {requirement} ({have} installed, the engine needs it)")
+            lacking.append(f"{folder.source}: {requirement} ({have} installed, the engine needs it)")
             continue
-        lacking.append(f"{folder.shown}/requirements.txt: {requirement} ({have or 'not'} installed)")
+        lacking.append(f"{folder.source}: {requirement} ({have or 'not'} installed)")
         installable.append(shlex.quote(str(requirement)))
     if not lacking:
         return
@@ -117,7 +148,7 @@ def _check_interpreter(target: Target, folders: list) -> None:
     if target.host.connection != "local":
         todo += f"{', or ' if todo else ''}leave deploy.hosts[].python out so apply installs them in a runtime"
     raise SkillRequirementsError(
-        f"{where}, which assistantctl does not install into, and it lacks what skill folders need:"
+        f"{where}, which assistantctl does not install into, and it lacks what the engine needs here:"
         + "".join(f"\n  {line}" for line in lacking)
         + (f"\n{todo}" if todo else "\nchange the skill's requirements to accept the engine's versions")
     )

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from . import channels, http_protocol, logs, metrics
-from .api import admin, chat, history, openai, openapi, ws
+from .api import admin, chat, files, history, openai, openapi, ws
 from .api.replies import Replies
 from .errors import ApiError, api_error_handler, http_error_handler
 from .limits.policy import LIMITS
@@ -56,6 +56,7 @@ def routes(
         Route("/api/v1/conversations/{conversation_id}", history.delete_conversation, methods=["DELETE"]),
         Route("/api/v1/users/{user}/history", history.delete_user_history, methods=["DELETE"]),
         Route("/admin/v1/history/keys", history.history_keys, methods=["GET"]),
+        Route("/api/v1/workspace/screenshots/{name}", files.screenshot, methods=["GET"]),
     ]
     if websocket_path:
         table.append(WebSocketRoute(websocket_path, ws.endpoint))

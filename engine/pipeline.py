@@ -30,6 +30,7 @@ from .security.pii import Masker
 from .security.pii_placeholders import RestoringStream, hide_pii
 from .skills.folders import CommandArgumentsError
 from .skills.plugins import SkillFailed
+from .tools.approval import Ask
 from .tools.base import Context
 from .tools.loop import Assembler, Event, ToolLoop, offered
 
@@ -163,8 +164,13 @@ def tool_loop(
     priority: int,
     channel: str,
     send: Callable[[str], Any] | None = None,
+    *,
+    ask: Ask | None = None,
+    chat: str | None = None,
 ) -> ToolLoop | None:
-    """The request's tool loop, or None when the caller may use no tool (then nothing changes)."""
+    """The request's tool loop, or None when the caller may use no tool (then nothing changes).
+    `ask` puts an approval question through the channel, `chat` is where a yes/no answers it
+    (engine/tools/approval.py); without `ask` a call that needs approval is refused."""
     tools = offered(rt.tools, channel, trace.user)
     if not tools:
         return None
@@ -173,7 +179,7 @@ def tool_loop(
         return (await call_model(rt, catalog, model, messages, options(trace), trace, priority))[1].text
 
     data_dir = Path(rt.settings.data_dir)
-    return ToolLoop(rt.tools, tools, trace.user, channel, trace.request_id, data_dir, complete, send)
+    return ToolLoop(rt.tools, tools, trace.user, channel, trace.request_id, data_dir, complete, send, ask, chat)
 
 
 async def chat_with_tools(

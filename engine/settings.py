@@ -150,6 +150,15 @@ BUILTIN_TOOLS: dict[str, Literal["safe", "network", "machine"]] = {
     "http_fetch": "network",
     "web_page_text": "network",
     "web_search": "network",
+    "workspace_list": "machine",
+    "workspace_read": "machine",
+    "workspace_search": "machine",
+    "workspace_write": "machine",
+    "workspace_edit": "machine",
+    "workspace_patch": "machine",
+    "python": "machine",
+    "shell": "machine",
+    "browser": "machine",
 }
 SAFE_TOOLS = [name for name, risk in BUILTIN_TOOLS.items() if risk == "safe"]
 
@@ -174,9 +183,54 @@ class SearchToolSettings(_Settings):
     timeout_seconds: float = Field(10, gt=0)
 
 
+class BrowserToolSettings(_Settings):
+    """browser: Chromium driven by Playwright (engine/tools/builtin/browser.py). Every request the
+    page makes is checked like a fetch: its host must be in `allowed_domains` (empty: no site at
+    all) and its addresses public unless in `allowed_networks`."""
+
+    allowed_domains: list[str] = Field(default_factory=list)
+    allowed_networks: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(15, gt=0)  # one action: a navigation, a click, a screenshot
+    idle_seconds: float = Field(300, gt=0)  # a user's browser session is closed after this long unused
+    max_redirects: int = Field(5, ge=0)
+    viewport_width: int = Field(1280, ge=200, le=4096)
+    viewport_height: int = Field(800, ge=200, le=4096)
+
+
 class NotesToolSettings(_Settings):
     max_notes_per_user: int = Field(500, ge=1)
     max_note_chars: int = Field(4000, ge=1)
+
+
+# Programs the shell tool runs when the spec names none: they read and compare files, nothing more.
+DEFAULT_SHELL_COMMANDS = ["ls", "cat", "head", "tail", "wc", "grep", "sort", "uniq", "cut", "diff", "du"]
+
+
+class MachineToolSettings(_Settings):
+    """The machine tools (workspace_*, python, shell): every call runs in a bubblewrap sandbox
+    (engine/tools/sandbox.py) whose only writable place is the caller's workspace."""
+
+    # Where the per-user workspaces live; None: <data_dir>/../workspaces. Never inside data_dir:
+    # the sandbox's uid must traverse every parent (o+x), and data_dir is 0700.
+    workspaces_dir: str | None = None
+    workspace_quota_bytes: int = Field(256 << 20, ge=1 << 20)
+    wall_seconds: float = Field(15, gt=0)
+    cpu_seconds: int = Field(10, ge=1)
+    memory_bytes: int = Field(1 << 30, ge=64 << 20)
+    processes: int = Field(64, ge=4)
+    file_bytes: int = Field(64 << 20, ge=1 << 10)
+    output_bytes: int = Field(1 << 20, ge=1 << 10)
+    # The shell tool's programs, by name: each is run as /usr/bin/<name> inside the sandbox.
+    shell_commands: list[str] = Field(default_factory=lambda: list(DEFAULT_SHELL_COMMANDS))
+
+
+class ApprovalSettings(_Settings):
+    """When a machine tool waits for the user's yes (engine/tools/approval.py): `never`, only in a
+    request that has seen text from the network (`tainted`, the default), or `always`; an
+    unanswered question counts as a no after `timeout_seconds`."""
+
+    machine: Literal["never", "tainted", "always"] = "tainted"
+    timeout_seconds: float = Field(60, gt=0)
 
 
 class ToolPermissionSettings(_Settings):
@@ -236,6 +290,9 @@ class ToolsSettings(_Settings):
     fetch: FetchToolSettings = FetchToolSettings()
     search: SearchToolSettings = SearchToolSettings()
     notes: NotesToolSettings = NotesToolSettings()
+    machine: MachineToolSettings = MachineToolSettings()
+    browser: BrowserToolSettings = BrowserToolSettings()
+    approval: ApprovalSettings = ApprovalSettings()
     # Connected by each worker at start, in the background (a server down does not stop the engine).
     mcp_servers: list[McpServerSettings] = Field(default_factory=list)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 from ..engine.settings import (
+    ApprovalSettings,
+    BrowserToolSettings,
     ChannelSettings,
     EngineSettings,
     FetchToolSettings,
     GlobalRateLimitSettings,
     HistoryKeySettings,
+    MachineToolSettings,
     McpServerSettings,
     ModelSettings,
     NotesToolSettings,
@@ -23,7 +26,7 @@ from ..engine.settings import (
 )
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
-from ..schema.spec.tools import McpHttpServer, McpStdioServer
+from ..schema.spec.tools import MachineTool, McpHttpServer, McpStdioServer
 from ..schema.types import SECRET_REF
 from .base import Files, Renderer, Target
 
@@ -66,7 +69,7 @@ def build_settings(target: Target) -> EngineSettings:
             for s in spec.tools.skills
             if s.enabled
         ],
-        tools=_tools(spec, secrets),
+        tools=_tools(spec, secrets, target),
         skill_folders=[
             SkillFolderSettings(
                 name=folder.name,
@@ -101,7 +104,7 @@ def build_settings(target: Target) -> EngineSettings:
     )
 
 
-def _tools(spec: Spec, secrets: dict[str, str]) -> ToolsSettings:
+def _tools(spec: Spec, secrets: dict[str, str], target: Target) -> ToolsSettings:
     tools = spec.tools
     options = tools.settings
     return ToolsSettings(
@@ -126,7 +129,34 @@ def _tools(spec: Spec, secrets: dict[str, str]) -> ToolsSettings:
             timeout_seconds=options.search.timeout_seconds,
         ),
         notes=NotesToolSettings(**options.notes.model_dump()),
+        machine=_machine(options.machine, target),
+        browser=BrowserToolSettings(
+            **options.browser.model_dump(exclude={"allowed_networks"}),
+            allowed_networks=[str(network) for network in options.browser.allowed_networks],
+        ),
         mcp_servers=[_mcp_server(name, server, secrets) for name, server in tools.mcp_servers.items()],
+        approval=ApprovalSettings(**tools.approval.model_dump()),
+    )
+
+
+def workspaces_dir(target: Target) -> str:
+    """Where the machine tools' per-user workspaces live on this target (the playbook makes it 0711)."""
+    return target.spec.tools.settings.machine.workspaces_dir or target.path("workspaces")
+
+
+def _machine(machine: MachineTool, target: Target) -> MachineToolSettings:
+    """The machine tools' sandbox limits; the workspaces sit under the deploy root, beside (never in)
+    the engine's 0700 data folder, so each sandbox's uid can pass through to its own workspace."""
+    return MachineToolSettings(
+        workspaces_dir=workspaces_dir(target),
+        workspace_quota_bytes=machine.workspace_quota_mb << 20,
+        wall_seconds=machine.wall_seconds,
+        cpu_seconds=machine.cpu_seconds,
+        memory_bytes=machine.memory_mb << 20,
+        processes=machine.processes,
+        file_bytes=machine.file_mb << 20,
+        output_bytes=machine.output_kb << 10,
+        shell_commands=list(machine.shell_commands),
     )
 
 

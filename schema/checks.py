@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..engine.settings import BUILTIN_SKILLS, adapter_class_problems, split_class_path
+from ..engine.settings import BUILTIN_SKILLS, BUILTIN_TOOLS, adapter_class_problems, split_class_path
 from .spec import Spec
 from .spec.models import ModelSpec
 from .types import SECRET_REF
@@ -29,6 +29,7 @@ def cross_check(spec: Spec, spec_dir: Path) -> list[Finding]:
         *_host_references(spec),
         *_skills(spec),
         *_engine_only_hosts(spec),
+        *_machine_tools_need_credentials(spec),
         *_custom_adapters(spec, spec_dir),
     ]
 
@@ -142,6 +143,21 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+def _machine_tools_need_credentials(spec: Spec) -> Iterator[Finding]:
+    """A machine tool runs code on the host (sandboxed): never for callers who showed no credentials.
+    Machine tools are never in the `safe` group, so each one on is named in tools.enabled."""
+    if spec.security.anonymous != "anywhere":
+        return
+    for i, name in enumerate(spec.tools.enabled):
+        if BUILTIN_TOOLS.get(name) == "machine" and name not in spec.tools.disabled:
+            yield (
+                ("tools", "enabled", i),
+                f"tools.enabled.{i}: {name} is a machine tool and security.anonymous is 'anywhere': "
+                "anyone could run it without credentials",
+                "set security.anonymous: loopback or off, so callers need a key or a token",
+            )
 
 
 def _engine_only_hosts(spec: Spec) -> Iterator[Finding]:

@@ -80,6 +80,11 @@ class SkillFolder:
     shown: str = ""  # the folder as the spec names it (skills/weather), for messages
 
     @property
+    def source(self) -> str:
+        """Where its requirements are declared, for messages."""
+        return f"{self.shown}/{REQUIREMENTS_FILE}"
+
+    @property
     def digest(self) -> str:
         """sha256 over the folder's paths and contents: any change to the skill changes it."""
         digest = hashlib.sha256()

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import channels, metrics
 from ..security.auth import USER_PATTERN
-from . import admin, chat, history, openai
+from . import admin, chat, files, history, openai
 from .bodies import ChatBody, CompletionBody, DefaultModelBody
 from .openapi_events import ChatCompletionChunk, CompletionStreamError, StreamTool, ToolEvent, event_schema
 
@@ -199,7 +199,7 @@ _ERRORS = {
     400: "Malformed request",
     401: "A Bearer token is required (JWT on)",
     403: "This user may not use the assistant",
-    404: "Unknown model or conversation",
+    404: "Unknown model, conversation or file",
     413: "Body or message too large",
     429: "Rate limited; see Retry-After",
     502: "Every model failed",
@@ -225,6 +225,7 @@ class Operation:
     description: str = ""
     secured: bool = True
     also_ok: tuple[int, ...] = ()  # other statuses answered with the 200 body
+    media: str | None = None  # a 200 body that is a file of this type, not JSON (ok is then None)
 
     def models(self) -> list[type[BaseModel]]:
         return [m for m in (self.ok, self.body, *self.events) if m is not None]
@@ -257,6 +258,8 @@ class Operation:
             content["application/json"] = {"schema": _ref(self.ok)}
         if self.events:
             content["text/event-stream"] = {"schema": event_schema(self.events, self.stream_end)}
+        if self.media:
+            content[self.media] = {"schema": {"type": "string", "contentMediaType": self.media}}
         description = "OK"
         if self.events:
             description += "; server-sent events when it streams" if self.ok else ": server-sent events"
@@ -329,6 +332,16 @@ OPERATIONS: dict[Any, Operation] = {
         UserHistoryDeleted,
         errors=(400, 401, 403, 429),
         path=(("user", "The caller themself, or anyone for an admin", {"type": "string", "pattern": USER_PATTERN}),),
+    ),
+    files.screenshot: Operation(
+        "Download one of the caller's screenshots",
+        "files",
+        None,
+        errors=(401, 403, 404, 429),
+        path=(("name", "The file's name, as the browser tool gave it", {"type": "string"}),),
+        media="image/png",
+        description="The PNG the browser tool saved in the caller's workspace (screenshots/<name>); "
+        "only the caller's own.",
     ),
     history.history_keys: Operation(
         "History records per encryption key id, and how many the background rotation still re-seals",

@@ -63,15 +63,21 @@ class ToolEvent(_Event):
     """A tool call of the engine's own tool loop (engine/tools/loop.py) started, finished (outcome
     ok) or failed (an error the model was told about, never a failed request); or a text the
     send_message tool sent (`sent`, with `text`). `preview`: the first 200 characters of the
-    result the model got."""
+    result the model got. `approval`: a machine tool needed the user's approval
+    (engine/tools/approval.py; tools.approval in the spec), `state` says how it went: `asked`
+    (the question went out, `approval_id` names it), then `approved`, `declined` or `timeout`;
+    `unavailable` where the channel cannot ask (this API and its stream: the call is refused, the
+    model is told why), `failed` when the question could not be asked."""
 
-    event: Literal["started", "finished", "failed", "sent"]
+    event: Literal["started", "finished", "failed", "sent", "approval"]
     call_id: str | None = None
     name: str | None = None
     outcome: Literal["ok", "error", "invalid_arguments", "timeout", "too_large", "denied", "unknown_tool"] | None = None
     duration_ms: float | None = None
     preview: str | None = None
     text: str | None = None
+    state: Literal["asked", "approved", "declined", "timeout", "unavailable", "failed"] | None = None
+    approval_id: str | None = None
 
 
 class StreamTool(_Event):

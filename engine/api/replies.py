@@ -31,11 +31,13 @@ from ..history.sqlite import ClientMessage, ConversationNotFound, Row, new_id, t
 from ..models.router import Trace
 from ..pipeline import StreamEnd, in_flight, open_stream, options, relay_deltas, relay_with_tools, tool_loop
 from ..runtime import Runtime
+from ..tools.approval import Question, arguments_object
 from ..tools.loop import ToolLoop
 from .bodies import ChatRequest
 
 CHANNEL = "websocket"
 Frame = dict[str, Any]
+FOLLOW_FRAMES = ("chunk", "tool", "approval_request")  # the frames before a reply's `done` or `error`
 _POLL_SECONDS = 0.1
 # A claim whose reply is not stored this long after the request deadline belongs to a dead worker.
 _STALE_GRACE_SECONDS = 30.0
@@ -85,6 +87,21 @@ class Job:
         self._emit({"type": "chunk", "id": self.client_id, "seq": self.seq, "delta": delta})
         self.seq += 1
 
+    async def ask(self, question: Question) -> None:
+        """An approval question (engine/tools/approval.py) to whoever follows this id; kept with
+        the chunks, so a client that reconnects and follows the id again sees it too."""
+        self._emit(
+            {
+                "type": "approval_request",
+                "id": self.client_id,
+                "approval_id": question.id,
+                "tool": question.tool,
+                "arguments": arguments_object(question.arguments),
+                "timeout_seconds": question.timeout_seconds,
+                "text": question.text(),
+            }
+        )
+
     def tool(self, event: dict[str, Any]) -> None:
         """A tool call started or ended (engine/tools/loop.py), or a send_message text."""
         self._emit({"type": "tool", "id": self.client_id, **event})
@@ -95,7 +112,7 @@ class Job:
         self._followers.clear()
 
     def _emit(self, frame: Frame) -> None:
-        if frame["type"] in ("chunk", "tool"):
+        if frame["type"] in FOLLOW_FRAMES:
             self.chunks.append(frame)
         for queue in self._followers:
             queue.put_nowait(frame)
@@ -198,7 +215,7 @@ class Replies:
         trace = Trace(request_id=os.urandom(8).hex(), user=user, started=time.monotonic())
         catalog = rt.catalog
         deadline = asyncio.get_running_loop().time() + rt.settings.request_timeout_seconds
-        loop = tool_loop(rt, catalog, model, trace, req.priority, CHANNEL)
+        loop = tool_loop(rt, catalog, model, trace, req.priority, CHANNEL, ask=job.ask)
         opts = options(trace)
         async with in_flight(rt):
             first = loop.options(opts) if loop is not None else opts

@@ -10,12 +10,18 @@ Client -> server
   {"type": "chat", "id": "<client message id>", "message": "...", "conversation_id": "..."?,
    "model": "..."?, "priority": 0-9?}
   {"type": "resume", "last_id": "<client message id>" | null}
+  {"type": "approval", "approval_id": "...", "approve": true|false}
+                                    the user's answer to an approval_request (any worker may get it)
   {"type": "pong"}                  answer to every server ping (any frame counts as a sign of life)
   {"type": "ping"}                  optional; the server answers {"type": "pong", "ts": ...}
 Server -> client
   {"type": "chunk", "id": ..., "seq": n, "delta": "..."}        n = 0, 1, 2 ... per id
   {"type": "tool", "id": ..., "event": "started"|"finished"|"failed", "call_id": ..., "name": ...,
    "outcome": ..., "duration_ms": ..., "preview": "..."}          the engine ran a tool (not on replay)
+  {"type": "approval_request", "id": ..., "approval_id": ..., "tool": ..., "arguments": {...},
+   "timeout_seconds": ..., "text": "Run ...? Reply yes or no"}    a machine tool waits for the user's
+                                                                  yes (engine/tools/approval.py); no
+                                                                  answer in time counts as a no
   {"type": "done", "id": ..., "reply": "...", "conversation_id": ..., "message_id": ...,
    "model": ..., "replayed": bool}
   {"type": "error", "id": ... | null, "code": "...", "message": "..."}
@@ -38,6 +44,7 @@ import logging
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -48,8 +55,9 @@ from ..jsonio import RefusedJson, loads
 from ..pipeline import check_model
 from ..runtime import Runtime
 from ..settings import ChannelSettings, EngineSettings
+from ..tools.approval import store_for
 from .bodies import chat_request
-from .replies import Frame, Job, Replies, done_frame, error_frame
+from .replies import FOLLOW_FRAMES, Frame, Job, Replies, done_frame, error_frame
 
 CHANNEL = "websocket"
 DEFAULT_PATH = "/ws"
@@ -203,8 +211,23 @@ class Connection:
             await self._chat(frame)
         elif kind == "resume":
             self._spawn(self._resume(frame.get("last_id")))
+        elif kind == "approval":
+            await self._approval(frame)
         else:
-            await self.send(error_frame(None, "unknown_type", "type must be chat, resume, ping or pong"))
+            await self.send(error_frame(None, "unknown_type", "type must be chat, approval, resume, ping or pong"))
+
+    async def _approval(self, frame: dict[str, Any]) -> None:
+        """The user's answer to an approval_request, written where the waiting request (on this
+        worker or another) reads it."""
+        question_id, approve = frame.get("approval_id"), frame.get("approve")
+        if not isinstance(question_id, str) or not isinstance(approve, bool):
+            await self.send(
+                error_frame(None, "invalid_field", "an approval needs approval_id (string) and approve (bool)")
+            )
+            return
+        store = store_for(Path(self.rt.settings.data_dir))
+        if not await store.answer(question_id, self.user, approve):
+            await self.send(error_frame(None, "unknown_approval", "no open question with this approval_id for you"))
 
     async def _chat(self, frame: dict[str, Any]) -> None:
         client_id = frame.get("id")
@@ -240,7 +263,7 @@ class Connection:
             while True:
                 frame = await queue.get()
                 await self.send(frame)
-                if frame["type"] not in ("chunk", "tool"):
+                if frame["type"] not in FOLLOW_FRAMES:
                     return
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the client left; the job goes on and stores the reply

@@ -6,7 +6,10 @@ In the request (so the platform gets its 200 only after these are decided):
 2. once: the delivery id is claimed in the history store's client-message table (the websocket
    channel's idempotency keys, shared by every worker and kept across restarts), so a redelivery
    of the same update, here or on another worker, finds the claim and is only acknowledged;
-3. how often: the limits (engine/limits/policy.py), the rate limit keyed by the user (authenticated by
+3. an answer: a yes or no while a machine tool in this chat waits for the user's approval
+   (engine/tools/approval.py) answers it, through the store every worker shares (the waiting
+   request may be another worker's), and is no chat turn of its own;
+4. how often: the limits (engine/limits/policy.py), the rate limit keyed by the user (authenticated by
    the platform's signature, unlike a claimed API user; keying by IP would throttle every user of
    the platform at once), and the channel's model's quotas and the user's daily token budget.
 Refusals are acknowledged with 200 too: a 4xx would only make the platform retry.
@@ -23,6 +26,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from pathlib import Path
 
 from starlette.requests import Request
 
@@ -35,6 +39,7 @@ from ..models.adapters.base import UpstreamError
 from ..models.router import Trace
 from ..pipeline import chat_with_tools, in_flight, options, tool_loop
 from ..runtime import Runtime
+from ..tools.approval import Question, answer_of, store_for
 from .base import ChannelConfig, Inbound, WebhookChannel, split_reply
 from .outbound import Outbound
 
@@ -74,6 +79,9 @@ class Deliveries:
         store = rt.history.client_messages
         if await store.claim(user, client_id, conversation_id, message_id) is not None:
             _note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
+            return
+        if await _answers_approval(rt, inbound, user, conversation_id):
+            _note(rid, channel, user, f"update {inbound.update_id} answered an approval question")
             return
         entry = rt.catalog.entries.get(config.settings.model or rt.catalog.default)
         model = entry.settings if entry else None
@@ -138,7 +146,17 @@ class _Answer:
         messages = [*context, {"role": "user", "content": text}]
         catalog, requested = rt.catalog, self.config.settings.model
         channel = self.channel.name
-        loop = tool_loop(rt, catalog, requested, trace, DEFAULT_PRIORITY, channel, self._send)
+        loop = tool_loop(
+            rt,
+            catalog,
+            requested,
+            trace,
+            DEFAULT_PRIORITY,
+            channel,
+            self._send,
+            ask=self._ask,
+            chat=self.conversation_id,
+        )
         async with in_flight(rt):
             model, reply = await chat_with_tools(
                 rt, catalog, requested, messages, options(trace), trace, DEFAULT_PRIORITY, loop, channel=channel
@@ -160,6 +178,10 @@ class _Answer:
         await rt.history.append(rows)
         return reply.text
 
+    async def _ask(self, question: Question) -> None:
+        """An approval question as a message in the chat; the user's next yes/no answers it."""
+        await self._send(question.text())
+
     async def _send(self, text: str) -> None:
         outbound = Outbound(self.rt.clients, self.config.api_base)
         size = self.channel.reply_size
@@ -180,6 +202,13 @@ class _Answer:
 
     def _log(self, level: int, message: str) -> None:
         logs.event(logs.APP, level, message, **self._fields())
+
+
+async def _answers_approval(rt: Runtime, inbound: Inbound, user: str, conversation_id: str) -> bool:
+    approve = answer_of(inbound.text)
+    if approve is None:
+        return False
+    return await store_for(Path(rt.settings.data_dir)).answer_latest(user, conversation_id, approve)
 
 
 def _allowed(rt: Runtime, config: ChannelConfig, channel: WebhookChannel, inbound: Inbound, user: str) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
@@ -30,10 +31,16 @@ TOOL_DURATION = Histogram(
     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 MAX_ARGUMENT_CHARS = 100_000
+# Asked once the arguments are valid, before the tool runs: None lets it run, a sentence refuses it
+# (engine/tools/approval.py: the user's approval). Its wait is not part of the tool's time limit.
+Approve = Callable[[Tool, str | None], Awaitable[str | None]]
 
 
-async def call_tool(registry: Registry, name: str, raw_arguments: str | None, context: ToolContext) -> ToolResult:
-    """Run tool `name` with the model's JSON `raw_arguments` for the caller in `context`."""
+async def call_tool(
+    registry: Registry, name: str, raw_arguments: str | None, context: ToolContext, approve: Approve | None = None
+) -> ToolResult:
+    """Run tool `name` with the model's JSON `raw_arguments` for the caller in `context`; with
+    `approve`, only when it lets the call run (else the outcome is "denied")."""
     started = time.perf_counter()
     tool = registry.get(name)
     if tool is None or not registry.allowed(name, context.channel, context.user):
@@ -41,15 +48,19 @@ async def call_tool(registry: Registry, name: str, raw_arguments: str | None, co
         outcome: Outcome = "unknown_tool" if tool is None else "denied"
         text = f"there is no tool '{name}' here; available: {offered or 'none'}"
         return _finish(tool, context, outcome, text, False, started)
-    outcome, text, tainted = await _run(registry, tool, raw_arguments, context)
+    outcome, text, tainted = await _run(registry, tool, raw_arguments, context, approve)
     return _finish(tool, context, outcome, text, tainted, started)
 
 
-async def _run(registry: Registry, tool: Tool, raw: str | None, context: ToolContext) -> tuple[Outcome, str, bool]:
+async def _run(
+    registry: Registry, tool: Tool, raw: str | None, context: ToolContext, approve: Approve | None
+) -> tuple[Outcome, str, bool]:
     try:
         args = tool.args.model_validate(_parse(raw))
     except (ValueError, ValidationError) as exc:
         return "invalid_arguments", f"invalid arguments for '{tool.name}': {_explain(exc)}", False
+    if approve is not None and (refusal := await approve(tool, raw)) is not None:
+        return "denied", refusal, False
     limit = min(registry.settings.step_timeout_seconds, tool.timeout_seconds or registry.settings.step_timeout_seconds)
     try:
         async with asyncio.timeout(limit) as deadline:

@@ -8,8 +8,12 @@ steps. After that the model is asked once more with `tool_choice: none`; a model
 for tools ends the request with finish reason `max_steps`.
 
 Each call is announced as an event, `started` then `finished` (outcome ok) or `failed`, which the
-SSE stream and the websocket relay (engine/api/openapi_events.py documents them). `added` holds the
-messages the loop produced, for the history (engine/history/sqlite.py stores them as tool rows).
+SSE stream and the websocket relay (engine/api/openapi_events.py documents them). A machine tool
+that needs the user's approval (engine/tools/approval.py) waits for it in between, with
+`approval` events (asked, approved, declined, timeout, unavailable); the request is tainted from
+the step after a tool result marked tainted (or from the start when the conversation holds one).
+`added` holds the messages the loop produced, for the history (engine/history/sqlite.py stores
+them as tool rows).
 
 /v1/chat/completions never comes here: there the client runs its own tools.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.adapters.base import CallOptions, Chunk, Message, Reply, Usage
+from .approval import Ask, Gate, carries_taint, store_for
 from .base import Context, Tool
 from .call import call_tool
 from .registry import Registry
@@ -32,6 +37,7 @@ from .registry import Registry
 Event = dict[str, Any]
 PREVIEW_CHARS = 200
 STOPPED_TEXT = "(stopped: the model asked for more tool steps than tools.max_steps allows)"
+_BROKEN: Event = {"event": "failed", "outcome": "error"}
 
 
 @functools.lru_cache(maxsize=512)
@@ -119,7 +125,9 @@ def _json_text(value: Any) -> str:
 class ToolLoop:
     """One request's tool loop. `complete` is one plain model call (the tools' own `complete`),
     `send` a message to the user through the request's channel (by default kept in `sent`, for
-    the endpoint to pass on)."""
+    the endpoint to pass on). `ask` puts an approval question to the user through the channel
+    (None: the channel cannot ask, and calls that need approval are refused); `chat` is where a
+    plain yes/no answers it (a webhook's conversation; by default this request)."""
 
     registry: Registry
     tools: list[dict[str, Any]]
@@ -129,7 +137,10 @@ class ToolLoop:
     data_dir: Path
     complete: Callable[[list[Message]], Awaitable[str]]
     send: Callable[[str], Awaitable[None]] | None = None
+    ask: Ask | None = None
+    chat: str | None = None
     sent: list[str] = field(default_factory=list)
+    tainted: bool | None = None  # None until the first step has looked at the conversation
     added: list[Message] = field(default_factory=list)
     summaries: list[Event] = field(default_factory=list)
     steps: int = 0
@@ -159,20 +170,51 @@ class ToolLoop:
         """Run the calls of one model turn in parallel, giving their events as they happen; the
         turn's messages are then in `added`. Closing the iterator early cancels the calls."""
         self.steps += 1
+        if self.tainted is None:
+            self.tainted = carries_taint(conversation, self._safe)
         self.added.append({"role": "assistant", "content": text or None, "tool_calls": tool_calls})
         seen = [*conversation, *self.added]
         for call in tool_calls:
             yield {"event": "started", "call_id": _call_id(call), "name": _name(call)}
-        tasks = [asyncio.ensure_future(self._one(call, seen)) for call in tool_calls]
+        # Calls of one step were chosen together, before any of their results: a result tainted in
+        # this step taints the next steps' calls, not its siblings'.
+        gate = self._gate()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        tasks = [asyncio.ensure_future(self._one(call, seen, gate, events.put_nowait)) for call in tool_calls]
+        for task in tasks:  # a call that raised (call_tool never does) must not leave the step waiting
+            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or events.put_nowait(_BROKEN))
         try:
-            for finished in asyncio.as_completed(tasks):
-                yield (await finished)[1]
+            left = len(tasks)
+            while left:
+                item = await events.get()
+                left -= item["event"] in ("finished", "failed")
+                yield item
         finally:
             for task in tasks:
                 task.cancel()
-        self.added.extend(task.result()[0] for task in tasks)
+        results = [task.result() for task in tasks]
+        self.added.extend(message for message, _ in results)
+        self.tainted = self.tainted or any(tainted for _, tainted in results)
 
-    async def _one(self, call: dict[str, Any], seen: list[Message]) -> tuple[Message, Event]:
+    def _safe(self, name: str) -> bool:
+        tool = self.registry.get(name)
+        return tool is not None and tool.risk == "safe"
+
+    def _gate(self) -> Gate:
+        return Gate(
+            self.registry.settings.approval,
+            store_for(self.data_dir),
+            self.user,
+            self.channel,
+            self.chat or self.request_id,
+            self.request_id,
+            self.ask,
+            bool(self.tainted),
+        )
+
+    async def _one(
+        self, call: dict[str, Any], seen: list[Message], gate: Gate, emit: Callable[[Event], None]
+    ) -> tuple[Message, bool]:
         name, call_id = _name(call), _call_id(call)
         context = Context(
             self.user,
@@ -185,7 +227,11 @@ class ToolLoop:
             self.send or self._keep,
         )
         started = time.perf_counter()
-        result = await call_tool(self.registry, name, (call.get("function") or {}).get("arguments"), context)
+
+        async def approve(tool: Tool, arguments: str | None) -> str | None:
+            return await gate.check(tool, arguments, call_id, emit)
+
+        result = await call_tool(self.registry, name, (call.get("function") or {}).get("arguments"), context, approve)
         summary = {
             "event": "finished" if result.ok else "failed",
             "call_id": call_id,
@@ -195,7 +241,8 @@ class ToolLoop:
             "preview": result.content[:PREVIEW_CHARS],
         }
         self.summaries.append(summary)
-        return {"role": "tool", "tool_call_id": call_id, "content": result.content}, summary
+        emit(summary)
+        return {"role": "tool", "tool_call_id": call_id, "content": result.content}, result.tainted
 
     async def _keep(self, text: str) -> None:
         self.sent.append(text)

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, HttpUrl, StringConstraints, model_validator
 
-from ...engine.settings import BUILTIN_TOOLS, MCP_SERVER_NAME_PATTERN
+from ...engine.settings import BUILTIN_TOOLS, DEFAULT_SHELL_COMMANDS, MCP_SERVER_NAME_PATTERN
 from ..types import SECRET_REF, IPNetwork, PositiveSeconds, SafePath
 from .base import Strict
 from .skills import Skill
@@ -48,10 +48,83 @@ class NotesTool(Strict):
     max_note_chars: int = Field(4000, ge=1, le=20_000, description="Characters in one note at most.")
 
 
+class BrowserTool(Strict):
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains the browser may load anything from (subdomains included): pages, scripts, images, "
+        "redirects, each request checked; empty, the default: none.",
+    )
+    allowed_networks: list[IPNetwork] = Field(
+        default_factory=list,
+        description="Private, loopback or reserved networks the browser may reach all the same (CIDR); "
+        "everything but public addresses is refused by default.",
+    )
+    timeout_seconds: PositiveSeconds = Field(15, description="Seconds one action (open, click, screenshot) may take.")
+    idle_seconds: PositiveSeconds = Field(300, description="Seconds a user's browser session lives unused.")
+    max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed (each one checked again).")
+    viewport_width: int = Field(1280, ge=200, le=4096, description="The page's width in pixels.")
+    viewport_height: int = Field(800, ge=200, le=4096, description="The page's height in pixels.")
+
+
+# A program the shell tool may run, by name (it runs as /usr/bin/<name> in the sandbox).
+ProgramName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
+
+
+class MachineTool(Strict):
+    workspaces_dir: SafePath | None = Field(
+        None,
+        description="An absolute folder for the per-user workspaces; unset: <deploy root>/workspaces. Not inside "
+        "the engine's data folder: each sandbox's uid must pass through every parent.",
+    )
+    workspace_quota_mb: int = Field(256, ge=1, le=1_000_000, description="Megabytes one user's workspace may hold.")
+    wall_seconds: PositiveSeconds = Field(
+        15, description="Seconds one sandboxed run may take (it ends before step_timeout_seconds)."
+    )
+    cpu_seconds: int = Field(10, ge=1, le=3600, description="CPU seconds per process of a run.")
+    memory_mb: int = Field(1024, ge=64, le=1_000_000, description="Megabytes of address space per process.")
+    processes: int = Field(64, ge=4, le=4096, description="Processes and threads a run may have at once.")
+    file_mb: int = Field(64, ge=1, le=1_000_000, description="Megabytes of the largest file a run may write.")
+    output_kb: int = Field(1024, ge=1, le=1_000_000, description="Kilobytes of output per stream; more ends the run.")
+    shell_commands: list[ProgramName] = Field(
+        default_factory=lambda: list(DEFAULT_SHELL_COMMANDS),
+        description="Programs the shell tool may run, by name (/usr/bin/<name>); it has no shell, so pipes, ; "
+        "and $(...) are plain arguments. A shell or an interpreter here gives the model that program, "
+        "still inside the sandbox.",
+    )
+
+    @model_validator(mode="after")
+    def _absolute_workspaces(self) -> MachineTool:
+        if self.workspaces_dir is not None and not self.workspaces_dir.startswith("/"):
+            raise ValueError("workspaces_dir must be an absolute path")
+        return self
+
+
 class ToolSettings(Strict):
     fetch: FetchTool = Field(default_factory=FetchTool, description="http_fetch and web_page_text.")
     search: SearchTool = Field(default_factory=SearchTool, description="web_search.")
     notes: NotesTool = Field(default_factory=NotesTool, description="notes_save, notes_list, notes_delete.")
+    machine: MachineTool = Field(
+        default_factory=MachineTool,
+        description="workspace_*, python and shell: each call in a bubblewrap sandbox over the user's workspace.",
+    )
+    browser: BrowserTool = Field(
+        default_factory=BrowserTool, description="browser: Chromium in a sandbox, on the allowed domains only."
+    )
+
+
+class Approval(Strict):
+    machine: Literal["never", "tainted", "always"] = Field(
+        "tainted",
+        description="When a machine tool waits for the user's yes in their channel (the websocket, telegram, "
+        "whatsapp, wecom): 'tainted', the default, once the request has seen text from the network (a fetched "
+        "page, search results, an MCP server's answer); 'always' for every call; 'never'. A channel that cannot "
+        "ask (the REST API, its SSE stream) refuses such a call with a tool error.",
+    )
+    timeout_seconds: PositiveSeconds = Field(
+        60,
+        description="Seconds the engine waits for the answer; no answer counts as a no. The wait is part of the "
+        "request's request_timeout_seconds, so keep it well below that.",
+    )
 
 
 # A tool a permission rule may name: a shipped one, an MCP server's (as the model sees it,
@@ -194,7 +267,8 @@ class Tools(Strict):
     enabled: list[ToolChoice] = Field(
         default_factory=lambda: ["safe"],
         description="Tools the model may call; 'safe' stands for every safe tool (the default). Network tools "
-        "(http_fetch, web_page_text, web_search) are on only when named.",
+        "(http_fetch, web_page_text, web_search) are on only when named, and so are machine tools (workspace_*, "
+        "python, shell), which `validate` refuses when security.anonymous is 'anywhere'.",
     )
     disabled: list[ToolName] = Field(default_factory=list, description="Tools kept off even when 'enabled' has them.")
     settings: ToolSettings = Field(default_factory=ToolSettings, description="Options of the tools that have some.")
@@ -202,6 +276,7 @@ class Tools(Strict):
         default_factory=list,
         description="Who may use a tool: a tool without a rule is open to every user on every channel.",
     )
+    approval: Approval = Field(default_factory=Approval, description="When machine tools ask the user before they run.")
     max_steps: int = Field(8, ge=1, le=50, description="Tool calls the model may make for one request.")
     step_timeout_seconds: PositiveSeconds = Field(20, description="Seconds one tool call may take.")
     output_limit_bytes: int = Field(

@@ -82,6 +82,7 @@ def test_every_rest_route_is_documented_and_nothing_else() -> None:
         ("/api/v1/conversations/{conversation_id}", "delete"),
         ("/api/v1/users/{user}/history", "delete"),
         ("/admin/v1/history/keys", "get"),
+        ("/api/v1/workspace/screenshots/{name}", "get"),
     }
 
 
