@@ -9,7 +9,6 @@ sandboxed code, which could have made `screenshots` or a file in it a link to an
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import stat
@@ -20,6 +19,8 @@ from starlette.responses import Response
 
 from ..errors import ApiError
 from ..pipeline import admit, runtime
+from ..tools.builtin._machine import workspaces_of
+from ..tools.sandbox import workspace_path
 
 SCREENSHOT_NAME = re.compile(r"^screenshot-\d{8}-\d{6}-[0-9a-f]{6}\.png$")
 MAX_BYTES = 64 << 20
@@ -27,16 +28,13 @@ MAX_BYTES = 64 << 20
 
 def _workspaces_root(request: Request) -> Path:
     settings = runtime(request).settings
-    configured = settings.tools.machine.workspaces_dir
-    return Path(configured) if configured else Path(settings.data_dir).parent / "workspaces"
+    return workspaces_of(settings.tools, settings.data_dir)
 
 
 def _read(root: Path, user: str, name: str) -> bytes | None:
     if not root.is_dir():
         return None
-    # named as engine/tools/sandbox.py's workspace_for names it; that function would also make the
-    # folder, which a download should not (tests/engine/test_browser_tool.py downloads a saved one)
-    folder = root / hashlib.sha256(b"assistantctl-workspace\0" + user.encode()).hexdigest()[:32] / "screenshots"
+    folder = workspace_path(root, user) / "screenshots"  # found, never made: a download makes nothing
     try:
         directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:

@@ -164,12 +164,17 @@ def sandbox_uid(user_id: str) -> int:
     return UID_BASE + int.from_bytes(digest[:8], "big") % UID_SPAN
 
 
+def workspace_path(root: Path, user_id: str) -> Path:
+    """Where the user's workspace is under `root` (made or not): a hash of the user id, never the
+    id itself."""
+    return root / hashlib.sha256(b"assistantctl-workspace\0" + user_id.encode()).hexdigest()[:32]
+
+
 def workspace_for(root: Path, user_id: str) -> Path:
-    """The user's persistent workspace folder under `root`, created if missing: its name is a hash
-    of the user id (never the id itself), mode 0700, owned by `sandbox_uid(user_id)` when the
-    engine runs as root. Blocking (a mkdir and a chown): call it off the event loop or at start-up."""
-    name = hashlib.sha256(b"assistantctl-workspace\0" + user_id.encode()).hexdigest()[:32]
-    path = root / name
+    """The user's persistent workspace folder under `root` (`workspace_path`), created if missing:
+    mode 0700, owned by `sandbox_uid(user_id)` when the engine runs as root. Blocking (a mkdir and a
+    chown): call it off the event loop or at start-up."""
+    path = workspace_path(root, user_id)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.geteuid() == 0:
         uid = sandbox_uid(user_id)

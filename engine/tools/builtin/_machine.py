@@ -61,8 +61,13 @@ def sandbox_limits(settings: ToolsSettings) -> SandboxLimits:
 
 
 def workspaces_root(context: ToolContext) -> Path:
-    configured = context.settings.machine.workspaces_dir
-    return Path(configured) if configured else Path(context.data_dir).parent / "workspaces"
+    return workspaces_of(context.settings, context.data_dir)
+
+
+def workspaces_of(settings: ToolsSettings, data_dir: str | Path) -> Path:
+    """The folder of every user's workspace: the settings' own, else beside the data folder."""
+    configured = settings.machine.workspaces_dir
+    return Path(configured) if configured else Path(data_dir).parent / "workspaces"
 
 
 def _workspace(context: ToolContext) -> Path:
