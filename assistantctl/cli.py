@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import cli_audit, cli_hosts, cli_keys, cli_migrate
+from . import cli_audit, cli_chat, cli_hosts, cli_keys, cli_migrate
 from .cli_common import EXIT_ERROR, EXIT_OK, fail, load, names, targets
 
 
@@ -145,3 +145,4 @@ cli_hosts.register(main)
 main.add_command(cli_keys.keys)
 main.add_command(cli_audit.audit)
 main.add_command(cli_migrate.migrate)
+main.add_command(cli_chat.chat)
