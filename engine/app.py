@@ -20,7 +20,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from . import channels, http_protocol, logs, metrics
+from . import channels, cors, http_protocol, logs, metrics
 from .api import admin, chat, files, history, openai, openapi, ws
 from .api.replies import Replies
 from .errors import ApiError, api_error_handler, http_error_handler
@@ -111,7 +111,13 @@ def build_app(rt: Runtime) -> Starlette:
 
     app = _Engine(
         routes=table,
-        middleware=[*_edge_middleware(rt), Middleware(AccessMiddleware, routes=frozenset(r.path for r in table))],
+        # CORS inside the access log (preflights are logged and counted like any request) and outside
+        # the routes, so a preflight needs no route of its own and errors carry the headers too.
+        middleware=[
+            *_edge_middleware(rt),
+            Middleware(AccessMiddleware, routes=frozenset(r.path for r in table)),
+            *cors.middleware(settings),
+        ],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 
 class _Settings(BaseModel):
@@ -87,6 +87,16 @@ class ModelSettings(_Settings):
         return self
 
 
+# A browser origin exactly as browsers send it in `Origin` (scheme, lower-case host, port unless the
+# default; no path, no user, no trailing slash), or `*` for any. Nothing else can match, and nothing
+# else can carry text that means something to another parser.
+CORS_ORIGIN_PATTERN = (
+    r"^(\*|https?://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]{2,45}\])"
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?)$"
+)
+CorsOrigin = Annotated[str, StringConstraints(pattern=CORS_ORIGIN_PATTERN)]
+
+
 class ChannelSettings(_Settings):
     name: Literal["web", "websocket", "telegram", "wecom", "whatsapp"]
     model: str | None = None
@@ -98,6 +108,8 @@ class ChannelSettings(_Settings):
     options: dict[str, str | int] = Field(default_factory=dict)
     # The platform API replies are sent to (webhook channels); None: the platform's real one.
     api_base: str | None = None
+    # web only: browser origins whose pages may call the API (engine/cors.py); empty: none.
+    cors_origins: list[CorsOrigin] = Field(default_factory=list)
 
 
 # The skills shipped in engine/skills/builtin.py, usable as `builtin:<name>`.

@@ -1,10 +1,16 @@
-"""Alertmanager on monitoring hosts: `alertmanager.yml` from `monitoring.alertmanager.receivers`.
+"""Alertmanager on monitoring hosts: `alertmanager.yml` from `monitoring.alertmanager`.
 
 Every receiver gets every alert (one child route each, `continue: true`); the root route's own
 receiver has no integrations, so with no receivers declared alerts are only visible in the UI.
-A telegram bot token never enters the config: the receiver names `bot_token_file`, a 0600 file
-`secrets/<secret name>` in this folder written at apply time (`secret_files`). `bot_token_file`
-needs Alertmanager >= 0.26.
+
+Rendered for what apply installs, Debian 12's Alertmanager 0.25, in forms later versions accept too
+(checked with that amtool). Secrets never sit in a world-readable file:
+- the SMTP password is `smtp_auth_password_file`, a 0600 file `secrets/<secret name>` (0.25 has it);
+- a telegram bot token can only be inline in 0.25 (`bot_token_file` came in 0.26), so with a
+  telegram receiver the live `alertmanager.yml` is itself a 0600 secret file written at apply time
+  (`secret_files`), and `render` writes the same config with the token replaced by its secret name
+  as `alertmanager.redacted.yml`, for review and the golden files. Without one, `alertmanager.yml`
+  is an ordinary rendered file.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ GROUP_INTERVAL = "5m"
 REPEAT_INTERVAL = "4h"
 # Not a valid spec Name (leading underscore), so it never clashes with a declared receiver.
 UNROUTED = "_unrouted"
-# Email goes through the host's own MTA; over loopback STARTTLS buys nothing and is often absent.
-SMTP_SMARTHOST = "localhost:25"
+CONFIG = "alertmanager.yml"
+REDACTED = "alertmanager.redacted.yml"
 SECRETS_DIR = "secrets"
+SMTP_PASSWORD_SECRET = "monitoring.alertmanager.smtp.auth_password"
 
 
 def bot_token_secret(index: int) -> str:
@@ -34,23 +41,36 @@ def _sender_domain(server_name: str) -> str:
     return "localhost" if "*" in domain or ":" in domain else domain
 
 
-def _integrations(target: Target, index: int, receiver: Receiver) -> dict:
+def has_telegram(spec: Spec) -> bool:
+    return any(r.kind == "telegram" for r in spec.monitoring.alertmanager.receivers)
+
+
+def _integrations(index: int, receiver: Receiver, tokens: dict[str, str]) -> dict:
     if receiver.kind == "webhook":
         return {"webhook_configs": [{"url": str(receiver.url), "send_resolved": True}]}
     if receiver.kind == "email":
         return {"email_configs": [{"to": receiver.email, "send_resolved": True}]}
-    token_file = f"{target.current}/alertmanager/{SECRETS_DIR}/{bot_token_secret(index)}"
-    return {"telegram_configs": [{"chat_id": receiver.chat_id, "bot_token_file": token_file, "send_resolved": True}]}
+    name = bot_token_secret(index)
+    # The redacted copy names the secret: a non-empty token, so it loads in amtool like the live one.
+    token = tokens.get(name, f"<secret {name}>")
+    return {"telegram_configs": [{"chat_id": receiver.chat_id, "bot_token": token, "send_resolved": True}]}
 
 
-def _global(spec: Spec) -> dict:
+def _global(target: Target) -> dict:
+    spec = target.spec
     settings: dict = {"resolve_timeout": "5m"}
     if any(r.kind == "email" for r in spec.monitoring.alertmanager.receivers):
+        smtp = spec.monitoring.alertmanager.smtp
         settings.update(
-            smtp_smarthost=SMTP_SMARTHOST,
-            smtp_from=f"alertmanager@{_sender_domain(spec.deploy.server_name)}",
-            smtp_require_tls=False,
+            smtp_smarthost=smtp.smarthost,
+            smtp_from=smtp.sender or f"alertmanager@{_sender_domain(spec.deploy.server_name)}",
+            smtp_require_tls=smtp.require_tls,
         )
+        if smtp.auth_username is not None:
+            settings.update(
+                smtp_auth_username=smtp.auth_username,
+                smtp_auth_password_file=f"{target.current}/alertmanager/{SECRETS_DIR}/{SMTP_PASSWORD_SECRET}",
+            )
     return settings
 
 
@@ -71,10 +91,11 @@ def inhibit_rules() -> list[dict]:
     ]
 
 
-def build_config(target: Target) -> dict:
+def build_config(target: Target, tokens: dict[str, str] | None = None) -> dict:
+    """The config; telegram tokens are taken from `tokens` (secret name -> value), else redacted."""
     receivers = target.spec.monitoring.alertmanager.receivers
     return {
-        "global": _global(target.spec),
+        "global": _global(target),
         "route": {
             "receiver": UNROUTED,
             "group_by": GROUP_BY,
@@ -84,22 +105,24 @@ def build_config(target: Target) -> dict:
             "routes": [{"receiver": r.name, "continue": True} for r in receivers],
         },
         "receivers": [{"name": UNROUTED}]
-        + [{"name": r.name, **_integrations(target, i, r)} for i, r in enumerate(receivers)],
+        + [{"name": r.name, **_integrations(i, r, tokens or {})} for i, r in enumerate(receivers)],
         "inhibit_rules": inhibit_rules(),
     }
 
 
 def render(target: Target) -> Files:
-    return {"alertmanager.yml": dump_yaml(build_config(target))}
+    return {REDACTED if has_telegram(target.spec) else CONFIG: dump_yaml(build_config(target))}
 
 
 def secret_files(target: Target, values: dict[str, str]) -> Files:
-    """One file per telegram token, holding the bare value (no newline)."""
+    """The SMTP password as a bare value (no newline), and with a telegram receiver the live config
+    holding its token."""
     files = {}
-    for index, receiver in enumerate(target.spec.monitoring.alertmanager.receivers):
-        name = bot_token_secret(index)
-        if receiver.kind == "telegram" and name in values:
-            files[f"{SECRETS_DIR}/{name}"] = values[name]
+    smtp = target.spec.monitoring.alertmanager.smtp
+    if smtp.auth_password is not None and SMTP_PASSWORD_SECRET in values:
+        files[f"{SECRETS_DIR}/{SMTP_PASSWORD_SECRET}"] = values[SMTP_PASSWORD_SECRET]
+    if has_telegram(target.spec):
+        files[CONFIG] = dump_yaml(build_config(target, values))
     return files
 
 
@@ -108,6 +131,7 @@ RENDERER = Renderer(
     service="alertmanager",
     render=render,
     applies=lambda t: t.has_role("monitoring") and t.spec.monitoring.alertmanager.enabled,
+    # The live file: apply stages the secret files before the check runs.
     check="amtool check-config {dir}/alertmanager.yml",
     secret_files=secret_files,
 )

@@ -242,6 +242,7 @@ def _channels(spec: Spec, secrets: dict[str, str]) -> list[ChannelSettings]:
                     if f"channels.{name}.{field}" in secrets
                 },
                 options=options,
+                cors_origins=list(getattr(channel, "cors_origins", [])),
             )
         )
     return result

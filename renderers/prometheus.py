@@ -264,6 +264,15 @@ def alert_rules(spec: Spec) -> list[Alert]:
             f"{value}% of memory is in use.",
         ),
         Alert(
+            "AssistantCpuHigh",
+            # busy = not idle, averaged over the host's CPUs (iowait counts as busy: the host is stuck)
+            f'(1 - avg by ({by}) (rate(node_cpu_seconds_total{{mode="idle"}}[{w}]))) * 100 > {num(a.cpu_used_percent)}',
+            a.for_minutes,
+            "warning",
+            f"CPU above {num(a.cpu_used_percent)}% on {on}",
+            f"The CPUs were busy {value}% of the time over the last {w}.",
+        ),
+        Alert(
             INSTANCE_DOWN,
             "up == 0",
             a.instance_down_minutes,

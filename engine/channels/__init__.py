@@ -8,7 +8,8 @@ served by `endpoint`, which:
 1. refuses anything unauthentic or malformed with a 4xx and one log line, before anything else;
 2. answers a GET handshake (WhatsApp's hub.challenge, WeCom's echostr);
 3. hands each text message to `delivery.Deliveries` and acknowledges with 200 at once; the reply
-   follows through the platform's send API. Non-text updates are acknowledged and dropped.
+   follows through the platform's send API. A photo, voice note or file gets a polite "text
+   only" reply (delivery.MEDIA_TEXT); other non-text updates are acknowledged and dropped.
 
 The routes depend on the settings, so they are not in the OpenAPI document (like /ws).
 """

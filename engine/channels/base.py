@@ -47,7 +47,7 @@ class Rejected(ApiError):
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One text message from a platform user, already authenticated."""
+    """One message from a platform user, already authenticated: text, or a `media` kind."""
 
     update_id: str  # the platform's id of this delivery: a redelivery carries the same one
     user_id: str  # the platform's id of the sender; the engine's user is `<channel>:<user_id>`
@@ -55,6 +55,9 @@ class Inbound:
     text: str
     aliases: tuple[str, ...] = ()  # other names allowed_users may use for the sender (a username)
     extra: dict[str, str] = field(default_factory=dict)  # what the channel's send needs besides chat_id
+    # A message the assistant cannot read yet (photo, voice, file...): its kind, and `text` is "".
+    # It gets delivery.MEDIA_TEXT as its answer, never silence, and no model call.
+    media: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,8 @@ class WebhookChannel(Protocol):
 
     async def receive(self, request: Request, config: ChannelConfig, max_bytes: int) -> list[Inbound]:
         """Verify the request, then parse it; raise Rejected for anything unsigned or malformed.
-        Updates that carry no text message give an empty list (acknowledged, never answered)."""
+        Updates that carry no message from a user (edits, statuses, service messages) give an
+        empty list (acknowledged, never answered); a user's media gives an Inbound with `media`."""
         ...
 
     async def send(self, outbound: Outbound, config: ChannelConfig, to: Inbound, text: str) -> None:

@@ -46,6 +46,8 @@ from .outbound import Outbound
 FAILURE_TEXT = "Sorry, I could not answer that just now. Please try again in a moment."
 TOO_LONG_TEXT = "Sorry, that message is too long for me. Please send a shorter one."
 EMPTY_TEXT = "(the model gave an empty answer)"
+# The answer to a photo, voice note, file... (Inbound.media): the models are not given those yet.
+MEDIA_TEXT = "Sorry, I can only read text messages for now."
 
 
 def user_of(channel: WebhookChannel, inbound: Inbound) -> str:
@@ -84,7 +86,7 @@ class Deliveries:
             _note(rid, channel, user, f"update {inbound.update_id} answered an approval question")
             return
         entry = rt.catalog.entries.get(config.settings.model or rt.catalog.default)
-        model = entry.settings if entry else None
+        model = entry.settings if entry and inbound.media is None else None  # media: no model call
         refusal = await rt.limits.admit(rt.settings, user, user, model, request.url.path)
         if refusal is not None:  # acknowledged all the same: a 4xx would only make the platform retry
             await store.release(user, client_id, message_id)
@@ -92,7 +94,9 @@ class Deliveries:
             return
         trace = Trace(request_id=rid, user=user, started=time.monotonic())
         answer = _Answer(rt, channel, config, inbound, trace, conversation_id, message_id, client_id)
-        task = asyncio.create_task(answer.run())
+        if inbound.media is not None:
+            _note(rid, channel, user, f"a {inbound.media} message: answered that only text is read")
+        task = asyncio.create_task(answer.run() if inbound.media is None else answer._send(MEDIA_TEXT))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

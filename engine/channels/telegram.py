@@ -5,6 +5,8 @@ token in `X-Telegram-Bot-Api-Secret-Token` with every update; it is checked (in 
 before the body is even read. An Update is JSON: `update_id` (the de-duplication key) and, for a
 text message, `message.text`, `message.from.id`, `message.chat.id`. Replies: POST
 `<api_base>/bot<token>/sendMessage` with `chat_id` and `text` (at most 4096 characters).
+A photo, voice note, audio, document, video, sticker or animation becomes `Inbound.media` and is
+answered with a polite "text only"; service messages (a new title, a member joining) get nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .base import ChannelConfig, Inbound, Rejected, json_object, read_body, same
 from .outbound import Outbound
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
+# Message fields of content the assistant cannot read yet, in the Bot API's names.
+MEDIA_FIELDS = ("photo", "voice", "audio", "document", "video", "video_note", "sticker", "animation")
 
 
 def _int(value: Any) -> bool:
@@ -54,8 +58,11 @@ class Telegram:
         if not isinstance(message, dict):
             return []
         text, sender, chat = message.get("text"), message.get("from"), message.get("chat")
-        if not isinstance(text, str) or not isinstance(sender, dict) or not isinstance(chat, dict):
-            return []  # photos, stickers, service messages
+        media = next((kind for kind in MEDIA_FIELDS if kind in message), None) if text is None else None
+        if not isinstance(text, str) and media is None:
+            return []  # service messages, polls, dice...
+        if not isinstance(sender, dict) or not isinstance(chat, dict):
+            return []
         if sender.get("is_bot") or not _int(sender.get("id")) or not _int(chat.get("id")):
             return []
         username = sender.get("username")
@@ -64,8 +71,9 @@ class Telegram:
                 update_id=str(update_id),
                 user_id=str(sender["id"]),
                 chat_id=str(chat["id"]),
-                text=text,
+                text=text if isinstance(text, str) else "",
                 aliases=(username,) if isinstance(username, str) and username else (),
+                media=media,
             )
         ]
 

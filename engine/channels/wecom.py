@@ -5,6 +5,8 @@ with `echostr`: the signature covers it, and the answer is its decrypted plainte
 POSTed as XML `<xml>...<Encrypt>ciphertext</Encrypt></xml>`; the signature covers the ciphertext
 and is checked before decrypting; the plaintext is XML again (`MsgType`, `Content`,
 `FromUserName`, `MsgId` (the de-duplication key), `AgentID`). See wecom_crypto for the scheme.
+The signature does not expire, so a captured call could be replayed for ever: a `timestamp` more
+than FRESHNESS_SECONDS from this host's clock, either way, is refused (401) before anything else.
 
 Replies go through the API (the passive reply in the HTTP answer must come within 5 seconds):
 `GET <api_base>/cgi-bin/gettoken?corpid=&corpsecret=` for an access token (cached until shortly
@@ -33,6 +35,9 @@ from .outbound import Outbound
 # Expired or invalid access token: fetch a new one and try once more.
 _TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 _TOKEN_MARGIN_SECONDS = 300
+# How far a callback's timestamp (Unix seconds) may be from our clock: WeCom's retries come within
+# seconds, and a host whose clock is further off than this needs NTP, not a wider window.
+FRESHNESS_SECONDS = 300
 # No document type, no entities: the XML parser never expands anything an attacker sends.
 _DOCTYPE = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
@@ -50,6 +55,19 @@ def _xml(raw: bytes | str, what: str) -> ElementTree.Element:
 def _text(root: ElementTree.Element, tag: str) -> str | None:
     node = root.find(tag)
     return node.text if node is not None and node.text else None
+
+
+def _signed_query(request: Request) -> tuple[str, str, str]:
+    """msg_signature, timestamp and nonce, once all are there and the timestamp is fresh."""
+    query = request.query_params
+    given, timestamp, nonce = query.get("msg_signature"), query.get("timestamp"), query.get("nonce")
+    if not given or timestamp is None or nonce is None:
+        raise Rejected(401, "missing msg_signature, timestamp or nonce")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise Rejected(400, "timestamp is not Unix seconds")
+    if abs(time.time() - int(timestamp)) > FRESHNESS_SECONDS:
+        raise Rejected(401, f"timestamp more than {FRESHNESS_SECONDS} s from this host's clock")
+    return given, timestamp, nonce
 
 
 class WeCom:
@@ -70,10 +88,7 @@ class WeCom:
 
     def _verified(self, request: Request, config: ChannelConfig, encrypted: str | None) -> str:
         """The message inside `encrypted` once the query's signature over it checks out."""
-        query = request.query_params
-        given, timestamp, nonce = query.get("msg_signature"), query.get("timestamp"), query.get("nonce")
-        if not given or timestamp is None or nonce is None:
-            raise Rejected(401, "missing msg_signature, timestamp or nonce")
+        given, timestamp, nonce = _signed_query(request)
         if not encrypted:
             raise Rejected(400, "no ciphertext (echostr or Encrypt) to verify")
         expected = crypto.signature(config.secrets["token"], timestamp, nonce, encrypted)
@@ -92,9 +107,7 @@ class WeCom:
         return PlainTextResponse(self._verified(request, config, request.query_params.get("echostr")))
 
     async def receive(self, request: Request, config: ChannelConfig, max_bytes: int) -> list[Inbound]:
-        query = request.query_params
-        if not query.get("msg_signature") or query.get("timestamp") is None or query.get("nonce") is None:
-            raise Rejected(401, "missing msg_signature, timestamp or nonce")  # before reading any body
+        _signed_query(request)  # before reading any body
         envelope = _xml(await read_body(request, max_bytes), "body")
         message = _xml(self._verified(request, config, _text(envelope, "Encrypt")), "decrypted message")
         content, sender, msg_id = _text(message, "Content"), _text(message, "FromUserName"), _text(message, "MsgId")

@@ -5,8 +5,11 @@ time with the configured verify token) and `hub.challenge`, which is echoed back
 each POST carries `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body, keyed with the
 app secret>`. Text messages sit at `entry[].changes[].value.messages[]` with `type: text`, `id`
 (the de-duplication key), `from` and `text.body`; only those addressed to our phone number id
-(`value.metadata.phone_number_id`) are answered. Replies: POST `<api_base>/<phone_number_id>/messages`
-with the access token as a Bearer token; a text body is at most 4096 characters.
+(`value.metadata.phone_number_id`) are answered. Media (image, audio and voice notes, video,
+document, sticker, location, contacts, and what the Cloud API itself calls `unsupported`) become
+`Inbound.media`, answered with a polite "text only"; reactions and system notices get nothing.
+Replies: POST `<api_base>/<phone_number_id>/messages` with the access token as a Bearer token; a
+text body is at most 4096 characters.
 """
 
 from __future__ import annotations
@@ -25,11 +28,27 @@ from .outbound import Outbound
 SIGNATURE_HEADER = "x-hub-signature-256"
 _PREFIX = "sha256="
 _MAX_CHALLENGE = 256
+# Message types a user sends that the assistant cannot read yet: answered, never met with silence.
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker", "location", "contacts", "unsupported"})
 
 
 def _dicts(value: Any) -> Iterator[dict[str, Any]]:
     if isinstance(value, list):
         yield from (item for item in value if isinstance(item, dict))
+
+
+def _inbound(message: dict[str, Any]) -> Inbound | None:
+    """A text or media message from a user; None for reactions, system notices and malformed ones."""
+    sender, message_id, kind = message.get("from"), message.get("id"), message.get("type")
+    if not isinstance(sender, str) or not sender or not isinstance(message_id, str) or not message_id:
+        return None
+    if kind in MEDIA_TYPES:
+        return Inbound(update_id=message_id, user_id=sender, chat_id=sender, text="", media=kind)
+    text = message.get("text")
+    body = text.get("body") if isinstance(text, dict) else None
+    if kind != "text" or not isinstance(body, str):
+        return None
+    return Inbound(update_id=message_id, user_id=sender, chat_id=sender, text=body)
 
 
 class WhatsApp:
@@ -79,14 +98,9 @@ class WhatsApp:
                 if phone_number_id and to != phone_number_id:
                     continue  # another number of the same app: not ours to answer
                 for message in _dicts(value.get("messages")):  # statuses and the like carry none
-                    text = message.get("text")
-                    body = text.get("body") if isinstance(text, dict) else None
-                    sender, message_id = message.get("from"), message.get("id")
-                    if message.get("type") != "text" or not isinstance(body, str):
-                        continue
-                    if not isinstance(sender, str) or not sender or not isinstance(message_id, str) or not message_id:
-                        continue
-                    yield Inbound(update_id=message_id, user_id=sender, chat_id=sender, text=body)
+                    inbound = _inbound(message)
+                    if inbound is not None:
+                        yield inbound
 
     async def send(self, outbound: Outbound, config: ChannelConfig, to: Inbound, text: str) -> None:
         body = {

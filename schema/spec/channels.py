@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field, HttpUrl, model_validator
+import re
+from typing import Annotated
 
+from pydantic import BeforeValidator, Field, model_validator
+
+from ...engine.settings import CORS_ORIGIN_PATTERN, CorsOrigin
 from ..types import Name, PositiveSeconds, SecretRef, UrlPath
 from .base import Strict
+
+
+def _origin(value: object) -> object:
+    """The pattern's refusal in words (the published schema keeps the pattern itself)."""
+    if isinstance(value, str) and not re.fullmatch(CORS_ORIGIN_PATTERN, value):
+        raise ValueError(
+            "not an origin as browsers send it: scheme://host[:port], host in lower case, "
+            "no path, no trailing slash (e.g. https://app.example.com), or '*' alone"
+        )
+    return value
+
+
+Origin = Annotated[CorsOrigin, BeforeValidator(_origin)]
 
 
 class Channel(Strict):
@@ -15,11 +32,19 @@ class Channel(Strict):
 
 class WebChannel(Channel):
     enabled: bool = Field(True, description="Serve the HTTP chat API (/api/v1/chat, /v1/chat/completions).")
-    cors_origins: list[HttpUrl] = Field(
+    cors_origins: list[Origin] = Field(
         default_factory=list,
-        description="Browser origins meant to call the API from other sites. Reserved: no CORS headers are "
-        "sent yet, so today only pages on the assistant's own origin can call it.",
+        description="Browser origins whose pages may call the API from other sites, exactly as a browser "
+        "sends them: `https://app.example.com`, `http://localhost:3000` (scheme, lower-case host, port; no "
+        "path, no trailing slash). `*` alone allows any site. Never with cookies: pages send the API key in "
+        "the Authorization header. The engine answers CORS, behind nginx or not (the same answer).",
     )
+
+    @model_validator(mode="after")
+    def _wildcard_alone(self) -> WebChannel:
+        if "*" in self.cors_origins and len(self.cors_origins) > 1:
+            raise ValueError("cors_origins: '*' already allows every origin; list it alone")
+        return self
 
 
 class WebSocketChannel(Channel):

@@ -34,6 +34,9 @@ class Alerts(Strict):
     )
     disk_used_percent: Percent = Field(85, description="Alert when a filesystem is fuller than this %.")
     memory_used_percent: Percent = Field(85, description="Alert when more than this % of memory is in use.")
+    cpu_used_percent: Percent = Field(
+        85, description="Alert when a host's CPUs are busy (not idle) more than this % of the time, on average."
+    )
     for_minutes: int = Field(
         5, ge=0, le=1440, description="Minutes a threshold must stay crossed before its alert fires; 0: at once."
     )
@@ -63,6 +66,33 @@ class Receiver(Strict):
         return self
 
 
+class Smtp(Strict):
+    smarthost: str = Field(
+        "localhost:25",
+        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$",
+        description="host:port of the SMTP server email receivers send through; default: the host's own MTA.",
+    )
+    sender: str | None = Field(
+        None,
+        alias="from",
+        pattern=r"^[^@\s\"'{};]+@[A-Za-z0-9.-]+$",
+        description="From address of alert mails; unset: alertmanager@<deploy.server_name>.",
+    )
+    auth_username: str | None = Field(None, description="User to log in to the SMTP server as; unset: no login.")
+    auth_password: SecretRef | None = Field(
+        None, description="Password of `auth_username`; kept in a 0600 file, never in the config."
+    )
+    require_tls: bool = Field(
+        False, description="Insist on STARTTLS; off by default because the default smarthost is loopback."
+    )
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> Smtp:
+        if (self.auth_username is None) != (self.auth_password is None):
+            raise ValueError("smtp needs both auth_username and auth_password, or neither")
+        return self
+
+
 class ServiceToggle(Strict):
     enabled: bool = Field(False, description="Run this service on the hosts with the monitoring role.")
     port: Port = Field(description="TCP port the service listens on.")
@@ -79,6 +109,7 @@ class Alertmanager(ServiceToggle):
     receivers: list[Receiver] = Field(
         default_factory=list, description="Where alerts go, every alert to every receiver; empty: nowhere."
     )
+    smtp: Smtp = Field(Smtp(), description="How email receivers send: server, sender and login.")
 
 
 class Grafana(ServiceToggle):

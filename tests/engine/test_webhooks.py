@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from assistantctl.engine.channels.delivery import MEDIA_TEXT
 from assistantctl.engine.models.adapters.builtin import builtin_answer
 from assistantctl.engine.settings import ChannelSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
@@ -183,12 +184,35 @@ def test_telegram_forged_or_malformed_requests_are_refused_and_leave_no_trace(en
     assert fake.wait_for("telegram", 1)[0]["body"]["chat_id"] == 1003
 
 
+def tg_media(update_id: int, user_id: int, kind: str) -> dict:
+    update = tg_update(update_id, user_id, text="unused")
+    message = update["message"]
+    del message["text"]
+    message[kind] = [{"file_id": "AgAD", "width": 90, "height": 90}] if kind == "photo" else {"file_id": "AgAD"}
+    return update
+
+
+def test_telegram_photos_voice_and_files_get_a_polite_reply_not_silence(engine, fake) -> None:
+    rows = stored(engine)
+    kinds = ("photo", "voice", "audio", "document", "video", "video_note", "sticker", "animation")
+    for i, kind in enumerate(kinds):
+        assert tg_post(engine, tg_media(520 + i, 1005, kind)).status_code == 200
+    assert tg_post(engine, tg_media(520, 1005, "photo")).status_code == 200  # redelivered
+    calls = fake.wait_for("telegram", len(kinds))
+    time.sleep(0.3)
+    assert [c["body"] for c in fake.of("telegram")] == [{"chat_id": 1005, "text": MEDIA_TEXT}] * len(kinds)
+    assert stored(engine) == rows and calls[0]["path"] == f"/bot{BOT_TOKEN}/sendMessage"  # no model call
+
+
 def test_telegram_non_text_updates_and_strangers_are_acknowledged_and_ignored(engine, fake) -> None:
     rows = stored(engine)
-    photo = tg_update(504, 1004, text=None)
     edited = {"update_id": 505, "edited_message": tg_update(505, 1004)["message"]}
     stranger = tg_update(506, 6666, "let me in")
-    for update in (photo, edited, stranger):
+    stranger_photo = tg_media(508, 6666, "photo")
+    service = tg_update(509, 1004, text="unused")
+    del service["message"]["text"]
+    service["message"]["new_chat_title"] = "renamed"
+    for update in (edited, stranger, stranger_photo, service):
         assert tg_post(engine, update).status_code == 200
     assert_no_trace(engine, fake, rows)
     assert tg_post(engine, tg_update(507, 7777, "hi", username="alice_ops")).status_code == 200  # allowed by name
@@ -198,9 +222,12 @@ def test_telegram_non_text_updates_and_strangers_are_acknowledged_and_ignored(en
 # --- WhatsApp -------------------------------------------------------------------------------------
 
 
-def wa_payload(message_id: str, sender: str, text: str | None = "hola", phone_id: str = PHONE_ID) -> bytes:
+def wa_payload(
+    message_id: str, sender: str, text: str | None = "hola", phone_id: str = PHONE_ID, kind: str = "image"
+) -> bytes:
     message = {"from": sender, "id": message_id, "timestamp": "1700000000"}
-    message.update({"type": "text", "text": {"body": text}} if text is not None else {"type": "image", "image": {}})
+    media = {"id": "1234567890", "mime_type": "application/octet-stream", "sha256": "x"}
+    message.update({"type": "text", "text": {"body": text}} if text is not None else {"type": kind, kind: media})
     value = {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_id},
@@ -262,12 +289,29 @@ def test_whatsapp_forged_or_malformed_requests_are_refused_and_leave_no_trace(en
     assert_refusals_logged_without_secrets(engine, "whatsapp", logged, len(cases))
 
 
-def test_whatsapp_statuses_media_and_other_numbers_are_acknowledged_and_ignored(engine, fake) -> None:
+def test_whatsapp_statuses_reactions_and_other_numbers_are_acknowledged_and_ignored(engine, fake) -> None:
     rows = stored(engine)
     statuses = json.dumps({"entry": [{"changes": [{"value": {"statuses": [{"id": "wamid.OUT"}]}}]}]}).encode()
-    for raw in (statuses, wa_payload("wamid.IN5", "15551230003", None), wa_payload("wamid.IN6", "1555", "hi", "999")):
+    reaction = wa_payload("wamid.IN7", "15551230003", None, kind="reaction")
+    other_number = wa_payload("wamid.IN6", "1555", "hi", "999")
+    for raw in (statuses, reaction, other_number, wa_payload("wamid.IN8", "1555", None, "999")):
         assert wa_post(engine, raw, wa_signature(raw)).status_code == 200
     assert_no_trace(engine, fake, rows)
+
+
+def test_whatsapp_media_messages_get_a_polite_reply_not_silence(engine, fake) -> None:
+    rows = stored(engine)
+    kinds = ("image", "audio", "document", "video", "sticker", "location", "contacts", "unsupported")
+    for i, kind in enumerate(kinds):
+        raw = wa_payload(f"wamid.MEDIA{i}", "15551230004", None, kind=kind)
+        assert wa_post(engine, raw, wa_signature(raw)).status_code == 200
+    again = wa_payload("wamid.MEDIA0", "15551230004", None, kind="image")
+    assert wa_post(engine, again, wa_signature(again)).status_code == 200  # redelivered: no second reply
+    calls = fake.wait_for("whatsapp", len(kinds))
+    time.sleep(0.3)
+    assert len(fake.of("whatsapp")) == len(kinds)
+    assert {(c["body"]["to"], c["body"]["text"]["body"]) for c in calls} == {("15551230004", MEDIA_TEXT)}
+    assert stored(engine) == rows  # no model call, no history turn
 
 
 # --- WeCom ----------------------------------------------------------------------------------------
@@ -294,7 +338,8 @@ def unseal(encrypted: str) -> tuple[str, str]:
     return plain[20 : 20 + length].decode(), plain[20 + length :].decode()
 
 
-def wc_sign(encrypted: str, timestamp: str = "1700000000", nonce: str = "n0nce", token: str = WECOM_TOKEN) -> dict:
+def wc_sign(encrypted: str, timestamp: str | None = None, nonce: str = "n0nce", token: str = WECOM_TOKEN) -> dict:
+    timestamp = str(int(time.time())) if timestamp is None else timestamp  # fresh unless a test says otherwise
     digest = hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypted])).encode()).hexdigest()
     return {"msg_signature": digest, "timestamp": timestamp, "nonce": nonce}
 
@@ -368,6 +413,30 @@ def test_wecom_forged_or_malformed_requests_are_refused_and_leave_no_trace(engin
     assert [r.status_code for r, _ in cases] == [status for _, status in cases]
     assert_no_trace(engine, fake, rows)
     assert_refusals_logged_without_secrets(engine, "wecom", logged, len(cases))
+
+
+def test_wecom_callbacks_outside_the_freshness_window_are_refused_and_leave_no_trace(engine, fake) -> None:
+    rows, logged = stored(engine), len(refusals(engine, "wecom"))
+    now = int(time.time())
+    sealed = [seal(wc_message(f"90003{i}", "zhaoliu", "still there?")) for i in range(5)]
+    # Every one correctly signed: only the timestamp is wrong (the window is 300 s; ±400 leaves a slow run room).
+    cases = [
+        (wc_post(engine, sealed[0], wc_sign(sealed[0], str(now - 400))), 401),
+        (wc_post(engine, sealed[1], wc_sign(sealed[1], str(now - 86_400))), 401),
+        (wc_post(engine, sealed[2], wc_sign(sealed[2], str(now + 400))), 401),
+        (wc_post(engine, sealed[3], wc_sign(sealed[3], "1700000000")), 401),
+        (wc_post(engine, sealed[4], wc_sign(sealed[4], "soon")), 400),
+    ]
+    echostr = seal("5927782489442352469")
+    stale_handshake = httpx.get(engine.url + WC, params={**wc_sign(echostr, str(now - 600)), "echostr": echostr})
+    cases.append((stale_handshake, 401))
+    assert [r.status_code for r, _ in cases] == [status for _, status in cases]
+    assert_no_trace(engine, fake, rows)
+    assert_refusals_logged_without_secrets(engine, "wecom", logged, len(cases))
+    # A few seconds of clock skew either way is inside the window; the refusals claimed nothing.
+    assert wc_post(engine, sealed[0], wc_sign(sealed[0], str(now - 30))).status_code == 200
+    assert wc_post(engine, sealed[2], wc_sign(sealed[2], str(now + 30))).status_code == 200
+    assert len(fake.wait_for("wecom", 2)) == 2
 
 
 def test_wecom_events_are_acknowledged_and_ignored(engine, fake) -> None:

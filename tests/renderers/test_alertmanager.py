@@ -4,7 +4,9 @@ no secret value reaches the config, and the inhibition rules suppress what they 
 from __future__ import annotations
 
 import socket
+import stat
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,10 +15,21 @@ import httpx
 import pytest
 import yaml
 
-from assistantctl.renderers import render_target
-from assistantctl.renderers.alertmanager import RENDERER, bot_token_secret, render, secret_files
+from assistantctl.bundle import build_bundle
+from assistantctl.renderers import Target, render_target
+from assistantctl.renderers.alertmanager import (
+    RENDERER,
+    SMTP_PASSWORD_SECRET,
+    bot_token_secret,
+    render,
+    secret_files,
+)
 from assistantctl.renderers.prometheus import alert_rules
+from assistantctl.schema.loader import SpecError, load_spec
+from assistantctl.schema.secrets import secret_refs
 from monitoring_fixtures import assert_ok, monitoring_overrides, run, tool
+
+PRODUCTION = Path(__file__).resolve().parents[2] / "examples" / "production.yaml"
 
 RECEIVERS = {
     "webhook": {"name": "hook", "kind": "webhook", "url": "https://hooks.example.com/alert?a=1&b='x'"},
@@ -60,38 +73,92 @@ def test_no_receivers_still_loads_with_an_unrouted_default(make_target, write_fi
     assert_ok(amtool_check(folder / "alertmanager.yml"))
 
 
-def test_telegram_token_is_a_file_reference_never_a_value(make_target, write_files, tmp_path):
+def test_telegram_token_is_only_in_the_0600_live_config(make_target, write_files, tmp_path):
+    """Debian 12's Alertmanager 0.25 has no `bot_token_file`: the token is inline, so the live
+    config is a secret file; the rendered copy names the secret instead and both load in amtool."""
     target = am_target(make_target, RECEIVERS["webhook"], RECEIVERS["telegram"])
-    text = render(target)["alertmanager.yml"]
     name = bot_token_secret(1)
     assert name == "monitoring.alertmanager.receivers.1.bot_token"
-    telegram = yaml.safe_load(text)["receivers"][2]["telegram_configs"][0]
-    assert telegram == {
-        "chat_id": -1001234,
-        "send_resolved": True,
-        "bot_token_file": f"{target.current}/alertmanager/secrets/{name}",
+    rendered = render(target)
+    assert set(rendered) == {"alertmanager.redacted.yml"}
+    assert (
+        "TG_ALERT_TOKEN" not in rendered["alertmanager.redacted.yml"]
+        and TOKEN not in rendered["alertmanager.redacted.yml"]
+    )
+    secrets = secret_files(target, {name: TOKEN, "models.providers.x.api_key": "other"})
+    assert set(secrets) == {"alertmanager.yml"} and "other" not in secrets["alertmanager.yml"]
+    telegram = yaml.safe_load(secrets["alertmanager.yml"])["receivers"][2]["telegram_configs"][0]
+    assert telegram == {"chat_id": -1001234, "send_resolved": True, "bot_token": TOKEN}
+    folder = write_files(tmp_path / "alertmanager", {**rendered, **secrets})
+    assert_ok(amtool_check(folder / "alertmanager.yml"))
+    assert_ok(amtool_check(folder / "alertmanager.redacted.yml"))
+
+
+def test_bundle_keeps_every_secret_out_of_world_readable_files(make_target):
+    smtp = {"smarthost": "smtp.example.com:587", "auth_username": "alerts", "auth_password": "${env:SMTP_PW}"}
+    overrides = monitoring_overrides(
+        alertmanager={"enabled": True, "smtp": smtp, "receivers": [RECEIVERS["email"], RECEIVERS["telegram"]]}
+    )
+    target = make_target(overrides)
+    values = {bot_token_secret(1): TOKEN, SMTP_PASSWORD_SECRET: "smtp-pass-word"}
+    files = {f.path: f for f in build_bundle(target, secrets=values, only={"alertmanager"}).files}
+    for f in files.values():
+        holds = TOKEN.encode() in f.content or b"smtp-pass-word" in f.content
+        assert not holds or (f.mode == 0o600 and f.sensitive), f.path
+    assert files["alertmanager/alertmanager.yml"].mode == 0o600
+    assert files[f"alertmanager/secrets/{SMTP_PASSWORD_SECRET}"].content == b"smtp-pass-word"
+
+
+def test_smtp_settings_come_from_the_spec(make_target, write_files, tmp_path):
+    smtp = {
+        "smarthost": "smtp.example.com:587",
+        "from": "alerts@example.com",
+        "auth_username": "alerts",
+        "auth_password": "${env:SMTP_PW}",
+        "require_tls": True,
     }
-    assert "TG_ALERT_TOKEN" not in text and "bot_token:" not in text
-    assert secret_files(target, {name: TOKEN, "models.providers.x.api_key": "other"}) == {f"secrets/{name}": TOKEN}
+    overrides = monitoring_overrides(alertmanager={"enabled": True, "smtp": smtp, "receivers": [RECEIVERS["email"]]})
+    target = make_target(overrides)
+    rendered = render(target)
+    settings = yaml.safe_load(rendered["alertmanager.yml"])["global"]
+    assert settings == {
+        "resolve_timeout": "5m",
+        "smtp_smarthost": "smtp.example.com:587",
+        "smtp_from": "alerts@example.com",
+        "smtp_auth_username": "alerts",
+        "smtp_auth_password_file": f"{target.current}/alertmanager/secrets/{SMTP_PASSWORD_SECRET}",
+        "smtp_require_tls": True,
+    }
+    assert "SMTP_PW" not in rendered["alertmanager.yml"]
+    folder = write_files(tmp_path / "alertmanager", {**rendered, **secret_files(target, {SMTP_PASSWORD_SECRET: "pw"})})
+    assert (folder / "secrets" / SMTP_PASSWORD_SECRET).read_text() == "pw"
+    assert_ok(amtool_check(folder / "alertmanager.yml"))
 
 
-def test_telegram_config_loads_where_bot_token_file_exists(make_target, write_files, tmp_path):
-    """`bot_token_file` arrived in Alertmanager 0.26; Debian bookworm ships 0.25, whose amtool
-    rejects exactly that field. Everything else must load: checked with the field swapped for an
-    inline placeholder, and the verdict on the shipped file pinned to the version."""
-    folder = stage(am_target(make_target, *RECEIVERS.values()), write_files, tmp_path)
-    shipped = amtool_check(folder / "alertmanager.yml")
-    version = subprocess.run([tool("amtool"), "--version"], check=False, capture_output=True, text=True)
-    if "version 0.25." in version.stdout + version.stderr:
-        assert shipped.returncode != 0 and "field bot_token_file not found" in shipped.stdout + shipped.stderr
-    else:
-        assert_ok(shipped)
-    config = yaml.safe_load((folder / "alertmanager.yml").read_text())
-    for receiver in config["receivers"]:
-        for telegram in receiver.get("telegram_configs", []):
-            telegram["bot_token"] = telegram.pop("bot_token_file") and "placeholder"
-    (folder / "inline.yml").write_text(yaml.safe_dump(config))
-    assert_ok(amtool_check(folder / "inline.yml"))
+def test_smtp_login_needs_both_username_and_password(make_target):
+    with pytest.raises(SpecError, match="auth_username and auth_password"):
+        make_target(monitoring_overrides(alertmanager={"smtp": {"auth_username": "alerts"}}))
+
+
+def test_production_example_monitoring_config_loads_in_the_installed_alertmanager(tmp_path):
+    """The acceptance of issue 16: monitor-1's bundle, secrets filled in, passes the amtool that
+    apply's Alertmanager ships (Debian 12: 0.25) and starts the real alertmanager."""
+    spec = load_spec(PRODUCTION)
+    host = next(h for h in spec.deploy.hosts if h.name == "monitor-1")
+    target = Target(spec=spec, host=host, root=str(tmp_path / "root"), python=sys.executable)
+    values = {name: f"value-of-{name}" for name in secret_refs(spec)}
+    build_bundle(target, secrets=values, only={"alertmanager"}).write(tmp_path / "release")
+    config = tmp_path / "release" / "alertmanager" / "alertmanager.yml"
+    assert_ok(amtool_check(config))
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    telegram = [r for r in yaml.safe_load(config.read_text())["receivers"] if "telegram_configs" in r]
+    assert telegram[0]["telegram_configs"][0]["bot_token"] == f"value-of-{bot_token_secret(2)}"
+    process, base = _start_alertmanager(config, tmp_path)
+    try:
+        assert httpx.get(f"{base}/api/v2/status").json()["config"]["original"].count("telegram_configs") == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_email_uses_local_smtp_from_the_server_name(make_target):
@@ -99,6 +166,7 @@ def test_email_uses_local_smtp_from_the_server_name(make_target):
     settings = yaml.safe_load(render(target)["alertmanager.yml"])["global"]
     assert settings["smtp_smarthost"] == "localhost:25"
     assert settings["smtp_from"] == "alertmanager@chat.example.org"
+    assert settings["smtp_require_tls"] is False and "smtp_auth_username" not in settings
     no_email = yaml.safe_load(render(am_target(make_target, RECEIVERS["webhook"]))["alertmanager.yml"])
     assert "smtp_smarthost" not in no_email["global"]
 
@@ -145,25 +213,8 @@ def _wait_for_states(base: str, expected: dict) -> dict[tuple[str, str, str], st
 
 def test_running_alertmanager_inhibits_warnings_and_alerts_of_a_down_instance(make_target, write_files, tmp_path):
     folder = stage(am_target(make_target, RECEIVERS["webhook"]), write_files, tmp_path)
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            tool("prometheus-alertmanager"),
-            f"--config.file={folder / 'alertmanager.yml'}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = _start_alertmanager(folder / "alertmanager.yml", tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while not _ready(base):
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "alertmanager did not become ready"
-            time.sleep(0.1)
         alerts = [
             _alert("AssistantHighErrorRate", "a:8081", "critical"),
             _alert("AssistantHighErrorRate", "a:8081", "warning"),  # inhibited: same alert, critical firing
@@ -185,6 +236,32 @@ def test_running_alertmanager_inhibits_warnings_and_alerts_of_a_down_instance(ma
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _start_alertmanager(config: Path, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """The real alertmanager on a free loopback port, ready; the caller terminates it."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            tool("prometheus-alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not _ready(base):
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode())
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("alertmanager did not become ready")
+        time.sleep(0.1)
+    return process, base
 
 
 def _ready(base: str) -> bool:

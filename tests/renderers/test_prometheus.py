@@ -29,6 +29,7 @@ THRESHOLDS = {
     "model_failure_percent": 5,
     "disk_used_percent": 80,
     "memory_used_percent": 90,
+    "cpu_used_percent": 70,
     "for_minutes": 3,
     "instance_down_minutes": 2,
 }
@@ -123,6 +124,16 @@ CASES = {
             series("node_memory_MemTotal_bytes", NODE_B, "100x30"),
         ],
         [(NODE_A, "95")],
+    ),
+    "AssistantCpuHigh": (
+        # idle seconds per minute of each CPU: a averages 15 (75% busy), b 30 (50% busy)
+        [
+            series("node_cpu_seconds_total", {**NODE_A, "cpu": "0", "mode": "idle"}, "0+6x30"),
+            series("node_cpu_seconds_total", {**NODE_A, "cpu": "1", "mode": "idle"}, "0+24x30"),
+            series("node_cpu_seconds_total", {**NODE_A, "cpu": "0", "mode": "user"}, "0+54x30"),
+            series("node_cpu_seconds_total", {**NODE_B, "cpu": "0", "mode": "idle"}, "0+30x30"),
+        ],
+        [({"host": "a", "instance": "a:9100"}, "75")],
     ),
     "AssistantInstanceDown": (
         [
@@ -239,7 +250,7 @@ def test_rule_files_pass_promtool_check_rules(target, write_files, tmp_path):
     folder = stage(target, write_files, tmp_path)
     result = run("promtool", "check", "rules", folder / "rules/alerts.yml", folder / "rules/recording.yml")
     assert_ok(result)
-    assert "7 rules found" in result.stdout
+    assert "8 rules found" in result.stdout
 
 
 def test_every_alert_fires_over_its_threshold_and_stays_silent_under_it(target, write_files, tmp_path):

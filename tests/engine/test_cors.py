@@ -1,0 +1,220 @@
+"""CORS from `channels.web.cors_origins`: a browser gets the same answer from the engine directly
+and through nginx (rendered from the same spec), because the engine alone answers and nginx passes
+preflights and the Access-Control-* headers through untouched.
+
+The spec and settings here go through the real loader and renderers; the engine and nginx are real
+processes on loopback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from assistantctl.renderers import Target
+from assistantctl.renderers.engine import build_settings
+from assistantctl.renderers.nginx import render as render_nginx
+from assistantctl.schema.loader import SpecError, parse_spec
+from engine_process import RunningEngine, as_user, model, start_engine, stop_engine
+from processes import stop_process
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "assistant.yaml"
+APP = "https://app.example.com"
+PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}
+# Near misses of APP that an origin check by prefix, suffix or substring would let through.
+STRANGERS = [
+    "https://evil.example.com",
+    "http://app.example.com",
+    "https://app.example.com:8443",
+    "https://app.example.com.evil.net",
+    "https://xapp.example.com",
+    "null",
+]
+
+
+def spec_with(origins: list[str], root: Path, engine_port: int = 18080, http_port: int = 18081) -> Target:
+    data = yaml.safe_load(DEFAULT_SPEC.read_text(encoding="utf-8"))
+    data.setdefault("channels", {}).setdefault("web", {})["cors_origins"] = origins
+    data.setdefault("deploy", {}).setdefault("ports", {}).update({"engine": engine_port, "http": http_port})
+    spec = parse_spec(yaml.safe_dump(data, sort_keys=False))
+    return Target(spec=spec, host=spec.deploy.hosts[0], root=str(root), python=sys.executable)
+
+
+def start_cors_engine(root: Path, origins: list[str]) -> RunningEngine:
+    """The real engine with the web channel exactly as the renderer writes it for `origins`."""
+    web = [c for c in build_settings(spec_with(origins, root / "spec-root")).channels if c.name == "web"]
+    return start_engine(root, [model("local")], channels=web)
+
+
+def cors_headers(response: httpx.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+
+
+def preflight(base: str, origin: str, path: str = "/api/v1/chat") -> httpx.Response:
+    return httpx.options(base + path, headers={"Origin": origin, **PREFLIGHT}, timeout=10)
+
+
+def chat(base: str, origin: str, **headers: str) -> httpx.Response:
+    return httpx.post(base + "/api/v1/chat", json={"message": "hi"}, headers={"Origin": origin, **headers}, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def engine(module_dir: Path) -> Iterator[RunningEngine]:
+    running = start_cors_engine(module_dir / "cors", [APP])
+    yield running
+    stop_engine(running)
+
+
+def nginx_bin() -> str:
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        pytest.fail("nginx is not installed: apt-get install nginx (these tests need the real binary)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def edge(engine: RunningEngine, module_dir: Path) -> Iterator[str]:
+    """nginx rendered from the same spec, in front of that engine; its base URL."""
+    root, port = module_dir / "edge", free_port()
+    target = spec_with([APP], root, int(engine.url.rsplit(":", 1)[1]), port)
+    folder = root / "releases" / "x" / "nginx"
+    for sub in ("logs", "run", "tmp/nginx", "releases/x/nginx"):  # what apply makes before nginx starts
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name, text in render_nginx(target).items():
+        (folder / name).write_text(text)
+    cmd = [nginx_bin(), "-p", f"{folder}/", "-c", "nginx.conf", "-e", f"{root}/logs/nginx-error.log"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not _healthy(f"http://127.0.0.1:{port}"):
+            assert process.poll() is None, "nginx exited at start"
+            assert time.monotonic() < deadline, "nginx did not answer /health in 10 s"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process, grace=10)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(base + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(params=["engine", "nginx"])
+def base(request: pytest.FixtureRequest, engine: RunningEngine) -> str:
+    return engine.url if request.param == "engine" else request.getfixturevalue("edge")
+
+
+def test_a_preflight_from_an_allowed_origin_gets_the_access_control_headers(base) -> None:
+    response = preflight(base, APP)
+    assert response.status_code == 200, response.text
+    headers = cors_headers(response)
+    assert headers["access-control-allow-origin"] == APP
+    assert {"POST", "GET", "DELETE"} <= {m.strip() for m in headers["access-control-allow-methods"].split(",")}
+    allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type"} <= allowed
+    assert "access-control-allow-credentials" not in headers  # keys travel in Authorization, never cookies
+    assert "Origin" in response.headers.get("vary", "")
+
+
+@pytest.mark.parametrize("origin", STRANGERS)
+def test_a_preflight_from_another_origin_gets_no_access_control_header(base, origin) -> None:
+    response = preflight(base, origin)
+    assert response.status_code >= 400 and cors_headers(response) == {}
+
+
+def test_an_actual_request_from_an_allowed_origin_carries_allow_origin(base) -> None:
+    response = chat(base, APP)
+    assert response.status_code == 200, response.text
+    headers = cors_headers(response)
+    assert headers["access-control-allow-origin"] == APP
+    assert "x-request-id" in headers["access-control-expose-headers"].lower()  # the page can quote it
+    assert "access-control-allow-credentials" not in headers
+    # An error is readable by the page too: it can show why, not a bare network error.
+    refused = chat(base, APP, Authorization="Bearer not-a-token")
+    assert refused.status_code == 401 and cors_headers(refused)["access-control-allow-origin"] == APP
+
+
+def test_an_actual_request_from_another_origin_gets_no_access_control_header(base) -> None:
+    for origin in STRANGERS:
+        response = chat(base, origin, **as_user("alice"))
+        assert response.status_code == 200 and cors_headers(response) == {}, origin  # the browser hides it
+
+
+def test_the_engine_and_nginx_give_a_browser_the_same_answer(engine, edge) -> None:
+    for origin in [APP, *STRANGERS]:
+        direct, proxied = preflight(engine.url, origin), preflight(edge, origin)
+        assert (direct.status_code, cors_headers(direct)) == (proxied.status_code, cors_headers(proxied)), origin
+        direct, proxied = chat(engine.url, origin), chat(edge, origin)
+        assert cors_headers(direct) == cors_headers(proxied), origin
+
+
+def test_without_cors_origins_no_origin_is_answered(engine_factory, tmp_path) -> None:
+    running = start_cors_engine(tmp_path / "none", [])
+    assert cors_headers(preflight(running.url, APP)) == {}
+    assert cors_headers(chat(running.url, APP)) == {}
+
+
+def test_a_wildcard_allows_every_origin_without_credentials(engine_factory, tmp_path) -> None:
+    running = start_cors_engine(tmp_path / "any", ["*"])
+    for origin in (APP, "https://anyone.example.org"):
+        headers = cors_headers(preflight(running.url, origin))
+        assert headers["access-control-allow-origin"] in ("*", origin)
+        assert "access-control-allow-credentials" not in headers
+        assert cors_headers(chat(running.url, origin))["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com/",  # a path (even "/") is no origin: a browser never sends one
+        "https://app.example.com/chat",
+        "https://app.example.com;",
+        'https://app.example.com"; add_header X-Evil 1; "',
+        "https://app.example.com\nadd_header X-Evil 1;",
+        "https://app.example.com }",
+        "https://*.example.com",
+        "*.example.com",
+        "ftp://app.example.com",
+        "https://user@app.example.com",
+        "https://app.example.com:99999",
+        "https://APP.example.com",  # browsers send the host in lower case: this one never matches
+        "null",
+        "",
+    ],
+)
+def test_the_schema_refuses_what_is_not_an_exact_origin(origin, tmp_path) -> None:
+    with pytest.raises(SpecError):
+        spec_with([origin], tmp_path)
+
+
+def test_a_wildcard_stands_alone(tmp_path) -> None:
+    with pytest.raises(SpecError):
+        spec_with(["*", APP], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "origin", [APP, "http://localhost:3000", "http://127.0.0.1:8080", "https://[::1]:8443", "https://a-b.c.example"]
+)
+def test_exact_origins_reach_the_engine_and_never_the_nginx_files(origin, tmp_path) -> None:
+    target = spec_with([origin], tmp_path)
+    web = next(c for c in build_settings(target).channels if c.name == "web")
+    assert web.cors_origins == [origin]
+    assert not [name for name, text in render_nginx(target).items() if origin in text]
