@@ -49,10 +49,9 @@ def spec_with(origins: list[str], root: Path, engine_port: int = 18080, http_por
     return Target(spec=spec, host=spec.deploy.hosts[0], root=str(root), python=sys.executable)
 
 
-def start_cors_engine(root: Path, origins: list[str]) -> RunningEngine:
-    """The real engine with the web channel exactly as the renderer writes it for `origins`."""
-    web = [c for c in build_settings(spec_with(origins, root / "spec-root")).channels if c.name == "web"]
-    return start_engine(root, [model("local")], channels=web)
+def web_channel(origins: list[str], root: Path) -> list:
+    """The web channel exactly as the renderer writes it for `origins`."""
+    return [c for c in build_settings(spec_with(origins, root / "spec-root")).channels if c.name == "web"]
 
 
 def cors_headers(response: httpx.Response) -> dict[str, str]:
@@ -69,7 +68,7 @@ def chat(base: str, origin: str, **headers: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def engine(module_dir: Path) -> Iterator[RunningEngine]:
-    running = start_cors_engine(module_dir / "cors", [APP])
+    running = start_engine(module_dir / "cors", [model("local")], channels=web_channel([APP], module_dir))
     yield running
     stop_engine(running)
 
@@ -167,13 +166,13 @@ def test_the_engine_and_nginx_give_a_browser_the_same_answer(engine, edge) -> No
 
 
 def test_without_cors_origins_no_origin_is_answered(engine_factory, tmp_path) -> None:
-    running = start_cors_engine(tmp_path / "none", [])
+    running = engine_factory([model("local")], name="none", channels=web_channel([], tmp_path))
     assert cors_headers(preflight(running.url, APP)) == {}
     assert cors_headers(chat(running.url, APP)) == {}
 
 
 def test_a_wildcard_allows_every_origin_without_credentials(engine_factory, tmp_path) -> None:
-    running = start_cors_engine(tmp_path / "any", ["*"])
+    running = engine_factory([model("local")], name="any", channels=web_channel(["*"], tmp_path))
     for origin in (APP, "https://anyone.example.org"):
         headers = cors_headers(preflight(running.url, origin))
         assert headers["access-control-allow-origin"] in ("*", origin)
