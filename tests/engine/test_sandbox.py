@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import shutil
 import socket
 import tempfile
@@ -27,6 +28,11 @@ from assistantctl.engine.tools.sandbox import (
     sandbox_uid,
     workspace_for,
 )
+
+# Users of this module only: another module running sandboxes at the same time (the suite runs in
+# parallel) must not share their uids, which the process checks below count.
+ALICE = f"alice-sandbox-test-{os.getpid()}"
+BOB = f"bob-sandbox-test-{os.getpid()}"
 
 TIGHT = SandboxLimits(
     wall_seconds=10, cpu_seconds=2, memory_bytes=256 << 20, processes=16, file_bytes=4 << 20,
@@ -91,7 +97,7 @@ async def run_python(code: str, workspace: Path, limits: SandboxLimits = TIGHT, 
 
 
 async def test_a_run_writes_into_its_workspace_and_the_file_persists_to_the_next_run(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     first = await run_python(
         """
         import os, sys
@@ -102,9 +108,9 @@ async def test_a_run_writes_into_its_workspace_and_the_file_persists_to_the_next
         stdin=b"remember the otters",
     )
     assert first.ok, first
-    assert first.stdout.split() == [b"/workspace", str(sandbox_uid("alice")).encode(), b"/workspace"]
+    assert first.stdout.split() == [b"/workspace", str(sandbox_uid(ALICE)).encode(), b"/workspace"]
     assert (workspace / "notes.txt").read_text() == "remember the otters"
-    assert (workspace / "notes.txt").stat().st_uid == sandbox_uid("alice")
+    assert (workspace / "notes.txt").stat().st_uid == sandbox_uid(ALICE)
     assert first.workspace_bytes > 0
 
     second = await run_python("print(open('/workspace/notes.txt').read())", workspace)
@@ -114,18 +120,18 @@ async def test_a_run_writes_into_its_workspace_and_the_file_persists_to_the_next
 def test_a_workspace_is_named_by_a_hash_and_private_to_its_user(host: Path) -> None:
     workspace = workspace_for(host / "workspaces", "alice@example.org")
     assert (
-        "alice" not in workspace.name
+        ALICE not in workspace.name
         and workspace.name in hashlib.sha256(b"assistantctl-workspace\0alice@example.org").hexdigest()
     )
     assert workspace_for(host / "workspaces", "alice@example.org") == workspace
-    assert workspace_for(host / "workspaces", "bob") != workspace
+    assert workspace_for(host / "workspaces", BOB) != workspace
     assert workspace.stat().st_mode & 0o777 == 0o700
-    assert workspace.stat().st_uid == sandbox_uid("alice@example.org") != sandbox_uid("bob") > 65535
+    assert workspace.stat().st_uid == sandbox_uid("alice@example.org") != sandbox_uid(BOB) > 65535
 
 
 async def test_shadow_the_engine_settings_environment_and_another_workspace_are_not_visible(host: Path) -> None:
-    alice = workspace_for(host / "workspaces", "alice")
-    bob = workspace_for(host / "workspaces", "bob")
+    alice = workspace_for(host / "workspaces", ALICE)
+    bob = workspace_for(host / "workspaces", BOB)
     (bob / "private.txt").write_text(BOB_SECRET)
     result = await run_python(
         f"""
@@ -150,7 +156,7 @@ async def test_shadow_the_engine_settings_environment_and_another_workspace_are_
 
 
 async def test_writes_outside_the_workspace_fail_and_change_nothing(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     before = snapshot(host, skip=workspace)
     result = await run_python(
         f"""
@@ -191,7 +197,7 @@ async def test_the_sandbox_cannot_reach_a_loopback_server_on_the_host(host: Path
                 except OSError as error:
                     print(address, type(error).__name__)
             """,
-            workspace_for(host / "workspaces", "alice"),
+            workspace_for(host / "workspaces", ALICE),
         )
     finally:
         server.close()
@@ -206,7 +212,7 @@ async def test_the_sandbox_cannot_reach_a_loopback_server_on_the_host(host: Path
 
 
 async def test_a_fork_bomb_stops_at_the_process_limit_and_dies_whole(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     result = await run_python(
         """
         import os, time
@@ -230,7 +236,7 @@ async def test_a_fork_bomb_stops_at_the_process_limit_and_dies_whole(host: Path)
     assert result.limit == "timeout" and result.exit_code is None, result
     refused_after = int(result.stdout.split()[-1])
     assert refused_after < TIGHT.processes
-    assert no_processes_left(sandbox_uid("alice"))
+    assert no_processes_left(sandbox_uid(ALICE))
 
 
 async def test_a_memory_bomb_fails_at_the_memory_limit(host: Path) -> None:
@@ -241,20 +247,20 @@ async def test_a_memory_bomb_fails_at_the_memory_limit(host: Path) -> None:
             hoard.append(bytearray(16 << 20))
             print(len(hoard) * 16, "MiB", flush=True)
         """,
-        workspace_for(host / "workspaces", "alice"),
+        workspace_for(host / "workspaces", ALICE),
     )
     assert result.exit_code == 1 and b"MemoryError" in result.stderr, result
     assert int(result.stdout.split()[-2]) < TIGHT.memory_bytes >> 20
 
 
 async def test_an_infinite_loop_is_killed_at_the_cpu_limit(host: Path) -> None:
-    result = await run_python("while True: pass", workspace_for(host / "workspaces", "alice"))
+    result = await run_python("while True: pass", workspace_for(host / "workspaces", ALICE))
     assert result.limit == "cpu" and not result.timed_out, result
     assert "CPU time limit of 2 s" in result.describe(TIGHT)
 
 
 async def test_a_sleeping_tree_is_killed_whole_at_the_wall_clock_limit(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     result = await run_python(
         """
         import os, time
@@ -271,22 +277,22 @@ async def test_a_sleeping_tree_is_killed_whole_at_the_wall_clock_limit(host: Pat
     )
     assert result.timed_out and result.limit == "timeout" and result.exit_code is None, result
     assert "wall-clock limit of 1 s" in result.describe(SandboxLimits(wall_seconds=1))
-    assert no_processes_left(sandbox_uid("alice"))
+    assert no_processes_left(sandbox_uid(ALICE))
     assert not (workspace / "survived").exists()
 
 
 async def test_cancelling_a_run_kills_the_sandbox(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     run = run_python("import time; time.sleep(3); open('/workspace/finished', 'w').write('yes')", workspace)
     with pytest.raises(TimeoutError):  # a caller's own timeout, as call_tool has
         await asyncio.wait_for(run, 0.5)
-    assert no_processes_left(sandbox_uid("alice"))
+    assert no_processes_left(sandbox_uid(ALICE))
     await asyncio.sleep(3)
     assert not (workspace / "finished").exists()
 
 
 async def test_100_mb_of_output_is_cut_at_the_cap_and_the_writer_killed(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     result = await run_python(
         """
         import sys
@@ -301,11 +307,11 @@ async def test_100_mb_of_output_is_cut_at_the_cap_and_the_writer_killed(host: Pa
     assert result.truncated and result.limit == "output" and result.exit_code is None, result
     assert result.stdout == b"x" * TIGHT.output_bytes
     assert not (workspace / "finished").exists()  # killed before it could finish
-    assert no_processes_left(sandbox_uid("alice"))
+    assert no_processes_left(sandbox_uid(ALICE))
 
 
 async def test_files_are_capped_and_a_workspace_over_quota_refuses_the_next_run(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     limits = dataclasses.replace(TIGHT, workspace_quota_bytes=3 << 20, file_bytes=2 << 20)
     result = await run_python(
         """
@@ -332,7 +338,7 @@ async def test_files_are_capped_and_a_workspace_over_quota_refuses_the_next_run(
 
 
 async def test_links_made_inside_point_nowhere_on_the_host_and_are_not_measured_through(host: Path) -> None:
-    workspace = workspace_for(host / "workspaces", "alice")
+    workspace = workspace_for(host / "workspaces", ALICE)
     result = await run_python(
         """
         import os
@@ -358,4 +364,4 @@ async def test_links_made_inside_point_nowhere_on_the_host_and_are_not_measured_
 async def test_a_host_without_bubblewrap_gets_a_clear_refusal(host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(host))  # where no bwrap is
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
-        await run_python("print('never')", workspace_for(host / "workspaces", "alice"))
+        await run_python("print('never')", workspace_for(host / "workspaces", ALICE))
