@@ -41,7 +41,9 @@ def token(sub: str, **claims: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-ADMIN = token("root", admin=True)
+def admin() -> dict[str, str]:
+    """An admin's token, made when it is used: a module-level one expires if the module runs late."""
+    return token("root", admin=True)
 
 
 def _security(keys: list[str] | None = None, single: bool = False, **extra: Any) -> SecuritySettings:
@@ -110,7 +112,7 @@ def _wait_for_rotation(engine: RunningEngine, check: Any = None, timeout: float 
         while True:
             if check is not None:
                 check(client)
-            status = client.get("/admin/v1/history/keys", headers=ADMIN)
+            status = client.get("/admin/v1/history/keys", headers=admin())
             assert status.status_code == 200, status.text
             if status.json()["pending"] == 0:
                 return status.json()
@@ -176,7 +178,7 @@ def test_a_new_single_key_without_the_old_one_reports_records_it_cannot_read(eng
 def _wait_for_rotation_attempt(engine: RunningEngine) -> dict[str, Any]:
     time.sleep(0.5)  # the start-up pass finds nothing it can re-seal
     with engine.client() as client:
-        return client.get("/admin/v1/history/keys", headers=ADMIN).json()
+        return client.get("/admin/v1/history/keys", headers=admin()).json()
 
 
 # --- retention --------------------------------------------------------------------------------
@@ -278,13 +280,13 @@ def test_an_admin_reads_and_deletes_a_channel_users_history(engine_factory: Star
     _insert_sqlite(_db(engine), rows)
     with engine.client() as client:
         denied = client.get("/api/v1/history", params={"user": "telegram:123"}, headers=token("ann"))
-        read = client.get("/api/v1/history", params={"user": "telegram:123"}, headers=ADMIN)
+        read = client.get("/api/v1/history", params={"user": "telegram:123"}, headers=admin())
         own = client.get("/api/v1/history", params={"user": "ann"}, headers=token("ann"))
         assert (denied.status_code, read.status_code, own.status_code) == (403, 200, 200)
         assert read.json()["user"] == "telegram:123"
         assert {m["id"]: m["content"] for m in read.json()["messages"]} == texts
-        assert client.delete("/api/v1/users/telegram:123/history", headers=ADMIN).json()["deleted_messages"] == 3
-        assert client.get("/api/v1/history", params={"user": "telegram:123"}, headers=ADMIN).json()["messages"] == []
+        assert client.delete("/api/v1/users/telegram:123/history", headers=admin()).json()["deleted_messages"] == 3
+        assert client.get("/api/v1/history", params={"user": "telegram:123"}, headers=admin()).json()["messages"] == []
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -365,7 +367,7 @@ def test_postgres_rotates_keys_keeps_retention_and_deletes_users(engine_factory:
         assert sorted(c["messages"] for c in listed) == [2, 800]
         assert client.delete(f"/api/v1/conversations/{listed[0]['id']}", headers=token("bob")).status_code == 404
         assert client.delete(f"/api/v1/conversations/{listed[0]['id']}", headers=token("ann")).status_code == 200
-        gone = client.delete("/api/v1/users/ann/history", headers=ADMIN).json()["deleted_messages"]
+        gone = client.delete("/api/v1/users/ann/history", headers=admin()).json()["deleted_messages"]
         assert gone == len(expected) - listed[0]["messages"]
         assert _all_messages(client, token("ann")) == []
         assert len(_all_messages(client, token("bob"))) == 2
@@ -402,15 +404,15 @@ def test_the_specs_keyring_and_retention_reach_the_engine() -> None:
 def test_the_lifecycle_routes_answer_as_the_openapi_document_says(engine_factory: StartEngine) -> None:
     engine = _start(engine_factory, _security(["a"]))
     with engine.client() as client:
-        document = client.get("/openapi.json", headers=ADMIN).json()
+        document = client.get("/openapi.json", headers=admin()).json()
         conversation = client.post("/api/v1/chat", json={"message": "hi"}, headers=token("ann")).json()
         answers = {
             ("/api/v1/conversations", "get"): client.get("/api/v1/conversations", headers=token("ann")),
-            ("/admin/v1/history/keys", "get"): client.get("/admin/v1/history/keys", headers=ADMIN),
+            ("/admin/v1/history/keys", "get"): client.get("/admin/v1/history/keys", headers=admin()),
             ("/api/v1/conversations/{conversation_id}", "delete"): client.delete(
                 f"/api/v1/conversations/{conversation['conversation_id']}", headers=token("ann")
             ),
-            ("/api/v1/users/{user}/history", "delete"): client.delete("/api/v1/users/ann/history", headers=ADMIN),
+            ("/api/v1/users/{user}/history", "delete"): client.delete("/api/v1/users/ann/history", headers=admin()),
         }
     for (path, method), answer in answers.items():
         assert answer.status_code == 200, (path, answer.text)
