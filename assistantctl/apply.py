@@ -18,7 +18,7 @@ import yaml
 from . import runtime
 from .engine.settings import BUILTIN_TOOLS
 from .plan import HostPlan
-from .renderers import Target, keepalived
+from .renderers import Target, elk, keepalived, supervisor
 from .renderers.engine import workspaces_dir
 from .scratch import private_workdir
 from .targets import target_runtime
@@ -101,6 +101,7 @@ def host_vars(target: Target) -> dict:
             values["ansible_ssh_common_args"] = f"-F {shlex.quote(host.ssh_config)}"
         # the local machine gets its packages from `scripts/system-packages` (make run)
         values["assistant_packages"] = debian_packages(target)
+        values["assistant_vendor_repos"] = vendor_repos(target)
     return values
 
 
@@ -132,11 +133,27 @@ def debian_packages(target: Target) -> list[str]:
         "keepalived": spec.deploy.ha is not None and host.name in spec.deploy.ha.hosts,
         "prometheus": target.has_role("monitoring") and spec.monitoring.prometheus.enabled,
         "prometheus-alertmanager": target.has_role("monitoring") and spec.monitoring.alertmanager.enabled,
+        "prometheus-node-exporter": supervisor.scraped_by_prometheus(target),
         "python3-venv": target.runtime is not None,  # Debian's python3 makes virtualenvs only with it
         "bubblewrap": machine_tools_on(target),  # the machine tools' sandbox (engine/tools/sandbox.py)
         "patch": machine_tools_on(target) and "workspace_patch" in spec.tools.active,
         "chromium": target.has_role("engine") and "browser" in spec.tools.active,  # Playwright drives it
+        # from the vendors' APT repositories (vendor_repos below)
+        "grafana": grafana_on(target),
+        "filebeat": spec.monitoring.logging.elk.enabled,
+        "logstash": spec.monitoring.logging.elk.enabled and elk.runs_logstash(target),
     }
+    return sorted(name for name, needed in wanted.items() if needed)
+
+
+def grafana_on(target: Target) -> bool:
+    return target.has_role("monitoring") and target.spec.monitoring.grafana.enabled
+
+
+def vendor_repos(target: Target) -> list[str]:
+    """The vendors' APT repositories (playbooks/vars/services.yml `vendor_repos`) this host's
+    packages come from: Grafana's for Grafana, Elastic's 8.x for Filebeat and Logstash."""
+    wanted = {"grafana": grafana_on(target), "elastic": target.spec.monitoring.logging.elk.enabled}
     return sorted(name for name, needed in wanted.items() if needed)
 
 

@@ -57,6 +57,7 @@ class Bundle:
 
     def write(self, directory: Path) -> None:
         """Write the files and MANIFEST.json under `directory`, with their modes."""
+        directory.mkdir(parents=True, exist_ok=True)  # a host may have no file of the chosen renderers
         for f in self.files:
             target = directory / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,4 +112,5 @@ def build_bundle(
                 files.append(BundleFile(f"{renderer.name}/{path}", text.encode(), SECRET_MODE, renderer.service, True))
         if renderer.check:
             checks.append((renderer.name, renderer.check))
+        checks.extend((renderer.name, command) for command in renderer.extra_checks(target))
     return Bundle(tuple(sorted(files, key=lambda f: f.path)), tuple(checks))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import cli_audit, cli_chat, cli_hosts, cli_keys, cli_migrate
+from . import cli_audit, cli_chat, cli_compose, cli_hosts, cli_keys, cli_migrate
 from .cli_common import EXIT_ERROR, EXIT_OK, fail, load, names, targets
 
 
@@ -128,7 +128,7 @@ def render(
 
             for result in run_checks(target, chosen, overrides):
                 click.echo(
-                    f"  check {result.folder}: {result.status}" + (f"\n{result.output}" if result.output else "")
+                    f"  check {result.folder}: {result.summary}" + (f"\n{result.output}" if result.output else "")
                 )
                 failed |= result.status == "failed"
                 if result.status == "missing":
@@ -146,3 +146,4 @@ main.add_command(cli_keys.keys)
 main.add_command(cli_audit.audit)
 main.add_command(cli_migrate.migrate)
 main.add_command(cli_chat.chat)
+main.add_command(cli_compose.compose)

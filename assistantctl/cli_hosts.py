@@ -99,14 +99,18 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
     from .schema.checks import exposure_warnings
 
     warnings = exposure_warnings(spec)
+    webhook = _telegram_drift(spec, spec_path)
     # every host of the spec, not only the chosen ones: a host left out by --host has not left
     departed = departed_hosts(spec, spec_path)
     if as_json:
         report = json.loads(render_json(plans, warnings))
         left = [{"host": d.name, "root": d.root, "address": d.host.get("address")} for d in departed]
-        click.echo(json.dumps({**report, "unreachable": unreachable, "departed": left}, indent=2))
+        extra = {"unreachable": unreachable, "departed": left, "telegram_webhook": webhook}
+        click.echo(json.dumps({**report, **extra}, indent=2))
     else:
         click.echo(render_text(plans, with_diff, warnings), nl=False)
+        if webhook:
+            click.echo(webhook)
         for host in unreachable:
             click.echo(f"host {host['error']}")
         for gone in departed:
@@ -124,7 +128,7 @@ def plan(spec_path: str, with_diff: bool, as_json: bool, detailed_exitcode: bool
         if not as_json:
             click.echo(f"Saved the plan to {out}; `assistantctl apply {out}` applies exactly this plan.")
     _audit("plan", spec_path, [p.host for p in plans], summary(plans), "planned")
-    if detailed_exitcode and (any(p.has_changes for p in plans) or departed):
+    if detailed_exitcode and (any(p.has_changes for p in plans) or departed or webhook):
         sys.exit(EXIT_CHANGES)
 
 
@@ -185,6 +189,8 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
         _audit("apply", spec_path, names, summary(plans), f"refused: {exc}", run=run)
         fail(str(exc))
     outcome = _report(results, "Apply", "changed", echo)
+    if outcome != "failed" and not _telegram_register(spec, spec_path, echo):
+        outcome = "failed"
     if as_json:
         hosts_out = [{"host": r.host, "ok": r.ok, "release": r.release, "message": r.message} for r in results]
         click.echo(json.dumps({"result": outcome, "summary": summary(plans), "hosts": hosts_out}, indent=2))
@@ -202,6 +208,36 @@ def apply(spec_path: str, plan_file: str | None, hosts: str | None, as_json: boo
         _audit("apply", spec_path, [p.host for p in plans], summary(plans), "no changes")
     if outcome == "failed":
         sys.exit(EXIT_ERROR)
+
+
+def _telegram_drift(spec, spec_path: str) -> str | None:
+    """plan's line for Telegram's webhook registration when it differs from the spec."""
+    from .telegram_webhook import TelegramError, drift, wanted
+
+    want = wanted(spec, secrets(spec, spec_path))
+    if want is None:
+        return None
+    try:
+        return drift(want)
+    except TelegramError as exc:  # the hosts' plan stands; only this check is missing
+        click.echo(f"warning: {exc}; the webhook registration was not checked", err=True)
+        return None
+
+
+def _telegram_register(spec, spec_path: str, echo) -> bool:
+    """After the hosts switched: register (or delete) the webhook when Telegram's differs; False on failure."""
+    from .telegram_webhook import TelegramError, drift, register, wanted
+
+    want = wanted(spec, secrets(spec, spec_path))
+    if want is None:
+        return True
+    try:
+        if drift(want) is not None:
+            echo(register(want))
+    except TelegramError as exc:
+        echo(f"error: {exc}")
+        return False
+    return True
 
 
 def _confirm(spec_path: str, hosts: list[str], impact: dict, interactive: bool) -> None:

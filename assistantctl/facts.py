@@ -35,6 +35,25 @@ def _sha256(path: str) -> str | None:
         return None
 
 
+_VERSION = re.compile(r"(?:version |Candidate: )(\d+\.\d+\.\d+)")
+
+
+def alertmanager_version() -> str | None:
+    """The Alertmanager the host runs (`x.y.z`), else the one apt would install, else None.
+
+    Its config keys differ by version (`bot_token_file` came in 0.26), so the renderer needs it.
+    """
+    for command in (["prometheus-alertmanager", "--version"], ["apt-cache", "policy", "prometheus-alertmanager"]):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        found = _VERSION.search(result.stdout + result.stderr)
+        if found:
+            return found.group(1)
+    return None
+
+
 def _pid_alive(pid_file: str) -> bool:
     try:
         with open(pid_file) as f:
@@ -310,6 +329,8 @@ def dispatch(request: dict) -> dict:
     facts = collect(request["root"], tuple(request.get("with_content", ())))
     # `status` (its values are for older callers) adds the health of every path, not only the engine's
     facts["running"] = running(request["root"], facts["manifest"], every_path="status" in request)
+    if request.get("alertmanager"):  # asked of monitoring hosts only: it may cost an apt-cache run
+        facts["alertmanager_version"] = alertmanager_version()
     return facts
 
 

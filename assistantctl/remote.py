@@ -117,6 +117,8 @@ def fetch_facts(target: Target, with_content: tuple[str, ...] = (), status: bool
     request: dict = {"root": target.root, "with_content": list(with_content)}
     if status:
         request["status"] = {"python": target.python, "engine_port": target.spec.deploy.ports.engine}
+    if target.has_role("monitoring") and target.spec.monitoring.alertmanager.enabled:
+        request["alertmanager"] = True  # its version decides the config's keys (renderers/alertmanager.py)
     return run_on_host(target, facts, request)
 
 

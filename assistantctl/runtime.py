@@ -106,7 +106,8 @@ def controller_runtime() -> Runtime:
     # named as in the source tree (engine/...), so a source checkout and an installed wheel of the
     # same version give the same id.
     engine = Path(importlib.util.find_spec("assistantctl.engine").submodule_search_locations[0])
-    for path in sorted(engine.rglob("*.py")):
+    # The web page's files (engine/web/) ship with the engine and count like its code.
+    for path in sorted([*engine.rglob("*.py"), *(p for p in (engine / "web").glob("*") if p.is_file())]):
         name = "engine/" + path.relative_to(engine).as_posix()
         digest.update(name.encode() + b"\0" + path.read_bytes())
     return Runtime(

@@ -104,6 +104,8 @@ def planned_target(target: Target, facts: dict) -> Target:
     skill folders' requirements (or an enabled tool's library) conflict, are not to be found, or (on
     a host that runs the engine on its own interpreter, where nothing is installed for it) are
     missing from that interpreter."""
+    if target.has_role("monitoring"):  # the alertmanager renderer writes what that version reads
+        target = dataclasses.replace(target, alertmanager_version=facts.get("alertmanager_version"))
     folders = engine_needs(target)
     if not folders:
         return target

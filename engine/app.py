@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from . import channels, cors, http_protocol, logs, metrics
-from .api import admin, chat, files, history, openai, openapi, ws
+from .api import admin, chat, files, history, openai, openapi, page, ws
 from .api.replies import Replies
 from .errors import ApiError, api_error_handler, http_error_handler
 from .limits.policy import LIMITS
@@ -40,6 +40,7 @@ def routes(
     metrics_path: str | None,
     websocket_path: str | None = None,
     webhooks: dict[str, tuple[str, ...]] | None = None,
+    web: bool = False,
 ) -> list[BaseRoute]:
     # Starlette's router tries routes in order (these paths never overlap): the busiest first.
     table = [
@@ -62,6 +63,8 @@ def routes(
         table.append(WebSocketRoute(websocket_path, ws.endpoint))
     for path, methods in (webhooks or {}).items():  # path -> methods of each enabled webhook channel
         table.append(Route(path, channels.endpoint, methods=list(methods)))
+    if web:  # the chat page (engine/api/page.py), last: the least busy
+        table += [Route("/", page.index, methods=["GET"]), Route("/web/{name}", page.asset, methods=["GET"])]
     if metrics_path:
         table.append(Route(metrics_path, metrics.metrics_endpoint, methods=["GET"]))
     return table
@@ -82,7 +85,8 @@ def build_app(rt: Runtime) -> Starlette:
     settings = rt.settings
     websocket_path = ws.path(settings)
     webhooks = channels.Webhooks(settings, rt.secrets)
-    table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path, webhooks.routes())
+    web = any(c.name == "web" for c in settings.channels)
+    table = routes(settings.metrics_path if settings.metrics_enabled else None, websocket_path, webhooks.routes(), web)
     for path in (*_RATE_LIMITED_ROUTES, *([websocket_path] if websocket_path else [])):
         metrics.RATE_LIMITED.labels(path)  # show the counter at 0 before the first refusal
     for limit in LIMITS:
@@ -92,6 +96,7 @@ def build_app(rt: Runtime) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.start()
+        webhooks.start(rt)
         _on_sighup(rt)
         _on_retire()
         # What start-up allocated lives as long as the worker: keep the collector's full passes
@@ -124,6 +129,7 @@ def build_app(rt: Runtime) -> Starlette:
     app.state.runtime = rt
     app.state.replies = replies
     app.state.webhooks = webhooks
+    app.state.page = page.load() if web else None
     return app
 
 
@@ -135,7 +141,10 @@ def _edge_middleware(rt: Runtime) -> list[Middleware]:
         secret = rt.secrets.get(security.edge_secret)
         if not secret:
             raise RuntimeError(f"edge_secret names secret {security.edge_secret!r}, which is not in the secrets file")
-        layers.insert(0, Middleware(edge.EdgeGuard, edge_addresses=list(security.edge_addresses), secret=secret))
+        path = rt.settings.metrics_path if rt.settings.metrics_enabled else None
+        scrape = {"metrics_path": path, "metrics_networks": list(security.metrics_allow_networks)}
+        guard = Middleware(edge.EdgeGuard, edge_addresses=list(security.edge_addresses), secret=secret, **scrape)
+        layers.insert(0, guard)
     return layers
 
 

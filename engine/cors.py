@@ -17,13 +17,16 @@ governs as a request header, not as a credential; no cookie ever authenticates.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
-from .settings import EngineSettings
+from .settings import CORS_ORIGIN_PATTERN, EngineSettings
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 REQUEST_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
@@ -67,3 +70,25 @@ def middleware(settings: EngineSettings) -> list[Middleware]:
     if web is None or not web.cors_origins:
         return []
     return [Middleware(Cors, origins=list(web.cors_origins))]
+
+
+def websocket_origin_allowed(settings: EngineSettings, origin: str | None, hosts: Iterable[str | None]) -> bool:
+    """Whether a websocket handshake carrying this `Origin` may open: the defence against
+    cross-site WebSocket hijacking. A browser lets any page open a websocket to any address (this
+    engine on loopback, where the anonymous user needs no key, included) and CORS does not apply
+    to websockets; but it always names the page in `Origin`, which no page can set.
+
+    Allowed: no Origin (not a browser: its credentials decide); an origin CORS allows
+    (`channels.web.cors_origins`, exact, or `*`); the page's own, whose `host[:port]` is one of
+    `hosts`, the Host the client connected to (the Host header, and X-Forwarded-Host, where nginx
+    passes the browser's Host with its port; a page can set neither). Anything else, `null` and
+    what is not an origin as browsers write it (CORS_ORIGIN_PATTERN) included, is refused."""
+    if origin is None:
+        return True
+    if origin == "*" or not re.fullmatch(CORS_ORIGIN_PATTERN, origin):
+        return False
+    web = next((c for c in settings.channels if c.name == "web"), None)
+    listed = web.cors_origins if web is not None else []
+    if "*" in listed or origin in listed:
+        return True
+    return origin.split("://", 1)[1] in {host.strip().lower() for host in hosts if host}

@@ -112,6 +112,10 @@ class ChannelSettings(_Settings):
     cors_origins: list[CorsOrigin] = Field(default_factory=list)
 
 
+# The Telegram update types the engine answers: what apply registers with setWebhook and what the
+# poller asks getUpdates for (engine/channels/telegram.py).
+TELEGRAM_ALLOWED_UPDATES = ("message",)
+
 # The skills shipped in engine/skills/builtin.py, usable as `builtin:<name>`.
 BUILTIN_SKILLS = ("redact", "reply_limit", "system_prompt")
 

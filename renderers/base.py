@@ -18,6 +18,8 @@ class Target:
     root: str  # absolute deploy root on the host
     python: str  # interpreter that runs the engine on the host
     runtime: str | None = None  # id of the engine virtualenv apply installs there (None: python is given)
+    # Alertmanager on the host (facts: installed, else the version apt would install); None: unknown
+    alertmanager_version: str | None = None
 
     @property
     def current(self) -> str:
@@ -48,6 +50,8 @@ class Renderer:
     `secret_files` returns the files (mode 0600) holding resolved secret values; it only runs at
     apply time, when the values are known. `shipped` is False for artifacts that `render` writes
     for the user but `apply` never puts on a host (the Docker Compose alternative deployment).
+    `extra_checks` are more validators of the same folder that only some hosts need (Logstash's
+    where it runs, beside Filebeat's everywhere).
     """
 
     name: str
@@ -57,3 +61,4 @@ class Renderer:
     check: str | None = None
     secret_files: Callable[[Target, dict[str, str]], Files] = _no_secrets
     shipped: bool = True
+    extra_checks: Callable[[Target], tuple[str, ...]] = lambda target: ()

@@ -4,20 +4,29 @@ containers read, rendered for the first host only (a compose file describes one 
 The spec is collapsed onto one node (address 127.0.0.1, every role, no HA) and the other renderers
 run unchanged against it with the deploy root `/srv/assistant` inside the containers; each
 rendered file is bind-mounted read-only at `/srv/assistant/current/<renderer>/<path>`, the place
-it has on a host. Every service joins the engine's network namespace (`network_mode:
-service:engine`, like a pod), so the loopback addresses the configs use (nginx → engine,
-Prometheus → engine, Grafana → Prometheus, Filebeat → Logstash) hold; the engine service therefore
-publishes nginx's ports. Secret values are compose `secrets:` (`file: ./secrets/<name>`, written
-at apply time), mounted where the reused configs expect their secret files. ELK is behind the
-`elk` profile (compose file format 3.9, docker-compose >= 1.28): `docker-compose --profile elk up`.
-Compose interpolates `$` in every string of the file, so the one YAML writer here doubles it.
+it has on a host. The services share one network namespace like a Kubernetes pod, so the loopback
+addresses the configs use (nginx → engine, Prometheus → engine, Grafana → Prometheus, Filebeat →
+Logstash) hold and the engine stays reachable from nowhere but its own proxy; the namespace belongs
+to a `pod` service that does nothing but hold it and publish nginx's ports, so the engine or nginx
+can crash and be restarted without taking the others' network with it.
+
+The images `assistantctl/<service>` are built by `assistantctl compose --build` (images.py) and
+tagged with the engine runtime id, read from `.env` (`ASSISTANTCTL_IMAGE_TAG`); Grafana and ELK use
+their vendors' public images. Secret values are compose `secrets:` (`file: ./secrets/<name>`),
+written only by `assistantctl compose --secrets`, and mounted where the reused configs expect their
+secret files. ELK is behind the `elk` profile (compose file format 3.9, docker-compose >= 1.28):
+`docker-compose --profile elk up`; a compose-local Elasticsearch runs only when the spec's
+Elasticsearch is the loopback one, so Logstash and Kibana always use the same cluster. Compose
+interpolates `$` in every string of the file, so the one YAML writer here doubles it (the image
+tag reference is the one interpolation it keeps).
 """
 
 from __future__ import annotations
 
+import json
 import math
-from importlib.metadata import version
 from posixpath import isabs, join
+from urllib.parse import urlsplit
 
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
@@ -29,11 +38,15 @@ from .supervisor import ENGINE_STOP_GRACE_SECONDS
 COMPOSE_FILE = "docker-compose.yml"
 FORMAT_VERSION = "3.9"  # the first v3 format with `profiles`
 ROOT = "/srv/assistant"  # the deploy root inside every container
-ENGINE_IMAGE = f"assistantctl/engine:{version('assistantctl')}"
+# Built by images.py; the tag comes from `.env`, so a stack never runs images it was not built for.
+TAG_VARIABLE = "ASSISTANTCTL_IMAGE_TAG"
+BUILT_REFERENCE = ":${" + TAG_VARIABLE + ":?build the images first: assistantctl compose --build}"
 IMAGES = {
-    "nginx": "nginx:1.25-alpine",
-    "prometheus": "prom/prometheus:v2.42.0",
-    "alertmanager": "prom/alertmanager:v0.25.0",
+    "pod": "assistantctl/base",
+    "engine": "assistantctl/engine",
+    "nginx": "assistantctl/nginx",
+    "prometheus": "assistantctl/prometheus",
+    "alertmanager": "assistantctl/alertmanager",
     "grafana": "grafana/grafana:9.5.15",
     "elasticsearch": "docker.elastic.co/elasticsearch/elasticsearch:8.11.3",
     "logstash": "docker.elastic.co/logstash/logstash:8.11.3",
@@ -44,7 +57,7 @@ IMAGES = {
 REUSED = (engine, skills, nginx, prometheus, alertmanager, grafana, elk)
 # An engine worker is one Python process; the base covers the supervisor process and page cache.
 ENGINE_MEMORY_BASE_MB, ENGINE_MEMORY_PER_WORKER_MB = 256, 256
-SHARED_NETWORK = "service:engine"
+SHARED_NETWORK = "service:pod"
 RESTART = "unless-stopped"
 
 
@@ -101,9 +114,32 @@ def _secret_reader(ct: Target, module: object) -> dict:
     return {"secrets": _secrets(ct, module), "user": "0:0" if _secret_paths(ct, module) else None}
 
 
-def _http_probe(url: str) -> dict:
-    """A healthcheck for the images that ship busybox `wget` (nginx, Prometheus, Alertmanager, Grafana)."""
-    return {"test": ["CMD", "wget", "-q", "-O", "/dev/null", url], "interval": "10s", "timeout": "3s", "retries": 3}
+def _http_probe(url: str, interval: str = "10s") -> dict:
+    """A healthcheck for the built images (curl is in their base) and Grafana's (busybox `wget`)."""
+    if url.endswith("/api/health"):
+        return {
+            "test": ["CMD", "wget", "-q", "-O", "/dev/null", url],
+            "interval": interval,
+            "timeout": "3s",
+            "retries": 3,
+        }
+    return {
+        "test": ["CMD", "curl", "-fsS", "-m", "2", "-o", "/dev/null", url],
+        "interval": interval,
+        "timeout": "3s",
+        "retries": 3,
+    }
+
+
+def _pod(ct: Target) -> dict:
+    """The namespace holder: it only sleeps, so it never restarts and the namespace outlives any crash."""
+    spec = ct.spec
+    ports = [f"{spec.deploy.ports.http}:{spec.deploy.ports.http}"]
+    if spec.security.tls.enabled:
+        ports.append(f"{spec.deploy.ports.https}:{spec.deploy.ports.https}")
+    # PID 1 ignores SIGTERM unless it handles it: exit at once on `down`.
+    hold = "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()"
+    return _service(IMAGES["pod"], command=["python3", "-c", hold], ports=ports, mem_limit="32m")
 
 
 def _service(image: str, **fields: object) -> dict:
@@ -116,25 +152,14 @@ def _engine(target: Target, ct: Target) -> dict:
     spec = ct.spec
     workers = spec.limits.concurrency.workers
     port = spec.deploy.ports.engine
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=2)"
-    ports = [f"{spec.deploy.ports.http}:{spec.deploy.ports.http}"]
-    if spec.security.tls.enabled:
-        ports.append(f"{spec.deploy.ports.https}:{spec.deploy.ports.https}")
     return _service(
-        ENGINE_IMAGE,
+        IMAGES["engine"],
         command=["python", "-m", "assistantctl.engine", "--settings", _current("engine", "settings.json")],
         environment={"PYTHONUNBUFFERED": "1"},
-        # The engine owns the shared network namespace, so it publishes the proxy's ports.
-        ports=ports,
+        network_mode=SHARED_NETWORK,
         volumes=[f"data:{ROOT}/data", f"logs:{ROOT}/logs", *_config_binds(ct, engine), *_config_binds(ct, skills)],
         secrets=_secrets(ct, engine),
-        healthcheck={
-            "test": ["CMD", "python", "-c", probe],
-            "interval": "10s",
-            "timeout": "3s",
-            "retries": 3,
-            "start_period": "15s",
-        },
+        healthcheck={**_http_probe(f"http://127.0.0.1:{port}/health", "5s"), "start_period": "20s"},
         cpus=float(workers),
         mem_limit=f"{ENGINE_MEMORY_BASE_MB + ENGINE_MEMORY_PER_WORKER_MB * workers}m",
         stop_grace_period=f"{math.ceil(spec.limits.timeouts.request_seconds) + ENGINE_STOP_GRACE_SECONDS}s",
@@ -220,10 +245,19 @@ def _healthy(service: str) -> dict:
     return {service: {"condition": "service_healthy"}}
 
 
+def _local_elasticsearch(ct: Target) -> bool:
+    """The spec's Elasticsearch is this machine's (the default): then the stack runs one."""
+    hosts = ct.spec.monitoring.logging.elk.elasticsearch_hosts
+    return all(urlsplit(str(url)).hostname in ("127.0.0.1", "localhost", "::1") for url in hosts)
+
+
 def _elk(ct: Target) -> dict[str, dict]:
     if not elk.RENDERER.applies(ct):
         return {}
-    return {
+    local = _local_elasticsearch(ct)
+    # Kibana reads the cluster Logstash writes to: the compose-local one, or the spec's own.
+    hosts = [str(url).rstrip("/") for url in ct.spec.monitoring.logging.elk.elasticsearch_hosts]
+    services = {
         "elasticsearch": _service(
             IMAGES["elasticsearch"],
             # Loopback only: single-node development mode, reachable by the pod at 127.0.0.1:9200.
@@ -255,14 +289,15 @@ def _elk(ct: Target) -> dict[str, dict]:
             command=["logstash", "-f", _current("elk", elk.PIPELINE_FILE)],
             environment={"XPACK_MONITORING_ENABLED": "false", "LS_JAVA_OPTS": "-Xms256m -Xmx256m"},
             volumes=_config_binds(ct, elk, only=("logstash/",)),
-            depends_on=_healthy("elasticsearch"),
+            depends_on=_healthy("elasticsearch") if local else None,
             **_elk_common(),
         ),
         "kibana": _service(
             IMAGES["kibana"],
-            environment={"ELASTICSEARCH_HOSTS": "http://127.0.0.1:9200", "SERVER_HOST": "127.0.0.1"},
+            # Kibana's image reads a YAML list from this variable.
+            environment={"ELASTICSEARCH_HOSTS": json.dumps(hosts), "SERVER_HOST": "127.0.0.1"},
             volumes=_config_binds(ct, elk, only=("kibana/",)),
-            depends_on=_healthy("elasticsearch"),
+            depends_on=_healthy("elasticsearch") if local else None,
             **_elk_common(),
         ),
         "filebeat": _service(
@@ -279,11 +314,20 @@ def _elk(ct: Target) -> dict[str, dict]:
             **_elk_common(),
         ),
     }
+    if not local:
+        del services["elasticsearch"]
+    return services
 
 
 def build_compose(target: Target) -> dict:
     ct = container_target(target)
-    services = {"engine": _engine(target, ct), "nginx": _nginx(target, ct), **_monitoring(ct), **_elk(ct)}
+    services = {
+        "pod": _pod(ct),
+        "engine": _engine(target, ct),
+        "nginx": _nginx(target, ct),
+        **_monitoring(ct),
+        **_elk(ct),
+    }
     named = sorted(
         {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("./", "/"))}
     )
@@ -305,8 +349,14 @@ def _literal(value: object) -> object:
 
 
 def compose_yaml(compose: dict) -> str:
-    """The compose file's one writer: compose expands `$VAR` in keys and values, `$$` is a literal `$`."""
-    return dump_yaml(_literal(compose))
+    """The compose file's one writer: compose expands `$VAR` in keys and values, `$$` is a literal `$`;
+    the built images' tag is the one reference left for compose to fill (from `.env`)."""
+    escaped = _literal(compose)
+    built = {image for service, image in IMAGES.items() if image.startswith("assistantctl/")}
+    for service in escaped["services"].values():
+        if service["image"] in built:
+            service["image"] += BUILT_REFERENCE
+    return dump_yaml(escaped)
 
 
 def render(target: Target) -> Files:
@@ -329,7 +379,8 @@ def secret_files(target: Target, values: dict[str, str]) -> Files:
 
 
 # `config -q` validates the file (schema, interpolation, references) without a daemon and without
-# reading `./secrets/*` or the bind sources, so a bundle rendered without secret values checks too.
+# reading `./secrets/*` or the bind sources, so a bundle rendered without secret values checks too;
+# render --check gives it a stand-in image tag and says it built and started nothing (checks.py).
 RENDERER = Renderer(
     name="compose",
     service="compose",

@@ -29,6 +29,7 @@ from ..schema.spec import Spec
 from ..schema.spec.tools import MachineTool, McpHttpServer, McpStdioServer
 from ..schema.types import SECRET_REF
 from .base import Files, Renderer, Target
+from .prometheus import metrics_readers
 
 SECRETS_FILE = "secrets.json"
 # The engine only ever gets the secrets its own settings can name.
@@ -229,6 +230,8 @@ def _channels(spec: Spec, secrets: dict[str, str]) -> list[ChannelSettings]:
             options = {"corp_id": channel.corp_id, **({"agent_id": channel.agent_id} if channel.agent_id else {})}
         if name == "whatsapp":
             options = {"phone_number_id": channel.phone_number_id}
+        if name == "telegram" and channel.mode == "polling":  # webhook, the default, is left unsaid
+            options = {"mode": "polling"}
         result.append(
             ChannelSettings(
                 name=name,
@@ -243,6 +246,7 @@ def _channels(spec: Spec, secrets: dict[str, str]) -> list[ChannelSettings]:
                 },
                 options=options,
                 cors_origins=list(getattr(channel, "cors_origins", [])),
+                api_base=str(channel.api_base).rstrip("/") if getattr(channel, "api_base", None) else None,
             )
         )
     return result
@@ -262,7 +266,7 @@ def _security(spec: Spec, target: Target, secrets: dict[str, str]) -> SecuritySe
         jwt_audience=security.jwt.audience,
         jwt_max_lifetime_seconds=security.jwt.max_lifetime_seconds,
         jwt_leeway_seconds=security.jwt.leeway_seconds,
-        metrics_allow_networks=[str(n) for n in spec.monitoring.metrics.allow_networks],
+        metrics_allow_networks=metrics_readers(spec),  # the spec's networks and the monitoring hosts
         edge_addresses=[h.address for h in spec.deploy.hosts if "edge" in h.roles] if guarded else [],
         edge_secret=_name_if_set(secrets, "security.edge_secret") if guarded else None,
         allowed_users=list(security.allowed_users),

@@ -24,6 +24,7 @@ ADMIN_PASSWORD_SECRET = "monitoring.grafana.admin_password"
 SECRETS_DIR = "secrets"
 PANEL_WIDTH, PANEL_HEIGHT, COLUMNS = 12, 8, 2
 SCHEMA_VERSION = 37
+TOOL_BUCKETS = "assistant_tool_call_duration_seconds_bucket"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,22 @@ def panels(spec: Spec) -> list[Panel]:
         ),
         Panel("Rate-limited requests", "reqps", ((f"{prom.RATE_LIMITED_RATE}{w}", "{{route}}"),)),
         Panel("Open circuit breakers", "short", (("max by (model) (assistant_model_breaker_open)", "{{model}}"),)),
+        Panel(
+            "Limit refusals",
+            "reqps",
+            ((f"sum by (limit) (rate(assistant_limit_refusals_total[{w}]))", "{{limit}}"),),
+            "Requests refused, by the limit that refused them (rate, global, model quota, budget).",
+        ),
+        Panel(
+            "Tool calls by outcome",
+            "reqps",
+            ((f"sum by (tool, outcome) (rate(assistant_tool_calls_total[{w}]))", "{{tool}} {{outcome}}"),),
+        ),
+        Panel(
+            "Tool latency p95",
+            "s",
+            ((f"histogram_quantile(0.95, sum by (tool, le) (rate({TOOL_BUCKETS}[{w}])))", "{{tool}}"),),
+        ),
         Panel(
             "CPU used",
             "percentunit",
@@ -187,11 +204,39 @@ def secret_files(target: Target, values: dict[str, str]) -> Files:
     return {f"{SECRETS_DIR}/{ADMIN_PASSWORD_SECRET}": values[ADMIN_PASSWORD_SECRET]}
 
 
-# No check: Grafana is not installable on this machine kind (see docs); tests check structure.
+# Grafana has no offline config check (`grafana server` only finds a bad file once it runs, and then
+# logs and carries on). So the staged folder is checked structurally, by the host's interpreter:
+# grafana.ini parses with a numeric port, each provisioning file is apiVersion 1 with the fields
+# Grafana needs, and every panel of every dashboard names a provisioned datasource.
+_CHECK_SCRIPT = """
+import configparser, json, pathlib, sys, yaml
+d = pathlib.Path(sys.argv[1])
+ini = configparser.ConfigParser(interpolation=None)
+ini.read_string((d / "grafana.ini").read_text())
+int(ini["server"]["http_port"])
+def provisioned(kind):
+    for f in sorted((d / "provisioning" / kind).glob("*.yml")):
+        data = yaml.safe_load(f.read_text())
+        assert data["apiVersion"] == 1, f"{f}: apiVersion must be 1"
+        yield from data[kind if kind == "datasources" else "providers"]
+uids = {s["uid"] for s in provisioned("datasources") if s["name"] and s["type"] and s["url"]}
+assert all(p["type"] == "file" and p["options"]["path"] for p in provisioned("dashboards"))
+for f in sorted((d / "dashboards").glob("*.json")):
+    board = json.loads(f.read_text())
+    assert board["uid"], f"{f}: no uid"
+    for panel in board["panels"]:
+        title = panel["title"]
+        for target in panel["targets"]:
+            uid = target["datasource"]["uid"]
+            assert uid in uids, f"{f}: panel {title!r} reads datasource {uid!r}, not provisioned"
+"""
+CHECK = "{python} -c '" + _CHECK_SCRIPT.strip() + "' {dir}"
+
 RENDERER = Renderer(
     name="grafana",
     service="grafana",
     render=render,
     applies=lambda t: t.has_role("monitoring") and t.spec.monitoring.grafana.enabled,
+    check=CHECK,
     secret_files=secret_files,
 )

@@ -13,6 +13,7 @@ from posixpath import isabs, join
 
 from ..schema.spec import Host, Spec
 from .base import Files, Renderer, Target
+from .prometheus import metrics_readers
 from .templating import render_template
 
 # The access log format, a contract with the Logstash grok: nginx's `combined` plus three fields.
@@ -60,13 +61,25 @@ def upstream_servers(spec: Spec, host: Host) -> list[str]:
     return servers
 
 
-def exact_locations(spec: Spec) -> list[dict[str, object]]:
+def metrics_location(spec: Spec, host: Host | None) -> dict[str, object]:
+    """The metrics route: the monitoring networks and hosts only. On an edge that runs an engine it
+    is that engine's own metrics (`local_port`), never the balanced upstream, so Prometheus
+    scraping this edge reads one engine's counters every time."""
+    local = host is not None and "engine" in host.roles
+    return {
+        "path": spec.monitoring.metrics.path,
+        "kind": "metrics",
+        "allow": metrics_readers(spec),
+        "local_port": spec.deploy.ports.engine if local else None,
+    }
+
+
+def exact_locations(spec: Spec, host: Host | None = None) -> list[dict[str, object]]:
     """Exact-match routes, most restrictive first; a path claimed twice keeps its first owner."""
     channels, monitoring = spec.channels, spec.monitoring
     wanted: list[dict[str, object]] = []
     if monitoring.metrics.enabled:
-        allow = [str(n) for n in monitoring.metrics.allow_networks]
-        wanted.append({"path": monitoring.metrics.path, "kind": "metrics", "allow": allow})
+        wanted.append(metrics_location(spec, host))
     wanted.append({"path": "/health", "kind": "health"})
     if channels.websocket.enabled:
         wanted.append({"path": channels.websocket.path, "kind": "websocket"})
@@ -114,7 +127,7 @@ def site_context(target: Target) -> dict[str, object]:
         "websocket_timeout": seconds(spec.channels.websocket.heartbeat_seconds * WEBSOCKET_HEARTBEATS_BEFORE_TIMEOUT),
         "web": spec.channels.web.enabled,
         "edge_secret": _sends_edge_secret(target),
-        "exact": exact_locations(spec),
+        "exact": exact_locations(spec, target.host),
     }
 
 

@@ -10,6 +10,7 @@ plus node_exporter's `node_*` and `up`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 
 import yaml
 
@@ -67,19 +68,58 @@ def le_matcher(boundary: float) -> str:
     return f'le=~"{text}|{text}.0"' if float(boundary).is_integer() else f'le="{text}"'
 
 
+def host_port(address: str, port: int) -> str:
+    """`address:port`, with an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def _address(host: Host, port: int) -> str:
-    address = f"[{host.address}]" if ":" in host.address else host.address
-    return f"{address}:{port}"
+    return host_port(host.address, port)
+
+
+def scrapers(spec: Spec) -> list[str]:
+    """The monitoring hosts whose Prometheus reads every engine's metrics, as networks (`/32`,
+    `/128`), unless `monitoring.metrics.allow_networks` already covers them. A host named by DNS
+    is left out: nginx and the engine admit addresses, so list its network there."""
+    if not spec.monitoring.prometheus.enabled:
+        return []
+    found: list[str] = []
+    for host in spec.deploy.hosts:
+        try:
+            address = ip_address(host.address)
+        except ValueError:
+            continue
+        covered = any(address in network for network in spec.monitoring.metrics.allow_networks)
+        network = str(ip_network(address))
+        if "monitoring" in host.roles and not covered and network not in found:
+            found.append(network)
+    return found
+
+
+def metrics_readers(spec: Spec) -> list[str]:
+    """Networks that read the engine's metrics without credentials: the spec's, then `scrapers`."""
+    return [str(n) for n in spec.monitoring.metrics.allow_networks] + scrapers(spec)
+
+
+def engine_scrape_address(target: Target, engine: Host) -> str:
+    """Where this Prometheus reaches `engine`'s metrics: its own host's engine over loopback; an
+    edge's engine (which listens on loopback only) through that edge's nginx, on the plain HTTP
+    port; an engine-only host where it listens, which admits the monitoring hosts to the metrics
+    path (and nothing else) without the edges' shared secret."""
+    ports = target.spec.deploy.ports
+    if engine.name == target.host.name:
+        return host_port("127.0.0.1", ports.engine)
+    return _address(engine, ports.http if "edge" in engine.roles else ports.engine)
 
 
 # --- prometheus.yml ---------------------------------------------------------------------------
 
 
-def _static_job(name: str, hosts: list[Host], port: int, **extra: object) -> dict:
+def _static_job(name: str, targets: list[tuple[Host, str]], **extra: object) -> dict:
     return {
         "job_name": name,
         **extra,
-        "static_configs": [{"targets": [_address(h, port)], "labels": {"host": h.name}} for h in hosts],
+        "static_configs": [{"targets": [address], "labels": {"host": h.name}} for h, address in targets],
     }
 
 
@@ -90,8 +130,9 @@ def build_config(target: Target) -> dict:
     jobs = []
     engines = [h for h in spec.deploy.hosts if "engine" in h.roles]
     if monitoring.metrics.enabled and engines:
-        jobs.append(_static_job("engine", engines, spec.deploy.ports.engine, metrics_path=monitoring.metrics.path))
-    jobs.append(_static_job("node", list(spec.deploy.hosts), NODE_EXPORTER_PORT))
+        found = [(h, engine_scrape_address(target, h)) for h in engines]
+        jobs.append(_static_job("engine", found, metrics_path=monitoring.metrics.path))
+    jobs.append(_static_job("node", [(h, _address(h, NODE_EXPORTER_PORT)) for h in spec.deploy.hosts]))
     config: dict = {
         "global": {
             "scrape_interval": interval,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from . import elk
 from .base import Files, Renderer, Target
+from .prometheus import NODE_EXPORTER_PORT, host_port
 from .templating import render_template
 
 # System binaries are looked up on this PATH, not the one of whoever started supervisord
@@ -101,6 +103,88 @@ def alertmanager_program(target: Target) -> Program:
     )
 
 
+def scraped_by_prometheus(target: Target) -> bool:
+    """Whether a Prometheus of this spec scrapes this host's node_exporter (it scrapes every host)."""
+    spec = target.spec
+    return spec.monitoring.prometheus.enabled and any("monitoring" in h.roles for h in spec.deploy.hosts)
+
+
+def node_exporter_program(target: Target) -> Program:
+    """Host metrics on the host's own address only, where Prometheus scrapes it (never 0.0.0.0)."""
+    return Program(
+        name="node_exporter",
+        command=[
+            "prometheus-node-exporter",
+            f"--web.listen-address={host_port(target.host.address, NODE_EXPORTER_PORT)}",
+            # the filesystem alert reads mounts of the host's own disks, not of containers or snaps
+            "--collector.filesystem.mount-points-exclude=^/(dev|proc|run|sys|var/lib/docker/.+|snap/.+)($|/)",
+        ],
+        priority=50,  # first: a host's metrics are there even while its services start
+        environment={"PATH": SYSTEM_PATH},
+    )
+
+
+def grafana_program(target: Target) -> Program:
+    """Grafana from Grafana's APT repository (`grafana server`, Grafana >= 10), on the rendered ini."""
+    return Program(
+        name="grafana",
+        command=[
+            "grafana",
+            "server",
+            "--config",
+            f"{target.current}/grafana/grafana.ini",
+            "--homepath",
+            "/usr/share/grafana",
+        ],
+        priority=300,
+        stopwaitsecs=30,
+        environment={"PATH": SYSTEM_PATH},
+    )
+
+
+def filebeat_program(target: Target) -> Program:
+    """Filebeat from Elastic's APT repository; it logs where filebeat.yml says (logging.files)."""
+    return Program(
+        name="filebeat",
+        command=[
+            "filebeat",
+            "-c",
+            f"{target.current}/elk/filebeat.yml",
+            "--path.home",
+            "/usr/share/filebeat",
+            "--path.config",
+            f"{target.current}/elk",
+        ],
+        priority=350,  # after the services whose logs it tails
+        stopwaitsecs=30,  # flushes its registry on shutdown
+        environment={"PATH": SYSTEM_PATH},
+    )
+
+
+def logstash_program(target: Target) -> Program:
+    """Logstash from Elastic's APT repository. It re-reads the pipeline file on its own
+    (`--config.reload.automatic`), so a switch of `current` reaches it without a restart."""
+    return Program(
+        name="logstash",
+        command=[
+            "/usr/share/logstash/bin/logstash",
+            "--path.settings",
+            "/etc/logstash",
+            "--path.data",
+            target.path("data", "logstash"),
+            "--path.logs",
+            target.path("logs", "logstash"),
+            "-f",
+            f"{target.current}/elk/logstash/pipeline.conf",
+            "--config.reload.automatic",
+        ],
+        priority=250,  # before Filebeat, which ships to it
+        startsecs=10,  # a JVM: it takes a while to be up for good
+        stopwaitsecs=60,  # drains its in-flight events on shutdown
+        environment={"PATH": SYSTEM_PATH},
+    )
+
+
 def keepalived_program(target: Target) -> Program:
     """VRRP only (`-P`), in the foreground, logging to stdout, with pid files of its own."""
     return Program(
@@ -127,7 +211,7 @@ def keepalived_program(target: Target) -> Program:
 def programs(target: Target) -> list[Program]:
     """The programs this host runs, in start order."""
     monitoring = target.spec.monitoring
-    found = []
+    found = [node_exporter_program(target)] if scraped_by_prometheus(target) else []
     if target.has_role("engine"):
         found.append(engine_program(target))
     if target.has_role("edge"):
@@ -136,6 +220,12 @@ def programs(target: Target) -> list[Program]:
         found.append(prometheus_program(target))
     if target.has_role("monitoring") and monitoring.alertmanager.enabled:
         found.append(alertmanager_program(target))
+    if target.has_role("monitoring") and monitoring.grafana.enabled:
+        found.append(grafana_program(target))
+    if monitoring.logging.elk.enabled and elk.runs_logstash(target):
+        found.append(logstash_program(target))
+    if monitoring.logging.elk.enabled:
+        found.append(filebeat_program(target))
     if target.spec.deploy.ha is not None and target.host.name in target.spec.deploy.ha.hosts:
         found.append(keepalived_program(target))
     return found

@@ -30,7 +30,9 @@ def cross_check(spec: Spec, spec_dir: Path) -> list[Finding]:
         *_skills(spec),
         *_engine_only_hosts(spec),
         *_machine_tools_need_credentials(spec),
+        *_central_logs_need_tls(spec),
         *_custom_adapters(spec, spec_dir),
+        *_telegram_polling_on_one_engine_host(spec),
     ]
 
 
@@ -160,6 +162,45 @@ def _machine_tools_need_credentials(spec: Spec) -> Iterator[Finding]:
             )
 
 
+def _central_logs_need_tls(spec: Spec) -> Iterator[Finding]:
+    """Logs cross the network to a `logging` host only encrypted: they carry users, routes and errors."""
+    elk = spec.monitoring.logging.elk
+    central = [h.name for h in spec.deploy.hosts if "logging" in h.roles]
+    if elk.enabled and elk.tls is None and central and len(spec.deploy.hosts) > 1:
+        yield (
+            ("monitoring", "logging", "elk"),
+            f"host '{central[0]}' takes the other hosts' logs: Filebeat to Logstash needs TLS",
+            "set monitoring.logging.elk.tls: {certificate: ${file:...}, key: ${file:...}}",
+        )
+
+
+def telegram_webhook_url(spec: Spec) -> str | None:
+    """The URL Telegram posts updates to: channels.telegram.public_url, else derived from the
+    edge's name and HTTPS port when TLS is on and the name is one host; None when neither."""
+    telegram = spec.channels.telegram
+    if telegram.public_url is not None:
+        return str(telegram.public_url)
+    name = spec.deploy.server_name
+    if not spec.security.tls.enabled or "*" in name or name == "localhost":
+        return None
+    port = spec.deploy.ports.https
+    return f"https://{name}{'' if port == 443 else f':{port}'}{telegram.path}"
+
+
+def _telegram_polling_on_one_engine_host(spec: Spec) -> Iterator[Finding]:
+    """The poller's lock and offset live on its node (engine/channels/telegram_poll.py): two engine
+    hosts would poll the same bot, and Telegram would hand both the same updates."""
+    telegram = spec.channels.telegram
+    engines = [h.name for h in spec.deploy.hosts if "engine" in h.roles]
+    if telegram.enabled and telegram.mode == "polling" and len(engines) > 1:
+        yield (
+            ("channels", "telegram", "mode"),
+            f"channels.telegram.mode 'polling' runs one poller per engine host, and {len(engines)} hosts run "
+            f"the engine ({', '.join(engines)}): each update would be answered by each of them",
+            "use mode: webhook (Telegram posts each update once, to the edge) with several engine hosts",
+        )
+
+
 def _engine_only_hosts(spec: Spec) -> Iterator[Finding]:
     """An engine without an edge of its own listens beyond loopback: only its edges, holding the
     shared secret, may reach it."""
@@ -266,6 +307,14 @@ def _host_references(spec: Spec) -> Iterator[Finding]:
 def exposure_warnings(spec: Spec) -> list[str]:
     """Choices that are allowed but open the assistant wider than the defaults; plan shows them."""
     warnings = []
+    telegram = spec.channels.telegram
+    if telegram.enabled and telegram.mode == "webhook" and telegram_webhook_url(spec) is None:
+        # a warning, not an error: TLS may end before nginx (a load balancer), or the webhook be set by hand
+        warnings.append(
+            "channels.telegram uses a webhook but has no public HTTPS URL, so apply cannot register it with "
+            "Telegram: set channels.telegram.public_url, or security.tls with a single-host deploy.server_name, "
+            "or channels.telegram.mode: polling"
+        )
     if spec.security.anonymous == "anywhere":
         warnings.append(
             "security.anonymous is 'anywhere': every client that reaches the assistant chats and reads "

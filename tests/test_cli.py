@@ -139,3 +139,19 @@ def test_the_schema_command_prints_the_committed_markdown_reference():
     result = assistantctl(REPO / "assistant.yaml", "schema", "--markdown")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (REPO / "docs" / "spec.md").read_text()
+
+
+def test_render_only_a_first_host_target_writes_every_hosts_manifest(tmp_path):
+    # kubernetes is rendered for the first host only: the other hosts get an empty bundle, whose
+    # folder must still be made for its MANIFEST.json.
+    data = default_spec()
+    data["deploy"]["hosts"] = [
+        {"name": "edge-1", "address": "10.0.0.11", "roles": ["edge", "engine"]},
+        {"name": "edge-2", "address": "10.0.0.12", "roles": ["monitoring"]},
+    ]
+    spec = write_spec(tmp_path, data)
+    out = tmp_path / "out"
+    result = assistantctl(spec, "render", "--only", "kubernetes", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "edge-1" / "kubernetes" / "kustomization.yaml").is_file()
+    assert json.loads((out / "edge-2" / "MANIFEST.json").read_text())["files"] == {}

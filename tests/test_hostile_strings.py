@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from assistantctl import kubernetes_check
 from assistantctl.bundle import build_bundle
 from assistantctl.checks import run_checks
 from assistantctl.engine.settings import EngineSettings
@@ -64,6 +65,11 @@ FIELDS = [
     (("security", "jwt", "audience"), hostile),
     (("security", "allowed_users"), users),
     (("skills", 0, "config", "text"), hostile),
+    (("kubernetes", "namespace"), name),
+    (("kubernetes", "image"), hostile | st.from_regex(r"[a-z0-9][A-Za-z0-9._/:@+-]{0,30}", fullmatch=True)),
+    (("kubernetes", "ingress", "host"), host_name),
+    (("kubernetes", "secret_name"), name),
+    (("kubernetes", "postgres"), host_name.map(lambda address: {"address": address, "port": 5432})),
 ]
 
 
@@ -220,6 +226,48 @@ def test_a_valid_spec_with_hostile_strings_renders_configs_their_own_parsers_acc
     assert not extra, f"nginx directives the benign spec does not have: {extra}"
     _assert_data_files_hold_text_only_as_values(files, spec, accepted)
     _assert_engine_settings_round_trip(files, target)
+
+
+def _kubernetes_objects(files: dict[str, str]) -> dict[str, list[dict]]:
+    return {
+        path: [doc for doc in yaml.safe_load_all(text) if doc]
+        for path, text in files.items()
+        if path.startswith("kubernetes/")
+    }
+
+
+# Fewer examples than above: each one runs the API's schemas over ten objects for two releases.
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=hostile_specs())
+@example(case=_case(("models", "providers", "cloud", "api_key"), "${env:A;B:kind=Secret/..x}"))
+@example(case=_case(("kubernetes", "image"), "registry.example.com:5000/a/b:1.0@sha256:ab"))
+def test_hostile_strings_reach_the_kubernetes_manifests_only_as_values(case, tmp_path_factory):
+    """One object per file, the benign spec's files and kinds, Secret keys Kubernetes accepts, the
+    API's schemas pass, and the ConfigMap holds the engine's settings exactly."""
+    data, _ = case
+    spec = _parse(data)
+    files = {f.path: f.content.decode() for f in build_bundle(_target(spec), only={"kubernetes"}).files}
+    benign = {f.path: f.content.decode() for f in build_bundle(_target(_parse(base_spec())), only={"kubernetes"}).files}
+    found, expected = _kubernetes_objects(files), _kubernetes_objects(benign)
+    assert all(len(docs) == 1 for docs in found.values()), "a spec string added a YAML document"
+    kinds = {path: docs[0]["kind"] for path, docs in found.items()}
+    # kubernetes.postgres adds its Service (and EndpointSlice, for an address): nothing else may appear.
+    external = {
+        "kubernetes/postgres-service.yaml": "Service",
+        "kubernetes/postgres-endpointslice.yaml": "EndpointSlice",
+    }
+    assert {path: kinds[path] for path in expected} == {path: docs[0]["kind"] for path, docs in expected.items()}
+    assert {path: kind for path, kind in kinds.items() if path not in expected}.items() <= external.items()
+    pod = found["kubernetes/deployment.yaml"][0]["spec"]["template"]["spec"]
+    for volume in pod["volumes"]:
+        for item in volume.get("secret", {}).get("items", []):
+            assert re.fullmatch(r"[-._a-zA-Z0-9]+", item["key"]), item
+    settings_text = found["kubernetes/configmap.yaml"][0]["data"]["settings.json"]
+    assert EngineSettings.model_validate_json(settings_text).to_json() == settings_text
+    folder = tmp_path_factory.mktemp("k8s")
+    for path, text in files.items():
+        (folder / PurePosixPath(path).name).write_text(text, encoding="utf-8")
+    assert kubernetes_check.check(folder) == []
 
 
 def test_the_generator_gets_hostile_text_past_the_schema():

@@ -126,7 +126,8 @@ SUBSTITUTIONS = {
     "actions/download-artifact@v4": "the artifact `with.name` copied into the job's workspace",
     "gitlab artifacts + needs": "the plan job's `artifacts.paths` copied into the apply job's workspace",
     "gitlab image python:3.11-slim": "this machine (Debian, Python 3.11)",
-    "gitlab apt-get install": "not run: this machine has the packages (test_examples checks the list)",
+    "gitlab package set-up": "not run: the before_script lines ahead of the virtualenv (apt-get, Elastic's "
+    "repository and key) would change this machine's apt; it has the packages (test_examples checks the list)",
     "runner ~/.ssh": "an empty folder bind-mounted over ~/.ssh in a private mount namespace per step",
     "ASSISTANT_SECRET_DIR": "a temporary folder instead of /etc/assistant (the fleet spec reads its files there)",
     "PYTHONPATH": "the repository .venv's dependencies, so `pip install .` builds and installs only assistantctl",
@@ -136,7 +137,8 @@ SUBSTITUTIONS = {
 SECRET_NAMES = (
     "OPENAI_API_KEY ANTHROPIC_API_KEY TELEGRAM_BOT_TOKEN TELEGRAM_WEBHOOK_SECRET WECOM_TOKEN WECOM_AES_KEY "
     "WHATSAPP_ACCESS_TOKEN WHATSAPP_VERIFY_TOKEN WHATSAPP_APP_SECRET ALERT_TELEGRAM_BOT_TOKEN GRAFANA_ADMIN_PASSWORD "
-    "JWT_SECRET EDGE_SECRET VRRP_PASSWORD POSTGRES_DSN REDIS_URL WECOM_SECRET HISTORY_KEY"
+    "JWT_SECRET EDGE_SECRET VRRP_PASSWORD POSTGRES_DSN REDIS_URL WECOM_SECRET HISTORY_KEY "
+    "BEATS_TLS_CERTIFICATE BEATS_TLS_KEY BEATS_TLS_CA"
 ).split()
 ROLES = {"core": ["engine"], "edge": ["edge"]}
 
@@ -278,8 +280,10 @@ def run_gitlab_job(ci: CiRun, job: str, needs_from: Path | None = None) -> str:
     )
     env |= {name: re.sub(r"\$(\w+)", lambda m: env[m.group(1)], value) for name, value in pipeline["variables"].items()}
     env["ASSISTANT_SECRET_DIR"] = str(ci.tmp / "secrets")
-    lines = [line for line in spec["before_script"] if not line.startswith("apt-get update")]
-    assert len(lines) == len(spec["before_script"]) - 1  # only the apt-get line is substituted
+    first_own = next(i for i, line in enumerate(spec["before_script"]) if line.startswith("python3 -m venv"))
+    package_setup, lines = spec["before_script"][:first_own], spec["before_script"][first_own:]
+    # Only package set-up is substituted: nothing after it, and nothing in it but packages.
+    assert package_setup and all(re.search(r"apt|gpg|elastic", line) for line in package_setup), package_setup
     main = ci.shell("\n".join(lines + spec["script"]), workspace, env)
     after = ci.shell("\n".join(spec.get("after_script", [])), workspace, env)
     agent = workspace / ".ssh-agent.pid"

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import channels, metrics
 from ..security.auth import USER_PATTERN
-from . import admin, chat, files, history, openai
+from . import admin, chat, files, history, openai, page
 from .bodies import ChatBody, CompletionBody, DefaultModelBody
 from .openapi_events import ChatCompletionChunk, CompletionStreamError, StreamTool, ToolEvent, event_schema
 
@@ -377,9 +377,10 @@ async def endpoint(request: Request) -> Response:
     return Response(text(request.app.routes), media_type="application/json")
 
 
-# Routes documented elsewhere: /metrics is Prometheus' text format, this document itself, and the
-# chat platforms' webhooks (their paths come from the settings; their bodies are the platforms').
-_UNDOCUMENTED = {metrics.metrics_endpoint, endpoint, channels.endpoint}
+# Routes documented elsewhere: /metrics is Prometheus' text format, this document itself, the
+# chat platforms' webhooks (their paths come from the settings; their bodies are the platforms'),
+# and the web chat page with its script and style sheet (HTML for browsers, not the API).
+_UNDOCUMENTED = {metrics.metrics_endpoint, endpoint, channels.endpoint, page.index, page.asset}
 
 
 def document(routes: list[BaseRoute]) -> dict[str, Any]:

@@ -55,6 +55,10 @@ def done_frame(client_id: str, record: ClientMessage, replayed: bool) -> Frame:
     }
 
 
+def cancelled_frame(client_id: str) -> Frame:
+    return {"type": "cancelled", "id": client_id}
+
+
 def error_frame(client_id: str | None, code: str, message: str, **extra: Any) -> Frame:
     return {"type": "error", "id": client_id, "code": code, "message": message, **extra}
 
@@ -67,6 +71,7 @@ class Job:
         self.chunks: list[Frame] = []  # every chunk and tool frame so far, for late followers
         self.seq = 0
         self.outcome: Frame | None = None
+        self.cancelled = False  # a client's cancel frame stopped it (not a shutdown)
         self._followers: set[asyncio.Queue[Frame]] = set()
 
     def follow(self) -> asyncio.Queue[Frame]:
@@ -135,6 +140,17 @@ class Replies:
         task.add_done_callback(lambda _: self._jobs.pop(key, None))
         return job
 
+    def cancel(self, user: str, client_id: str) -> bool:
+        """Stop the reply to `client_id` of `user` on this worker; False when none is running here.
+        The model call is cancelled (its HTTP stream closed), nothing is stored, the claim is
+        released (a re-send of the id starts over) and followers get a `cancelled` frame."""
+        running = self._jobs.get((user, client_id))
+        if running is None or running[0].outcome is not None:
+            return False
+        running[0].cancelled = True
+        running[1].cancel()
+        return True
+
     async def close(self, grace: float) -> None:
         """On shutdown: let running replies finish for up to `grace` seconds, then cancel them
         (a cancelled job releases its claim, so a re-send elsewhere starts over at once)."""
@@ -147,15 +163,32 @@ class Replies:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run(self, rt: Runtime, user: str, job: Job, req: ChatRequest, model: str | None) -> None:
-        store = rt.history.client_messages
         conversation_id, message_id = req.conversation_id or new_id(), new_id()
         stale_after = rt.settings.request_timeout_seconds + _STALE_GRACE_SECONDS
+        try:
+            claimed = await self._claim(rt, user, job, conversation_id, message_id, stale_after)
+        except asyncio.CancelledError:
+            # Stopped while claiming or waiting for another worker: drop the claim if it became ours.
+            await asyncio.shield(_release(rt, user, job.client_id, message_id))
+            if not job.cancelled:
+                raise
+            job.finish(cancelled_frame(job.client_id))
+            return
+        if claimed is not None:
+            await self._generate(rt, user, job, req, model, *claimed)
+
+    async def _claim(
+        self, rt: Runtime, user: str, job: Job, conversation_id: str, message_id: str, stale_after: float
+    ) -> tuple[str, str] | None:
+        """Claim the id, or wait for whoever holds it; the (conversation, message) ids to generate
+        under, or None when the job is finished already (replayed, or the store failed)."""
+        store = rt.history.client_messages
         try:
             record = await store.claim(user, job.client_id, conversation_id, message_id)
             while record is not None:  # someone claimed it first: wait for their reply
                 if record.reply is not None:
                     job.finish(done_frame(job.client_id, record, replayed=True))
-                    return
+                    return None
                 conversation_id = record.conversation_id
                 stale = time.time() - record.claimed_at > stale_after
                 if stale and await store.take_over(user, job.client_id, record.message_id, message_id):
@@ -167,8 +200,8 @@ class Replies:
         except Exception as exc:  # noqa: BLE001 - the store failing must reach the client as an error frame
             logs.event(logs.APP, logging.ERROR, f"websocket reply store failed: {exc}")
             job.finish(error_frame(job.client_id, "internal", "the history store failed, retry later"))
-            return
-        await self._generate(rt, user, job, req, model, conversation_id, message_id)
+            return None
+        return conversation_id, message_id
 
     async def _generate(
         self,
@@ -189,6 +222,9 @@ class Replies:
             outcome = error_frame(job.client_id, "unknown_conversation", "no such conversation for this user")
         except asyncio.CancelledError:  # shutdown: a re-send (here after a restart, or elsewhere) starts over
             await asyncio.shield(_release(rt, user, job.client_id, message_id))
+            if job.cancelled:  # the user's stop: nothing stored, the task ends normally
+                job.finish(cancelled_frame(job.client_id))
+                return
             job.finish(error_frame(job.client_id, "unavailable", "the engine is shutting down, re-send the message"))
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not leave followers waiting forever

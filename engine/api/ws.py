@@ -2,14 +2,18 @@
 
 Served at the websocket channel's `path` (`/ws` by default) when the settings list that channel.
 The user is decided as for the REST API (engine/security/auth.py): an API key or JWT in Authorization:
-Bearer, else the one anonymous user where the settings allow it; a `user` query parameter may only
-name the caller. A refused handshake is an HTTP 401/403/400 with the REST API's JSON error body.
+Bearer (or, from a browser, the subprotocol `bearer.<key>` next to `assistant.v1`), else the one
+anonymous user where the settings allow it; a `user` query parameter may only name the caller.
+A refused handshake is an HTTP 401/403/400 with the REST API's JSON error body. A browser page of
+another site is refused before that (403 `forbidden_origin`, engine/cors.py: websocket_origin_allowed).
 See docs/websocket.md for the whole protocol.
 
 Client -> server
   {"type": "chat", "id": "<client message id>", "message": "...", "conversation_id": "..."?,
    "model": "..."?, "priority": 0-9?}
   {"type": "resume", "last_id": "<client message id>" | null}
+  {"type": "cancel", "id": "<client message id>"}   stop that reply: the model call is cancelled,
+                                    nothing is stored, followers get `cancelled`
   {"type": "approval", "approval_id": "...", "approve": true|false}
                                     the user's answer to an approval_request (any worker may get it)
   {"type": "pong"}                  answer to every server ping (any frame counts as a sign of life)
@@ -24,6 +28,7 @@ Server -> client
                                                                   answer in time counts as a no
   {"type": "done", "id": ..., "reply": "...", "conversation_id": ..., "message_id": ...,
    "model": ..., "replayed": bool}
+  {"type": "cancelled", "id": ...}                               the reply was stopped by a cancel
   {"type": "error", "id": ... | null, "code": "...", "message": "..."}
   {"type": "resumed", "last_id": ..., "count": n}                after a resume's replayed `done`s
   {"type": "ping", "ts": <unix seconds>}                          every heartbeat_seconds
@@ -47,9 +52,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .. import logs, metrics
+from .. import cors, logs, metrics
 from ..errors import ApiError, error_response
 from ..jsonio import RefusedJson, loads
 from ..pipeline import check_model
@@ -67,6 +73,9 @@ HEARTBEAT_MISSED_CLOSE_CODE = 4408
 _MISSED_HEARTBEATS = 3
 _RESUME_LIMIT = 500
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Browsers authenticate with subprotocols (see _with_bearer): the one echoed, and the key's prefix.
+_PROTOCOL = "assistant.v1"
+_BEARER = "bearer."
 
 
 def channel(settings: EngineSettings) -> ChannelSettings | None:
@@ -88,7 +97,7 @@ async def endpoint(websocket: WebSocket) -> None:
     except ApiError as exc:
         await _deny(websocket, exc)
         return
-    await websocket.accept()
+    await websocket.accept(subprotocol=_PROTOCOL if _PROTOCOL in websocket.scope.get("subprotocols", ()) else None)
     metrics.WEBSOCKET_CONNECTIONS.inc()
     started = time.perf_counter()
     connection = Connection(websocket, rt, replies, user, settings)
@@ -109,10 +118,28 @@ async def endpoint(websocket: WebSocket) -> None:
 
 
 def _admit(websocket: WebSocket, rt: Runtime, settings: ChannelSettings) -> str:
-    user = rt.auth.user(websocket, websocket.query_params.get("user") or None)  # type: ignore[arg-type]
+    headers = websocket.headers
+    if not cors.websocket_origin_allowed(
+        rt.settings, headers.get("origin"), [headers.get("host"), headers.get("x-forwarded-host")]
+    ):
+        raise ApiError(403, "forbidden_origin", "a page of this origin may not open this websocket")
+    user = rt.auth.user(_with_bearer(websocket), websocket.query_params.get("user") or None)  # type: ignore[arg-type]
     if settings.allowed_users and user not in settings.allowed_users:
         raise ApiError(403, "forbidden", "this user may not use the websocket channel")
     return user
+
+
+def _with_bearer(websocket: WebSocket) -> HTTPConnection:
+    """The handshake as auth sees it. A browser cannot set Authorization on a websocket, so its
+    page offers the key as a subprotocol, `bearer.<key>`, next to `assistant.v1`; it becomes the
+    Authorization header here (only when there is none) and is never echoed back: the handshake
+    answers `assistant.v1`. Headers are not logged, by the engine or by nginx."""
+    offered = [p for p in websocket.scope.get("subprotocols", ()) if p.startswith(_BEARER)]
+    if not offered or "authorization" in websocket.headers:
+        return websocket
+    token = offered[0][len(_BEARER) :].encode("latin-1", "replace")
+    headers = [*websocket.scope["headers"], (b"authorization", b"Bearer " + token)]
+    return HTTPConnection({**websocket.scope, "headers": headers})
 
 
 async def _deny(websocket: WebSocket, exc: ApiError) -> None:
@@ -194,7 +221,7 @@ class Connection:
         try:
             frame = loads(text)
         except RefusedJson as exc:  # too deep, or text with a lone surrogate
-            await self.send(error_frame(None, exc.code, str(exc)))
+            await self.send(error_frame(_refused_frame_id(text, exc), exc.code, str(exc)))
             return
         except ValueError:
             await self.send(error_frame(None, "invalid_json", "the frame is not valid JSON"))
@@ -210,11 +237,23 @@ class Connection:
         elif kind == "chat":
             await self._chat(frame)
         elif kind == "resume":
-            self._spawn(self._resume(frame.get("last_id")))
+            self._spawn(self._resume(frame), _frame_id(frame))
         elif kind == "approval":
             await self._approval(frame)
+        elif kind == "cancel":
+            await self._cancel(_frame_id(frame))
         else:
-            await self.send(error_frame(None, "unknown_type", "type must be chat, approval, resume, ping or pong"))
+            await self.send(
+                error_frame(
+                    _frame_id(frame), "unknown_type", "type must be chat, cancel, approval, resume, ping or pong"
+                )
+            )
+
+    async def _cancel(self, client_id: str | None) -> None:
+        """Stop the reply to `client_id` that this worker generates: its `cancelled` frame reaches
+        every follower. A reply generated on another worker cannot be reached from here."""
+        if client_id is None or not self.replies.cancel(self.user, client_id):
+            await self.send(error_frame(client_id, "unknown_id", "no reply of yours with this id is running here"))
 
     async def _approval(self, frame: dict[str, Any]) -> None:
         """The user's answer to an approval_request, written where the waiting request (on this
@@ -222,12 +261,16 @@ class Connection:
         question_id, approve = frame.get("approval_id"), frame.get("approve")
         if not isinstance(question_id, str) or not isinstance(approve, bool):
             await self.send(
-                error_frame(None, "invalid_field", "an approval needs approval_id (string) and approve (bool)")
+                error_frame(
+                    _frame_id(frame), "invalid_field", "an approval needs approval_id (string) and approve (bool)"
+                )
             )
             return
         store = store_for(Path(self.rt.settings.data_dir))
         if not await store.answer(question_id, self.user, approve):
-            await self.send(error_frame(None, "unknown_approval", "no open question with this approval_id for you"))
+            await self.send(
+                error_frame(_frame_id(frame), "unknown_approval", "no open question with this approval_id for you")
+            )
 
     async def _chat(self, frame: dict[str, Any]) -> None:
         client_id = frame.get("id")
@@ -244,7 +287,7 @@ class Connection:
             await self.send(error_frame(client_id, exc.code, exc.message, **_retry_after(exc)))
             return
         job = self.replies.answer(self.rt, self.user, client_id, req, req.model or self.model)
-        self._following[client_id] = self._spawn(self._forward(job))
+        self._following[client_id] = self._spawn(self._forward(job), client_id)
 
     async def _limit(self, model: str | None) -> None:
         """The REST API's limits (engine/limits/policy.py) for one chat frame; raises the 429 ApiError."""
@@ -271,26 +314,29 @@ class Connection:
             job.unfollow(queue)
             self._following.pop(job.client_id, None)
 
-    async def _resume(self, last_id: Any) -> None:
+    async def _resume(self, frame: dict[str, Any]) -> None:
+        last_id, frame_id = frame.get("last_id"), _frame_id(frame)
         if last_id is not None and not isinstance(last_id, str):
-            await self.send(error_frame(None, "invalid_field", "last_id must be a string or null"))
+            await self.send(error_frame(frame_id, "invalid_field", "last_id must be a string or null"))
             return
         store = self.rt.history.client_messages
         records = await store.answered_after(self.user, last_id, _RESUME_LIMIT)
         if records is None:
-            await self.send(error_frame(last_id, "unknown_id", "no message with this id for this user"))
+            # Without an id of its own, the resume's error names the id the engine does not know.
+            await self.send(error_frame(frame_id or last_id, "unknown_id", "no message with this id for this user"))
             return
         for record in records:
             await self.send(done_frame(record.client_id, record, replayed=True))
         await self.send({"type": "resumed", "last_id": last_id, "count": len(records)})
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._guard(coro))
+    def _spawn(self, coro: Any, client_id: str | None = None) -> asyncio.Task[None]:
+        """Run one frame's work beside the reader; an unexpected failure answers `client_id`."""
+        task = asyncio.create_task(self._guard(coro, client_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _guard(self, coro: Any) -> None:
+    async def _guard(self, coro: Any, client_id: str | None) -> None:
         try:
             await coro
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -298,7 +344,24 @@ class Connection:
         except Exception:  # noqa: BLE001 - one frame's failure must not end the connection silently
             logs.APP.exception("websocket frame failed", extra={"fields": {"user": self.user}})
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await self.send(error_frame(None, "internal", "internal error, see the engine log"))
+                await self.send(error_frame(client_id, "internal", "internal error, see the engine log"))
+
+
+def _frame_id(frame: dict[str, Any]) -> str | None:
+    """The frame's `id` when it is a usable client message id, for the error frames it causes."""
+    found = frame.get("id")
+    return found if isinstance(found, str) and _CLIENT_ID.match(found) else None
+
+
+def _refused_frame_id(text: str, exc: RefusedJson) -> str | None:
+    """The id of a frame refused for a lone surrogate: it parses (the standard library keeps such
+    text), so the client learns which message to fix. A frame too deep is never parsed."""
+    if exc.code != "invalid_text":
+        return None
+    with contextlib.suppress(ValueError):
+        frame = json.loads(text)
+        return _frame_id(frame) if isinstance(frame, dict) else None
+    return None
 
 
 def _retry_after(exc: ApiError) -> dict[str, int]:

@@ -10,12 +10,16 @@ served by `endpoint`, which:
 3. hands each text message to `delivery.Deliveries` and acknowledges with 200 at once; the reply
    follows through the platform's send API. A photo, voice note or file gets a polite "text
    only" reply (delivery.MEDIA_TEXT); other non-text updates are acknowledged and dropped.
+   Telegram's messages go through telegram_answer.py (its /start, /reset, /model commands and the
+   "typing..." indicator), which hands the rest to the same delivery machinery. Telegram in
+   polling mode has no route: a TelegramPoller asks Telegram for updates (telegram_poll.py).
 
 The routes depend on the settings, so they are not in the OpenAPI document (like /ws).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
@@ -25,10 +29,14 @@ from .. import logs
 from ..errors import ApiError, error_response
 from ..middleware import request_id
 from ..pipeline import runtime
+from ..runtime import Runtime
 from ..settings import EngineSettings
-from .base import WebhookChannel, body_limit, channel_config, missing
+from .base import ChannelConfig, Inbound, WebhookChannel, body_limit, channel_config, missing
 from .delivery import Deliveries
 from .telegram import Telegram
+from .telegram_answer import accept_webhook, answer_message
+from .telegram_poll import TelegramPoller, polling
+from .telegram_state import TelegramState
 from .wecom import WeCom
 from .whatsapp import WhatsApp
 
@@ -40,9 +48,16 @@ class Webhooks:
 
     def __init__(self, settings: EngineSettings, secrets: dict[str, str]) -> None:
         self.by_path: dict[str, WebhookChannel] = {}
+        self.polls = False  # telegram in polling mode: a TelegramPoller starts with the worker
+        self.poller: TelegramPoller | None = None
         for entry in settings.channels:
             kind = CHANNELS.get(entry.name)
             if kind is None:
+                continue
+            if polling(entry):  # no route: the engine asks Telegram for updates (telegram_poll.py)
+                if not secrets.get(entry.secrets.get("bot_token", "")):
+                    raise RuntimeError("channel 'telegram' lacks secret bot_token")
+                self.polls = True
                 continue
             channel = kind()
             lacking = missing(channel, entry, secrets)
@@ -50,13 +65,42 @@ class Webhooks:
                 raise RuntimeError(f"channel {entry.name!r} lacks {', '.join(lacking)}")
             self.by_path[entry.path or channel.default_path] = channel
         self.deliveries = Deliveries()
+        self._telegram_state: TelegramState | None = None  # opened by the first Telegram update
+        self._telegram_tasks: set[asyncio.Task[None]] = set()
 
     def routes(self) -> dict[str, tuple[str, ...]]:
         """path -> HTTP methods, for the app's route table."""
         return {path: channel.methods for path, channel in self.by_path.items()}
 
+    def start(self, rt: Runtime) -> None:
+        """Start what runs beside the routes (the Telegram poller), once the runtime is up."""
+        if self.polls:
+            self.poller = TelegramPoller(rt)
+            self.poller.start()
+
+    async def accept_telegram(self, request: Request, rt: Runtime, config: ChannelConfig, inbound: Inbound) -> None:
+        """A webhook update: claimed now, answered after the 200 (telegram_answer.py)."""
+        request.state.user = f"{Telegram.name}:{inbound.user_id}"
+        if self._telegram_state is None:
+            self._telegram_state = await TelegramState.open(rt.settings.data_dir)
+        state = self._telegram_state
+        message_id = await accept_webhook(rt, config, state, inbound)
+        if message_id is not None:
+            task = asyncio.create_task(answer_message(rt, config, state, inbound, message_id))
+            self._telegram_tasks.add(task)
+            task.add_done_callback(self._telegram_tasks.discard)
+
     async def close(self, grace: float) -> None:
+        if self.poller is not None:
+            await self.poller.close()
+        if self._telegram_tasks:
+            _, pending = await asyncio.wait(set(self._telegram_tasks), timeout=grace)
+            for task in pending:  # _Answer releases its claim when cancelled: Telegram redelivers
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self.deliveries.close(grace)
+        if self._telegram_state is not None:
+            await self._telegram_state.close()
 
 
 async def endpoint(request: Request) -> Response:
@@ -79,5 +123,8 @@ async def endpoint(request: Request) -> Response:
         )
         return error_response(exc.status, exc.code, exc.message)
     for message in messages:
-        await webhooks.deliveries.accept(request, rt, channel, config, message)
+        if channel.name == Telegram.name:  # its commands, chosen models and typing: telegram_answer.py
+            await webhooks.accept_telegram(request, rt, config, message)
+        else:
+            await webhooks.deliveries.accept(request, rt, channel, config, message)
     return Response(status_code=200)

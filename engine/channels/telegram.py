@@ -17,10 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..models.adapters.base import UpstreamError
+from ..settings import TELEGRAM_ALLOWED_UPDATES
 from .base import ChannelConfig, Inbound, Rejected, json_object, read_body, same
 from .outbound import Outbound
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
+ALLOWED_UPDATES = TELEGRAM_ALLOWED_UPDATES  # what setWebhook and getUpdates ask Telegram for
 # Message fields of content the assistant cannot read yet, in the Bot API's names.
 MEDIA_FIELDS = ("photo", "voice", "audio", "document", "video", "video_note", "sticker", "animation")
 
@@ -51,34 +53,46 @@ class Telegram:
         if not same(given, config.secrets["webhook_secret"]):
             raise Rejected(401, "wrong X-Telegram-Bot-Api-Secret-Token")
         update = json_object(await read_body(request, max_bytes))
-        update_id = update.get("update_id")
-        if not _int(update_id):
-            raise Rejected(400, "update_id is missing or not an integer")
-        message = update.get("message")  # edits, channel posts, callbacks...: nothing to answer
-        if not isinstance(message, dict):
-            return []
-        text, sender, chat = message.get("text"), message.get("from"), message.get("chat")
-        media = next((kind for kind in MEDIA_FIELDS if kind in message), None) if text is None else None
-        if not isinstance(text, str) and media is None:
-            return []  # service messages, polls, dice...
-        if not isinstance(sender, dict) or not isinstance(chat, dict):
-            return []
-        if sender.get("is_bot") or not _int(sender.get("id")) or not _int(chat.get("id")):
-            return []
-        username = sender.get("username")
-        return [
-            Inbound(
-                update_id=str(update_id),
-                user_id=str(sender["id"]),
-                chat_id=str(chat["id"]),
-                text=text if isinstance(text, str) else "",
-                aliases=(username,) if isinstance(username, str) and username else (),
-                media=media,
-            )
-        ]
+        return parse_update(update)
 
     async def send(self, outbound: Outbound, config: ChannelConfig, to: Inbound, text: str) -> None:
-        path = f"/bot{config.secrets['bot_token']}/sendMessage"
-        answer = await outbound.call("POST", path, body={"chat_id": int(to.chat_id), "text": text})
-        if answer.get("ok") is not True:
-            raise UpstreamError(f"sendMessage refused: {str(answer.get('description'))[:200]}", retryable=False)
+        await bot_call(outbound, config, "sendMessage", {"chat_id": int(to.chat_id), "text": text})
+
+
+async def bot_call(outbound: Outbound, config: ChannelConfig, method: str, body: dict[str, Any]) -> Any:
+    """The `result` of one Bot API method; UpstreamError when refused. The token is a path segment
+    of the URL, and Outbound never puts the URL in an error, so no error here carries it."""
+    answer = await outbound.call("POST", f"/bot{config.secrets['bot_token']}/{method}", body=body)
+    if answer.get("ok") is not True:
+        raise UpstreamError(f"{method} refused: {str(answer.get('description'))[:200]}", retryable=False)
+    return answer.get("result")
+
+
+def parse_update(update: dict[str, Any]) -> list[Inbound]:
+    """The user message an Update carries (webhook body or one getUpdates item), or [] for updates
+    with nothing to answer; Rejected(400) when it has no integer update_id."""
+    update_id = update.get("update_id")
+    if not _int(update_id):
+        raise Rejected(400, "update_id is missing or not an integer")
+    message = update.get("message")  # edits, channel posts, callbacks...: nothing to answer
+    if not isinstance(message, dict):
+        return []
+    text, sender, chat = message.get("text"), message.get("from"), message.get("chat")
+    media = next((kind for kind in MEDIA_FIELDS if kind in message), None) if text is None else None
+    if not isinstance(text, str) and media is None:
+        return []  # service messages, polls, dice...
+    if not isinstance(sender, dict) or not isinstance(chat, dict):
+        return []
+    if sender.get("is_bot") or not _int(sender.get("id")) or not _int(chat.get("id")):
+        return []
+    username = sender.get("username")
+    return [
+        Inbound(
+            update_id=str(update_id),
+            user_id=str(sender["id"]),
+            chat_id=str(chat["id"]),
+            text=text if isinstance(text, str) else "",
+            aliases=(username,) if isinstance(username, str) and username else (),
+            media=media,
+        )
+    ]

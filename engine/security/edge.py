@@ -4,7 +4,9 @@ An engine on an edge host listens on loopback only: its one peer is the local ng
 host listens beyond loopback for its edges, so it admits a connection only from an edge address
 (`security.edge_addresses`) that also presents the shared secret nginx adds to every request
 (`X-Assistant-Edge`); anyone else gets a bare 403 before routing, logging or parsing a body.
-Loopback peers (health checks on the host itself) pass.
+Loopback peers (health checks on the host itself) pass, and so does a GET of the metrics path from
+the metrics networks (`security.metrics_allow_networks`): Prometheus scrapes the host where it
+listens, and the metrics route itself checks those networks again.
 
 Only those peers' X-Forwarded-For is believed (uvicorn's own ProxyHeadersMiddleware does the
 rewriting), so a client address seen by auth and the rate limits is the one the edge saw.
@@ -13,6 +15,7 @@ rewriting), so a client address seen by auth and the rate limits is the one the 
 from __future__ import annotations
 
 import hmac
+from ipaddress import ip_address, ip_network
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -32,10 +35,19 @@ def proxy_headers_middleware(app: ASGIApp, edge_addresses: list[str]) -> ASGIApp
 class EdgeGuard:
     """Refuse every connection that is neither loopback nor an edge holding the shared secret."""
 
-    def __init__(self, app: ASGIApp, edge_addresses: list[str], secret: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        edge_addresses: list[str],
+        secret: str,
+        metrics_path: str | None = None,
+        metrics_networks: list[str] | None = None,
+    ) -> None:
         self.app = app
         self.edges = frozenset(edge_addresses)
         self.secret = secret.encode()
+        self.metrics_path = metrics_path
+        self.metrics_networks = [ip_network(n) for n in metrics_networks or []]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not self._admitted(scope):
@@ -53,7 +65,21 @@ class EdgeGuard:
         host = peer[0] if peer else None
         if is_loopback(host):
             return True
+        if self._scrape(scope, host):
+            return True
         if host not in self.edges:
             return False
         presented = next((value for key, value in scope["headers"] if key == HEADER), b"")
         return hmac.compare_digest(presented, self.secret)
+
+    def _scrape(self, scope: Scope, host: str | None) -> bool:
+        """A GET of the metrics path from a metrics network (Prometheus, without the edge secret)."""
+        if self.metrics_path is None or scope["type"] != "http" or host is None:
+            return False
+        if scope.get("method") != "GET" or scope.get("path") != self.metrics_path:
+            return False
+        try:
+            address = ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.metrics_networks)

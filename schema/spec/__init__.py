@@ -17,6 +17,7 @@ from .channels import (
 )
 from .deploy import Deploy, HighAvailability, Host, Ports, Role, SharedState
 from .document import Spec
+from .kubernetes import ExternalService, KubeIngress, KubeResources, Kubernetes
 from .limits import Concurrency, GlobalRateLimit, Limits, RateLimit, Timeouts
 from .models import Models, ModelSpec, Provider
 from .monitoring import (
@@ -44,6 +45,7 @@ __all__ = [
     "Concurrency",
     "Deploy",
     "Elk",
+    "ExternalService",
     "GlobalRateLimit",
     "Grafana",
     "HighAvailability",
@@ -51,6 +53,9 @@ __all__ = [
     "HistoryKey",
     "Host",
     "Jwt",
+    "KubeIngress",
+    "KubeResources",
+    "Kubernetes",
     "Limits",
     "Logging",
     "Metrics",

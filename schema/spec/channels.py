@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, HttpUrl, model_validator
 
 from ...engine.settings import CORS_ORIGIN_PATTERN, CorsOrigin
 from ..types import Name, PositiveSeconds, SecretRef, UrlPath
@@ -58,8 +58,20 @@ class WebSocketChannel(Channel):
 class TelegramChannel(Channel):
     bot_token: SecretRef | None = Field(None, description="The bot's token from @BotFather; required when enabled.")
     webhook_secret: SecretRef | None = Field(
-        None, description="Checked against Telegram's secret-token header on every update; required when enabled."
+        None,
+        description="Checked against Telegram's secret-token header on every update; required in webhook mode.",
     )
+    mode: Literal["webhook", "polling"] = Field(
+        "webhook",
+        description="webhook: Telegram posts updates to public_url (apply registers it with setWebhook); "
+        "polling: the engine asks Telegram for updates (getUpdates), for hosts Telegram cannot reach.",
+    )
+    public_url: HttpUrl | None = Field(
+        None,
+        description="The HTTPS URL Telegram posts updates to (webhook mode); unset: "
+        "https://<deploy.server_name>[:<ports.https>]<path>, when security.tls is on.",
+    )
+    api_base: HttpUrl | None = Field(None, description="The Bot API's base URL; unset: https://api.telegram.org.")
     path: UrlPath = Field("/webhooks/telegram", description="URL path Telegram posts updates to.")
     allowed_users: list[str] = Field(
         default_factory=list, description="Telegram user ids or usernames who may chat; empty: everyone."
@@ -105,7 +117,7 @@ class Channels(Strict):
     @model_validator(mode="after")
     def _enabled_channels_have_credentials(self) -> Channels:
         needs = {
-            "telegram": ("bot_token", "webhook_secret"),
+            "telegram": ("bot_token", *(("webhook_secret",) if self.telegram.mode == "webhook" else ())),
             "wecom": ("corp_id", "token", "encoding_aes_key"),
             "whatsapp": ("phone_number_id", "access_token", "verify_token", "app_secret"),
         }

@@ -10,6 +10,7 @@ from ..types import Name
 from .base import Strict
 from .channels import Channels
 from .deploy import Deploy
+from .kubernetes import Kubernetes
 from .limits import Limits
 from .models import Models
 from .monitoring import Monitoring
@@ -36,6 +37,9 @@ class Spec(Strict):
     monitoring: Monitoring = Field(Monitoring(), description="Metrics, alerts and logs.")
     security: Security = Field(Security(), description="Who may chat, TLS, and how data is kept.")
     deploy: Deploy = Field(Deploy(), description="Hosts, ports and how a change is rolled out.")
+    kubernetes: Kubernetes = Field(
+        Kubernetes(), description="The engine on a Kubernetes cluster: manifests `render` writes, never applied."
+    )
 
     # The folders of tools.skill_folders as read and checked by the loader (schema/skill_folders.py):
     # their files are part of what is rendered, like the spec's own values.

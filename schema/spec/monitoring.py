@@ -110,6 +110,15 @@ class Alertmanager(ServiceToggle):
         default_factory=list, description="Where alerts go, every alert to every receiver; empty: nowhere."
     )
     smtp: Smtp = Field(Smtp(), description="How email receivers send: server, sender and login.")
+    group_wait_seconds: int = Field(
+        30, ge=0, le=3600, description="Seconds a new group of alerts is gathered before its first notification."
+    )
+    group_interval_seconds: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="Seconds between two notifications of a group: an alert joining a notified group waits this long.",
+    )
 
 
 class Grafana(ServiceToggle):
@@ -119,8 +128,27 @@ class Grafana(ServiceToggle):
     )
 
 
+class BeatsTls(Strict):
+    certificate: SecretRef = Field(
+        description="PEM certificate Logstash presents to Filebeat; it must name the address of the "
+        "`logging` host (Filebeat checks the name)."
+    )
+    key: SecretRef = Field(
+        description="PEM private key of `certificate`, PKCS#8 (`BEGIN PRIVATE KEY`): Logstash's beats input "
+        "reads no other form."
+    )
+    certificate_authority: SecretRef | None = Field(
+        None, description="PEM CA certificate Filebeat trusts for Logstash; unset: `certificate` itself."
+    )
+
+
 class Elk(Strict):
     enabled: bool = Field(False, description="Ship logs through Filebeat and Logstash to Elasticsearch.")
+    tls: BeatsTls | None = Field(
+        None,
+        description="TLS from Filebeat to Logstash; required when a `logging` host takes other hosts' logs, "
+        "optional when each host ships to its own Logstash on loopback.",
+    )
     elasticsearch_hosts: list[HttpUrl] = Field(
         default_factory=lambda: [HttpUrl("http://127.0.0.1:9200")],
         description="Elasticsearch URLs Logstash writes to; default: http://127.0.0.1:9200.",

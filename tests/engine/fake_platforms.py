@@ -2,10 +2,17 @@
 
 It records every reply the engine sends (`sent`: channel, path, query, headers, body) and every
 WeCom access token it hands out, so tests can count replies and check what they carried.
+
+Telegram's Bot API beyond sendMessage (`bot`, a FakeBot): getUpdates with Telegram's offset and
+long-poll timeout semantics over the updates a test queues (`bot.queue`), refused with 409 while
+a webhook is set, as Telegram does; setWebhook / getWebhookInfo / deleteWebhook; sendChatAction;
+getFile and the file download. Every Bot API call is in `bot.calls` (method, path, body).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,10 +29,43 @@ WECOM_ACCESS_TOKEN = "FAKE-WECOM-ACCESS-TOKEN"
 
 
 @dataclass
+class FakeBot:
+    """The Bot API's state: queued updates (Telegram keeps each until a getUpdates offset passes
+    it), the webhook registration, chat actions and files."""
+
+    queue: list[dict[str, Any]] = field(default_factory=list)
+    webhook: dict[str, Any] = field(default_factory=dict)  # url, secret_token, allowed_updates
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # file_id -> content
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def push(self, *updates: dict[str, Any]) -> None:
+        with self.lock:
+            self.queue.extend(updates)
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        return [call for call in list(self.calls) if call["method"] == method]
+
+    def reset(self) -> None:
+        with self.lock:
+            self.queue.clear()
+        self.webhook.clear()
+        self.calls.clear()
+        self.files.clear()
+
+    def take(self, offset: int | None, limit: int) -> list[dict[str, Any]]:
+        with self.lock:
+            if offset is not None:  # Telegram forgets every update below the offset asked from
+                self.queue[:] = [u for u in self.queue if u["update_id"] >= offset]
+            return list(self.queue[:limit])
+
+
+@dataclass
 class FakePlatforms:
     port: int
     sent: list[dict[str, Any]] = field(default_factory=list)
     tokens_issued: list[dict[str, str]] = field(default_factory=list)
+    bot: FakeBot = field(default_factory=FakeBot)
 
     @property
     def url(self) -> str:
@@ -45,6 +85,7 @@ class FakePlatforms:
     def reset(self) -> None:
         self.sent.clear()
         self.tokens_issued.clear()
+        self.bot.reset()
 
 
 def _routes(fake: FakePlatforms) -> list[Route]:
@@ -65,6 +106,50 @@ def _routes(fake: FakePlatforms) -> list[Route]:
         await record("telegram", request)
         return JSONResponse({"ok": True, "result": {"message_id": len(fake.sent)}})
 
+    async def telegram_method(request: Request) -> Response:
+        bot, method = fake.bot, request.path_params["method"]
+        if not request.path_params["bot"].startswith("bot"):
+            return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, status_code=404)
+        raw = await request.body()
+        body = json.loads(raw) if raw else dict(request.query_params)
+        bot.calls.append({"method": method, "path": request.url.path, "body": body})
+        if method == "getUpdates":
+            if bot.webhook.get("url"):
+                conflict = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook"
+                return JSONResponse({"ok": False, "error_code": 409, "description": conflict}, status_code=409)
+            offset, limit = body.get("offset"), int(body.get("limit", 100))
+            deadline = time.monotonic() + min(float(body.get("timeout", 0)), 30.0)
+            updates = bot.take(offset, limit)
+            while not updates and time.monotonic() < deadline:  # the long poll
+                await asyncio.sleep(0.02)
+                updates = bot.take(None, limit)
+            return JSONResponse({"ok": True, "result": updates})
+        if method == "setWebhook":
+            bot.webhook = {k: body[k] for k in ("url", "secret_token", "allowed_updates") if k in body}
+            return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})
+        if method == "deleteWebhook":
+            bot.webhook = {}
+            return JSONResponse({"ok": True, "result": True, "description": "Webhook was deleted"})
+        if method == "getWebhookInfo":
+            info = {"url": bot.webhook.get("url", ""), "has_custom_certificate": False, "pending_update_count": 0}
+            if "allowed_updates" in bot.webhook:
+                info["allowed_updates"] = bot.webhook["allowed_updates"]
+            return JSONResponse({"ok": True, "result": info})
+        if method == "sendChatAction":
+            return JSONResponse({"ok": True, "result": True})
+        if method == "getFile" and body.get("file_id") in bot.files:
+            file_id = body["file_id"]
+            result = {"file_id": file_id, "file_size": len(bot.files[file_id]), "file_path": f"photos/{file_id}.jpg"}
+            return JSONResponse({"ok": True, "result": result})
+        return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request"}, status_code=400)
+
+    async def telegram_file(request: Request) -> Response:
+        if not request.path_params["bot"].startswith("bot"):
+            return Response(status_code=404)
+        file_id = request.path_params["name"].removesuffix(".jpg")
+        content = fake.bot.files.get(file_id)
+        return Response(content, media_type="image/jpeg") if content is not None else Response(status_code=404)
+
     async def whatsapp_send(request: Request) -> Response:
         await record("whatsapp", request)
         return JSONResponse({"messaging_product": "whatsapp", "messages": [{"id": f"wamid.out{len(fake.sent)}"}]})
@@ -83,7 +168,9 @@ def _routes(fake: FakePlatforms) -> list[Route]:
         Route("/cgi-bin/gettoken", wecom_token, methods=["GET"]),
         Route("/cgi-bin/message/send", wecom_send, methods=["POST"]),
         Route("/{bot}/sendMessage", telegram_send, methods=["POST"]),
+        Route("/file/{bot}/photos/{name}", telegram_file, methods=["GET"]),
         Route("/{phone}/messages", whatsapp_send, methods=["POST"]),
+        Route("/{bot}/{method}", telegram_method, methods=["GET", "POST"]),  # after /{phone}/messages
     ]
 
 

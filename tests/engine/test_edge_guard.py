@@ -55,3 +55,29 @@ def test_without_the_secret_or_from_another_address_nothing_answers(edge_engine,
     assert all("answers its edges only" in r.text for r in (missing, wrong, not_an_edge))
     # Loopback (the host's own health checks) still passes.
     assert httpx.get(f"{edge_engine.url}/health", timeout=5).status_code == 200
+
+
+def test_the_monitoring_networks_read_the_metrics_of_an_engine_only_host_and_nothing_else(engine_factory) -> None:
+    """Prometheus scrapes an engine-only host where it listens: a peer in the metrics networks gets
+    the metrics path without the edge secret, and is refused everything else."""
+    security = SecuritySettings(
+        jwt_secret=TEST_JWT_SECRET,
+        edge_addresses=["198.51.100.99"],
+        edge_secret="security.edge_secret",
+        metrics_allow_networks=["127.0.0.0/8", f"{machine_address()}/32"],
+    )
+    engine = engine_factory(
+        [model("local")],
+        name="guarded-scraped",
+        listen_host="0.0.0.0",
+        security=security,
+        secrets={TEST_JWT_SECRET: TEST_JWT_KEY, "security.edge_secret": SECRET},
+    )
+    port = engine.url.rsplit(":", 1)[1]
+    scraped = httpx.get(f"http://{machine_address()}:{port}/metrics", timeout=10)
+    assert scraped.status_code == 200 and "assistant_http_requests_total" in scraped.text
+    assert post(engine, as_user("kim")).status_code == 403
+    # Not in the metrics networks: refused before routing, like any other stranger.
+    closed = guarded(engine_factory, ["198.51.100.99"])
+    closed_port = closed.url.rsplit(":", 1)[1]
+    assert httpx.get(f"http://{machine_address()}:{closed_port}/metrics", timeout=10).status_code == 403

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 import assistantctl.engine.metrics as engine_metrics
+import assistantctl.engine.tools.call as engine_tool_calls
 
 PROMQL_FUNCTIONS_AND_KEYWORDS = {
     "by",
@@ -67,7 +68,8 @@ def engine_sample_names() -> set[str]:
     """Every series name the engine can expose, from the engine's own metric objects."""
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     names = set()
-    for value in vars(engine_metrics).values():
+    # The tool metrics live beside the tool loop (engine/tools/call.py), not in engine/metrics.py.
+    for value in [*vars(engine_metrics).values(), *vars(engine_tool_calls).values()]:
         if isinstance(value, MetricWrapperBase):
             for family in value.describe():
                 names.update(family.name + s for s in suffixes[family.type])

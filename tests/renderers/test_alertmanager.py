@@ -274,3 +274,64 @@ def _ready(base: str) -> bool:
 def test_rendering_is_byte_identical_for_the_same_spec(make_target):
     target = am_target(make_target, *RECEIVERS.values())
     assert render_target(target, only={"alertmanager"}) == render_target(target, only={"alertmanager"})
+
+
+def test_telegram_token_is_a_0600_token_file_where_alertmanager_has_bot_token_file(make_target, write_files, tmp_path):
+    """Alertmanager 0.26+ (as the host's facts report it) reads the token from `bot_token_file`:
+    the config is an ordinary rendered file and only the token sits in a 0600 secret file."""
+    import dataclasses
+
+    target = dataclasses.replace(
+        am_target(make_target, RECEIVERS["webhook"], RECEIVERS["telegram"]), alertmanager_version="0.26.0"
+    )
+    name = bot_token_secret(1)
+    rendered = render(target)
+    assert set(rendered) == {"alertmanager.yml"}
+    telegram = yaml.safe_load(rendered["alertmanager.yml"])["receivers"][2]["telegram_configs"][0]
+    assert telegram == {
+        "chat_id": -1001234,
+        "send_resolved": True,
+        "bot_token_file": f"{target.current}/alertmanager/secrets/{name}",
+    }
+    assert secret_files(target, {name: TOKEN}) == {f"secrets/{name}": TOKEN}
+    files = {f.path: f for f in build_bundle(target, secrets={name: TOKEN}, only={"alertmanager"}).files}
+    assert files[f"alertmanager/secrets/{name}"].mode == 0o600
+    assert all(TOKEN.encode() not in f.content for p, f in files.items() if f.mode != 0o600)
+    # Debian 12's 0.25 (the oldest version apply may find, and what an unknown version is taken for)
+    # keeps the inline token in the 0600 live config.
+    for old in ("0.25.0", None):
+        legacy = dataclasses.replace(target, alertmanager_version=old)
+        assert set(render(legacy)) == {"alertmanager.redacted.yml"}
+
+
+def test_facts_report_the_alertmanager_version_the_host_has_or_will_get():
+    from assistantctl import facts
+
+    installed = run("prometheus-alertmanager", "--version").stdout + run("prometheus-alertmanager", "--version").stderr
+    found = facts.dispatch({"root": "/nonexistent-root", "alertmanager": True})["alertmanager_version"]
+    assert found is not None and f"version {found} " in installed
+    # only monitoring hosts are asked (remote.fetch_facts): the others skip the cost
+    assert "alertmanager_version" not in facts.dispatch({"root": "/nonexistent-root"})
+
+
+def test_grouping_times_come_from_the_spec(make_target, write_files, tmp_path):
+    """An alert that joins a group already notified waits for the group's interval: five minutes
+    by default, seconds in a test (or a spec that wants to hear of every new instance at once)."""
+    default = yaml.safe_load(render(am_target(make_target))["alertmanager.yml"])["route"]
+    assert (default["group_wait"], default["group_interval"]) == ("30s", "5m")
+    overrides = monitoring_overrides(
+        alertmanager={"enabled": True, "group_wait_seconds": 2, "group_interval_seconds": 90}
+    )
+    target = make_target(overrides)
+    route = yaml.safe_load(render(target)["alertmanager.yml"])["route"]
+    assert (route["group_wait"], route["group_interval"]) == ("2s", "90s")
+    assert_ok(amtool_check(stage(target, write_files, tmp_path) / "alertmanager.yml"))
+
+
+def test_plan_renders_for_the_alertmanager_the_monitoring_host_reports(make_target):
+    from assistantctl.targets import planned_target
+
+    target = am_target(make_target, RECEIVERS["telegram"])
+    assert planned_target(target, {"alertmanager_version": "0.27.0"}).alertmanager_version == "0.27.0"
+    assert set(render(planned_target(target, {"alertmanager_version": "0.27.0"}))) == {"alertmanager.yml"}
+    assert set(render(planned_target(target, {"alertmanager_version": None}))) == {"alertmanager.redacted.yml"}

@@ -5,6 +5,7 @@ and healthchecks, restarts, volumes, limits and the ELK profile are what the spe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 import yaml
 
 from assistantctl.checks import run_checks
-from assistantctl.renderers.compose import COMPOSE_FILE, RENDERER, ROOT, render, secret_files
+from assistantctl.renderers.compose import COMPOSE_FILE, RENDERER, ROOT, TAG_VARIABLE, render, secret_files
 from assistantctl.renderers.supervisor import ENGINE_STOP_GRACE_SECONDS
 from assistantctl.schema.secrets import secret_refs
+from cli_helpers import assistantctl, default_spec, write_spec
 
 COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
 ELK_SERVICES = {"elasticsearch", "logstash", "kibana", "filebeat"}
@@ -27,12 +29,16 @@ FAKE = {
 }
 
 
-def docker_compose(folder: Path, *args: str) -> subprocess.CompletedProcess:
+def docker_compose(folder: Path, *args: str, tag: str | None = "t1") -> subprocess.CompletedProcess:
+    """docker-compose on `folder`'s file, with the image tag `assistantctl compose` puts in `.env`."""
     found = shutil.which("docker-compose")
     if not found:
         pytest.fail("docker-compose is not installed: apt-get install docker-compose (these tests need the real tool)")
     cmd = [found, "-f", str(folder / COMPOSE_FILE), *args]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60, cwd="/")
+    env = {k: v for k, v in os.environ.items() if k != TAG_VARIABLE}
+    if tag is not None:
+        env[TAG_VARIABLE] = tag
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60, cwd="/", env=env)
 
 
 def assert_compose_valid(folder: Path) -> dict:
@@ -84,18 +90,20 @@ def rich(make_target, write_files, tmp_path):
 def test_default_spec_is_valid_for_docker_compose_and_the_compose_schema(make_target, write_files, tmp_path):
     folder = write_files(tmp_path / "compose", render(make_target()))
     compose = assert_compose_valid(folder)
-    assert set(compose["services"]) == {"engine", "nginx"}
+    assert set(compose["services"]) == {"pod", "engine", "nginx"}
     assert "secrets" not in compose
-    assert compose["services"]["engine"]["ports"] == ["8080:8080"]
+    assert compose["services"]["pod"]["ports"] == ["8080:8080"]
 
 
 def test_rich_spec_runs_every_service_with_a_restart_policy(rich):
     _, _, compose = rich
     services = compose["services"]
-    assert set(services) == {"engine", "nginx", "prometheus", "alertmanager", "grafana"} | ELK_SERVICES
+    assert set(services) == {"pod", "engine", "nginx", "prometheus", "alertmanager", "grafana"} | ELK_SERVICES
     assert {s["restart"] for s in services.values()} == {"unless-stopped"}
-    # One pod: everything shares the engine's network namespace, so the configs' loopback holds.
-    assert {name for name, s in services.items() if s.get("network_mode") != "service:engine"} == {"engine"}
+    # One pod: everything shares the network namespace of a holder that never crashes, so the
+    # configs' loopback holds and a restarted engine or nginx finds its peers again.
+    assert {name for name, s in services.items() if s.get("network_mode") != "service:pod"} == {"pod"}
+    assert "ports" in services["pod"] and not any("ports" in s for name, s in services.items() if name != "pod")
 
 
 def test_healthchecks_gate_the_services_that_wait_on_others(rich):
@@ -105,6 +113,7 @@ def test_healthchecks_gate_the_services_that_wait_on_others(rich):
     assert probed == {"engine", "nginx", "prometheus", "alertmanager", "grafana", "elasticsearch"}
     assert "http://127.0.0.1:8081/health" in " ".join(services["engine"]["healthcheck"]["test"])
     assert services["nginx"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/health"
+    assert services["engine"]["healthcheck"]["test"][:2] == ["CMD", "curl"]
     assert services["prometheus"]["healthcheck"]["test"][-1] == "http://127.0.0.1:9090/-/healthy"
     for waiting, on in (("nginx", "engine"), ("logstash", "elasticsearch"), ("kibana", "elasticsearch")):
         assert services[waiting]["depends_on"] == {on: {"condition": "service_healthy"}}
@@ -182,14 +191,61 @@ def test_check_validates_the_staged_folder_without_secret_values(make_target, wr
     folder = write_files(tmp_path / "staged", render(target))  # no secrets/: render --check has none
     command = RENDERER.check.replace("{dir}", str(folder)).split()
     assert command[0] == "docker-compose"
-    assert subprocess.run(command, check=False, capture_output=True, cwd=tmp_path).returncode == 0
+    env = {**os.environ, TAG_VARIABLE: "t1"}
+    assert subprocess.run(command, check=False, capture_output=True, cwd=tmp_path, env=env).returncode == 0
     (folder / COMPOSE_FILE).write_text((folder / COMPOSE_FILE).read_text().replace("mem_limit:", "mem_limitz:"))
-    assert subprocess.run(command, check=False, capture_output=True, cwd=tmp_path).returncode != 0
+    assert subprocess.run(command, check=False, capture_output=True, cwd=tmp_path, env=env).returncode != 0
 
 
 def test_render_check_runs_docker_compose(make_target):
     results = run_checks(make_target(rich_overrides()), only={"compose"})
     assert [(r.folder, r.status, r.output) for r in results] == [("compose", "passed", "")]
+
+
+def test_render_check_says_what_it_checked_for_compose_and_no_more(tmp_path):
+    spec = write_spec(tmp_path, default_spec())
+    result = assistantctl(spec, "render", "--check", "--only", "compose")
+    assert result.returncode == 0, result.stderr
+    assert "check compose: config valid (docker-compose config); images not built, stack not started" in result.stdout
+    assert "compose: passed" not in result.stdout
+
+
+def test_built_images_take_the_runtime_tag_from_env_and_refuse_to_run_without_it(make_target, write_files, tmp_path):
+    folder = write_files(
+        tmp_path / "compose",
+        {**render(make_target(rich_overrides())), **secret_files(make_target(rich_overrides()), FAKE)},
+    )
+    images = {
+        name: s["image"]
+        for name, s in yaml.safe_load(docker_compose(folder, "config", tag="abc123").stdout)["services"].items()
+    }
+    for service in ("pod", "engine", "nginx", "prometheus", "alertmanager"):
+        expected = "assistantctl/base:abc123" if service == "pod" else f"assistantctl/{service}:abc123"
+        assert images[service] == expected
+    assert not images["grafana"].startswith("assistantctl/")  # no Debian package: the vendor's image
+    unbuilt = docker_compose(folder, "config", "-q", tag=None)
+    assert unbuilt.returncode != 0 and "assistantctl compose --build" in unbuilt.stderr
+
+
+def test_kibana_reads_the_elasticsearch_logstash_writes_to(make_target, write_files, tmp_path):
+    external = rich_overrides()
+    external["monitoring"]["logging"]["elk"]["elasticsearch_hosts"] = ["https://es.example.net:9200"]
+    folder = write_files(
+        tmp_path / "external", {**render(make_target(external)), **secret_files(make_target(external), FAKE)}
+    )
+    services = assert_compose_valid(folder)["services"]
+    assert "elasticsearch" not in services
+    assert json.loads(services["kibana"]["environment"]["ELASTICSEARCH_HOSTS"]) == ["https://es.example.net:9200"]
+    pipeline = next(folder.glob("elk/logstash/**/*.conf")).read_text()
+    assert "https://es.example.net:9200" in pipeline
+    local = assert_compose_valid(
+        write_files(
+            tmp_path / "local",
+            {**render(make_target(rich_overrides())), **secret_files(make_target(rich_overrides()), FAKE)},
+        )
+    )
+    assert json.loads(local["services"]["kibana"]["environment"]["ELASTICSEARCH_HOSTS"]) == ["http://127.0.0.1:9200"]
+    assert "elasticsearch" in local["services"]
 
 
 def test_rendering_is_deterministic_and_never_shipped(make_target):

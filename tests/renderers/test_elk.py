@@ -28,12 +28,17 @@ from lscl.parser import parse_lscl
 from pygrok import Grok
 
 from api_keys import bearer, create_key
+from assistantctl.bundle import build_bundle
 from assistantctl.engine.logs import TextFormatter
 from assistantctl.engine.security.pii import Masker
 from assistantctl.renderers import engine as engine_renderer
 from assistantctl.renderers import nginx as nginx_renderer
-from assistantctl.renderers.elk import ENGINE_GROK, NGINX_GROK, PIPELINE_FILE, RENDERER, render
+from assistantctl.renderers.elk import CA_SECRET as CA
+from assistantctl.renderers.elk import CERTIFICATE_SECRET as CERT
+from assistantctl.renderers.elk import ENGINE_GROK, NGINX_GROK, PIPELINE_FILE, render, secret_files
+from assistantctl.renderers.elk import KEY_SECRET as KEY
 from assistantctl.renderers.escape import UnsafeValue
+from assistantctl.schema.loader import SpecError
 from processes import stop_process
 
 
@@ -131,12 +136,22 @@ def test_quotes_in_a_value_cannot_break_out_of_a_logstash_string(url, make_targe
 # --- Filebeat --------------------------------------------------------------------------------------
 
 
+TLS = {"certificate": "${file:beats.crt}", "key": "${file:beats.key}"}
+CENTRAL_HOSTS = [
+    {"name": "web", "address": "10.0.0.1", "connection": "ssh", "roles": ["engine", "edge"]},
+    {"name": "logs", "address": "fd00::9", "connection": "ssh", "roles": ["logging"]},
+]
+
+
+def central_overrides(tls: dict | None = TLS) -> dict:
+    overrides = elk_overrides(hosts=CENTRAL_HOSTS, state={"history": "postgres", "postgres_dsn": "${env:PG}"})
+    if tls is not None:
+        overrides["monitoring"]["logging"]["elk"]["tls"] = tls
+    return overrides
+
+
 def test_filebeat_tails_the_deploy_roots_logs_and_tags_what_the_pipeline_routes(make_target):
-    hosts = [
-        {"name": "web", "address": "10.0.0.1", "connection": "ssh", "roles": ["engine", "edge"]},
-        {"name": "logs", "address": "fd00::9", "connection": "ssh", "roles": ["logging"]},
-    ]
-    overrides = elk_overrides(hosts=hosts, state={"history": "postgres", "postgres_dsn": "${env:PG}"})
+    overrides = central_overrides()
     web, central = make_target(overrides, host="web"), make_target(overrides, host="logs")
     config = yaml.safe_load(render(web)["filebeat.yml"])
     inputs = {i["fields"]["type"]: i for i in config["filebeat.inputs"]}
@@ -151,8 +166,71 @@ def test_filebeat_tails_the_deploy_roots_logs_and_tags_what_the_pipeline_routes(
     assert config["output.logstash"]["hosts"] == ["[fd00::9]:5044"]
     assert config["path.data"] == f"{web.root}/data/filebeat"
     assert PIPELINE_FILE not in render(web) and PIPELINE_FILE in render(central)
-    assert attrs(blocks(parsed_pipeline(central), "beats")[0])["host"] == "0.0.0.0"
-    assert RENDERER.check is None  # nothing installable checks Filebeat or Logstash here
+    assert attrs(blocks(parsed_pipeline(central), "beats")[0])["host"] == "fd00::9"
+
+
+def test_a_central_logstash_listens_on_its_own_address_over_tls(make_target):
+    overrides = central_overrides({**TLS, "certificate_authority": "${file:ca.crt}"})
+    web, central = make_target(overrides, host="web"), make_target(overrides, host="logs")
+    beats = attrs(blocks(parsed_pipeline(central), "beats")[0])
+    secrets = f"{central.root}/current/elk/secrets"
+    assert beats == {
+        "host": "fd00::9",
+        "port": 5044,
+        "ssl_enabled": "true",  # lscl keeps bare words as text
+        "ssl_certificate": f"{secrets}/monitoring.logging.elk.tls.certificate",
+        "ssl_key": f"{secrets}/monitoring.logging.elk.tls.key",
+    }
+    for host in (web, central):  # the central host ships its own logs to the same TLS listener
+        output = yaml.safe_load(render(host)["filebeat.yml"])["output.logstash"]
+        assert output == {
+            "hosts": ["[fd00::9]:5044"],
+            "ssl": {
+                "enabled": True,
+                "certificate_authorities": [f"{host.root}/current/elk/secrets/{CA}"],
+                "verification_mode": "full",
+            },
+        }
+    values = {CERT: "CERT", KEY: "KEY", CA: "CA"}
+    assert secret_files(web, values) == {f"secrets/{CA}": "CA"}
+    assert secret_files(central, values) == {f"secrets/{n}": v for n, v in values.items()}
+    text = "".join(render(central).values())
+    assert "beats.key" not in text and "KEY" not in text
+
+
+def test_without_a_ca_filebeat_trusts_the_certificate_itself(make_target):
+    web = make_target(central_overrides(), host="web")
+    output = yaml.safe_load(render(web)["filebeat.yml"])["output.logstash"]
+    assert output["ssl"]["certificate_authorities"] == [f"{web.root}/current/elk/secrets/{CERT}"]
+    assert secret_files(web, {CERT: "CERT", KEY: "KEY"}) == {f"secrets/{CERT}": "CERT"}
+
+
+def test_a_central_logstash_without_tls_is_refused(make_target):
+    with pytest.raises(SpecError, match="needs TLS"):
+        make_target(central_overrides(tls=None))
+
+
+@pytest.mark.parametrize("tls", [None, TLS])
+def test_per_host_logstash_stays_on_loopback_without_tls(make_target, tls):
+    overrides = elk_overrides()
+    overrides["monitoring"]["logging"]["elk"]["tls"] = tls
+    target = make_target(overrides)
+    assert attrs(blocks(parsed_pipeline(target), "beats")[0]) == {"host": "127.0.0.1", "port": 5044}
+    assert "ssl" not in yaml.safe_load(render(target)["filebeat.yml"])["output.logstash"]
+    assert secret_files(target, {CERT: "CERT", KEY: "KEY"}) == {}
+
+
+def test_filebeat_and_logstash_configs_are_checked_where_they_run(make_target):
+    overrides = central_overrides()
+    checks = {host: build_bundle(make_target(overrides, host=host)).checks for host in ("web", "logs")}
+    filebeat = ("elk", "filebeat test config -c {dir}/filebeat.yml")
+    assert filebeat in checks["web"] and filebeat in checks["logs"]
+    logstash = [c for folder, c in checks["logs"] if folder == "elk" and "logstash" in c]
+    assert logstash == [
+        "/usr/share/logstash/bin/logstash --path.settings /etc/logstash --path.data {root}/tmp/logstash-check "
+        "--config.test_and_exit -f {dir}/logstash/pipeline.conf"
+    ]
+    assert not [c for _, c in checks["web"] if "logstash" in c]
 
 
 # --- real lines ------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import configparser
 import json
+import shlex
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -134,3 +137,50 @@ def test_rendering_is_byte_identical_for_the_same_spec(target):
     first = render_target(target, only={"grafana"})
     assert first == render_target(target, only={"grafana"})
     assert first[f"grafana/{DASHBOARD}"].endswith("}\n")
+
+
+def _check(target, tmp_path, break_it=None):
+    """The renderer's check command, run as apply runs it, on a rendered copy of the grafana folder."""
+    folder = tmp_path / "staged"
+    for rel, text in render(target).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    if break_it:
+        break_it(folder)
+    command = RENDERER.check.replace("{dir}", str(folder)).replace("{python}", shlex.quote(sys.executable))
+    return subprocess.run(shlex.split(command), capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_the_staged_grafana_folder_is_checked_before_the_switch(target, tmp_path):
+    result = _check(target, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def _foreign_datasource(folder):
+    path = folder / DASHBOARD
+    board = json.loads(path.read_text())
+    board["panels"][1]["targets"][0]["datasource"]["uid"] = "someone-elses"
+    path.write_text(json.dumps(board))
+
+
+def _bad_port(folder):
+    path = folder / "grafana.ini"
+    path.write_text(path.read_text().replace("http_port = 3300", "http_port = 33oo"))
+
+
+def _old_api_version(folder):
+    path = folder / PROVIDERS
+    path.write_text(path.read_text().replace("apiVersion: 1", "apiVersion: 0"))
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (_foreign_datasource, "reads datasource 'someone-elses', not provisioned"),
+        (_bad_port, "invalid literal for int()"),
+        (_old_api_version, "apiVersion must be 1"),
+    ],
+)
+def test_the_check_refuses_a_broken_grafana_folder(target, tmp_path, break_it, message):
+    result = _check(target, tmp_path, break_it)
+    assert result.returncode != 0 and message in result.stderr, result.stderr

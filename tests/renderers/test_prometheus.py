@@ -216,7 +216,7 @@ def test_config_scrapes_every_engine_and_node_and_passes_promtool(make_target, w
             "security": {"edge_secret": "${env:EDGE_SECRET}"},
             "deploy": {
                 "hosts": hosts,
-                "ports": {"engine": 9181},
+                "ports": {"engine": 9181, "http": 8088},
                 "state": {"history": "postgres", "postgres_dsn": "${env:PG_DSN}"},
             },
         },
@@ -225,7 +225,9 @@ def test_config_scrapes_every_engine_and_node_and_passes_promtool(make_target, w
     config = yaml.safe_load(render(target)["prometheus.yml"])
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {j: [(c["targets"][0], c["labels"]["host"]) for c in job["static_configs"]] for j, job in jobs.items()}
-    assert targets["engine"] == [("10.0.0.1:9181", "e1"), ("[fd00::2]:9181", "e2")]
+    # An edge's engine listens on loopback: it is scraped through its nginx (the HTTP port); an
+    # engine-only host listens on its address, where Prometheus reaches it directly.
+    assert targets["engine"] == [("10.0.0.1:8088", "e1"), ("[fd00::2]:9181", "e2")]
     assert targets["node"] == [("10.0.0.3:9100", "mon"), ("10.0.0.1:9100", "e1"), ("[fd00::2]:9100", "e2")]
     assert jobs["engine"]["metrics_path"] == "/internal/metrics"
     assert config["global"]["scrape_interval"] == config["global"]["evaluation_interval"] == "30s"
@@ -344,3 +346,55 @@ def test_rendering_is_byte_identical_for_the_same_spec(target):
     first = render_target(target, only={"prometheus"})
     assert first == render_target(target, only={"prometheus"})
     assert set(first) == {"prometheus/prometheus.yml", "prometheus/rules/alerts.yml", "prometheus/rules/recording.yml"}
+
+
+FLEET_HOSTS = [
+    {"name": "mon", "address": "10.0.0.3", "connection": "ssh", "roles": ["monitoring"]},
+    {"name": "e1", "address": "10.0.0.1", "connection": "ssh", "roles": ["engine", "edge"]},
+    {"name": "e2", "address": "10.0.0.2", "connection": "ssh", "roles": ["engine"]},
+]
+
+
+def fleet_target(make_target, host: str, prometheus: bool = True, **security):
+    return make_target(
+        {
+            "monitoring": {"prometheus": {"enabled": prometheus}},
+            "security": {"edge_secret": "${env:EDGE_SECRET}", **security},
+            "deploy": {
+                "hosts": FLEET_HOSTS,
+                "state": {"history": "postgres", "postgres_dsn": "${env:PG_DSN}"},
+            },
+        },
+        host=host,
+    )
+
+
+@pytest.mark.parametrize("host", ["mon", "e1", "e2"])
+def test_every_scraped_host_runs_node_exporter_on_its_own_address(make_target, host):
+    from assistantctl.apply import debian_packages
+    from assistantctl.renderers.supervisor import programs
+
+    target = fleet_target(make_target, host)
+    exporter = next(p for p in programs(target) if p.name == "node_exporter")
+    address = next(h["address"] for h in FLEET_HOSTS if h["name"] == host)
+    assert exporter.command[0] == "prometheus-node-exporter"
+    assert f"--web.listen-address={address}:9100" in exporter.command
+    assert "prometheus-node-exporter" in debian_packages(target)
+    # Without a Prometheus anywhere, nothing is scraped and nothing is installed.
+    bare = fleet_target(make_target, host, prometheus=False)
+    assert "node_exporter" not in [p.name for p in programs(bare)]
+    assert "prometheus-node-exporter" not in debian_packages(bare)
+
+
+def test_edge_serves_its_own_engines_metrics_to_the_monitoring_hosts_only(make_target):
+    from assistantctl.renderers.nginx import render as render_nginx
+
+    target = fleet_target(make_target, "e1", tls={"enabled": True, "certificate": "c.pem", "key": "k.pem"})
+    site = render_nginx(target)["site.conf"]
+    plain, _, tls = site.partition("listen 8443")
+    for server in (plain, tls):
+        metrics = server.split('location = "/metrics" {', 1)[1].split("}", 1)[0]
+        # its own engine, not the balanced upstream (which would mix in engine-only hosts)
+        assert "proxy_pass http://127.0.0.1:8081;" in metrics
+        # the monitoring host is admitted even though metrics.allow_networks does not name it
+        assert metrics.index('allow "10.0.0.3/32";') < metrics.index("deny all;")

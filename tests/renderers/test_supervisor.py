@@ -57,7 +57,9 @@ def test_programs_follow_roles_and_toggles(make_target):
             "deploy": {"hosts": [{"name": "local", "roles": ["monitoring"]}]},
         }
     )
-    assert set(render(monitoring_only)) == {"supervisord.conf", "programs/prometheus.conf"}
+    # Prometheus scrapes every host's node_exporter, its own included.
+    expected = {"supervisord.conf", "programs/prometheus.conf", "programs/node_exporter.conf"}
+    assert set(render(monitoring_only)) == expected
 
 
 def test_hosts_of_the_ha_pair_run_keepalived_in_the_foreground_with_their_own_pid_files(make_target, tmp_path):
@@ -248,7 +250,7 @@ def test_supervisord_runs_the_rendered_programs(make_target, write_files, make_r
         assert started.returncode == 0, started.stderr
         states = eventually(lambda: _states_if_all_running(ctl), 60, "every program RUNNING")
         groups.update({name: _pid(ctl, name) for name in states})  # for cleanup, whatever happens next
-        assert set(states) == {"engine", "nginx", "prometheus", "alertmanager"}
+        assert set(states) == {"engine", "nginx", "prometheus", "alertmanager", "node_exporter"}
         sock = short_root / "run" / "supervisor.sock"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o700
         # The real engine answers through the real nginx; the monitoring daemons on loopback.

@@ -1,0 +1,83 @@
+"""What the Telegram poller and commands keep on this node: the getUpdates offset, the updates
+already answered, and each chat's conversation generation (/reset) and model (/model).
+
+One SQLite file under data_dir, shared by the node's workers (only the worker holding the poll
+lock writes the offset). Why not Telegram's own offset alone: getUpdates(offset=N) forgets every
+update below N, so N may only move past an update once its reply is out; the `handled` rows make
+a restart skip the updates of a batch that were answered before the process died.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS offset (id INTEGER PRIMARY KEY CHECK (id = 1), next_update INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS handled (update_id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS chats (chat TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0, model TEXT);
+"""
+
+
+class TelegramState:
+    """Open with `await TelegramState.open(data_dir)`; close with `close()`."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, data_dir: str) -> TelegramState:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(Path(data_dir) / "telegram.sqlite3", isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA busy_timeout=5000")  # the node's other workers read chats too
+        await db.executescript(_SCHEMA)
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def offset(self) -> int:
+        """The first update id not yet known to be answered: what getUpdates asks from (0: all)."""
+        async with self._db.execute("SELECT next_update FROM offset WHERE id = 1") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def is_handled(self, update_id: int) -> bool:
+        async with self._db.execute("SELECT 1 FROM handled WHERE update_id = ?", (update_id,)) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def mark_handled(self, update_id: int) -> None:
+        """Recorded (synchronously on disk) as soon as the update's reply is out."""
+        await self._db.execute("INSERT OR IGNORE INTO handled (update_id) VALUES (?)", (update_id,))
+
+    async def advance(self, next_update: int) -> None:
+        """Every update below `next_update` is answered: ask from there on, forget their rows."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        await self._db.execute(
+            "INSERT INTO offset (id, next_update) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET next_update = max(next_update, excluded.next_update)",
+            (next_update,),
+        )
+        await self._db.execute("DELETE FROM handled WHERE update_id < ?", (next_update,))
+        await self._db.execute("COMMIT")
+
+    async def chat(self, chat: str) -> tuple[int, str | None]:
+        """The chat's (generation, chosen model): (0, None) until /reset or /model."""
+        async with self._db.execute("SELECT generation, model FROM chats WHERE chat = ?", (chat,)) as cursor:
+            row = await cursor.fetchone()
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    async def reset(self, chat: str) -> None:
+        await self._db.execute(
+            "INSERT INTO chats (chat, generation) VALUES (?, 1) "
+            "ON CONFLICT (chat) DO UPDATE SET generation = generation + 1",
+            (chat,),
+        )
+
+    async def choose_model(self, chat: str, model: str) -> None:
+        await self._db.execute(
+            "INSERT INTO chats (chat, model) VALUES (?, ?) ON CONFLICT (chat) DO UPDATE SET model = excluded.model",
+            (chat, model),
+        )
