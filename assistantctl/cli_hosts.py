@@ -225,15 +225,16 @@ def _telegram_drift(spec, spec_path: str) -> str | None:
 
 
 def _telegram_register(spec, spec_path: str, echo) -> bool:
-    """After the hosts switched: register (or delete) the webhook when Telegram's differs; False on failure."""
-    from .telegram_webhook import TelegramError, drift, register, wanted
+    """After the hosts switched: make Telegram's webhook registration the spec's; False on failure."""
+    from .telegram_webhook import TelegramError, sync, wanted
 
     want = wanted(spec, secrets(spec, spec_path))
     if want is None:
         return True
     try:
-        if drift(want) is not None:
-            echo(register(want))
+        changed = sync(want)
+        if changed is not None:
+            echo(changed)
     except TelegramError as exc:
         echo(f"error: {exc}")
         return False

@@ -97,6 +97,7 @@ def collect(root: str, with_content: tuple[str, ...] = ()) -> dict:
     libc, libc_version = platform.libc_ver()
     facts["python"] = {
         "version": f"{sys.version_info[0]}.{sys.version_info[1]}",
+        "full_version": platform.python_version(),  # dependency markers may name a patch release
         "machine": platform.machine(),
         "glibc": libc_version if libc == "glibc" else "",
     }

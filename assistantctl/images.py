@@ -20,36 +20,23 @@ import platform
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import metadata
-
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from .renderers.templating import render_template
-from .runtime import Runtime, controller_runtime, runtime_for, wheelhouse
+from .runtime import Runtime, interpreter_needs, runtime_for, wheelhouse
 
 REPOSITORY = "assistantctl"
 TAG_VARIABLE = "ASSISTANTCTL_IMAGE_TAG"
 DEFAULT_DEBIAN = "debian:bookworm-slim"
 # Debian bookworm's python3 and C library: the wheelhouse is fetched for them.
-DEBIAN_PYTHON = {"version": "3.11", "glibc": "2.36"}
-DEBIAN_PYTHON_FULL = "3.11.2"
+DEBIAN_PYTHON = {"version": "3.11", "full_version": "3.11.2", "glibc": "2.36"}
 ENGINE_UID = 10001  # the engine image's non-root user; secret files are handed to it
 ROOT = "/srv/assistant"  # the deploy root inside the containers (renderers/compose.py)
 # The services whose image is built here, in build order after the base.
-BUILT = ("engine", "nginx", "prometheus", "alertmanager")
+BUILT = ("engine", "nginx", "prometheus", "alertmanager", "node-exporter")
 
 
 class ImageBuildError(Exception):
     """A build failed; the message ends with the last lines of the build's log."""
-
-
-@dataclass(frozen=True)
-class _Needs:
-    """What `runtime_for` takes from a skill folder: who asks, and for what."""
-
-    source: str
-    requirements: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -59,23 +46,17 @@ class Built:
     id: str
 
 
-def image_runtime(runtime: Runtime | None = None) -> Runtime:
-    """The runtime the images hold: the controller's, plus what its pins require only on Debian's
-    own python3 (e.g. redis needs async-timeout below 3.11.3), which the controller's newer Python
-    does not pull in; the same id an SSH bookworm host gets for the same needs."""
-    runtime = runtime or controller_runtime()
-    env = {"python_full_version": DEBIAN_PYTHON_FULL, "python_version": DEBIAN_PYTHON["version"], "extra": ""}
-    pinned = {pin.split("==")[0] for pin in runtime.pins}
-    gaps = sorted(
-        f"{r.name}{r.specifier}"
-        for name in pinned
-        for r in map(Requirement, metadata.distribution(name).requires or ())
-        if r.marker is not None and r.marker.evaluate(env) and canonicalize_name(r.name) not in pinned
-    )
-    if not gaps:
-        return runtime
-    needs = _Needs(source=f"Debian's python3 {DEBIAN_PYTHON_FULL}", requirements=tuple(gaps))
-    return runtime_for([needs], {**DEBIAN_PYTHON, "machine": platform.machine()})
+def image_runtime() -> Runtime:
+    """The runtime the images hold: the one an SSH host on Debian bookworm gets (the controller's,
+    plus what its pins need only on Debian's python3, e.g. redis's async-timeout below 3.11.3),
+    under the same id."""
+    debian = debian_python()
+    return runtime_for(interpreter_needs(debian), debian)
+
+
+def debian_python() -> dict:
+    """What facts would report of bookworm's python3 on this machine's architecture."""
+    return {**DEBIAN_PYTHON, "machine": platform.machine()}
 
 
 def image_name(service: str) -> str:
@@ -138,7 +119,7 @@ def _wheels(runtime: Runtime) -> dict[str, bytes]:
     """The wheelhouse split for the Dockerfile: `project/` holds assistantctl's own wheel, `wheels/`
     the pinned dependencies and requirements.txt, so a change of engine code alone leaves the
     dependencies' layer cached (docker compares copied files by content)."""
-    archive = wheelhouse(runtime, {**DEBIAN_PYTHON, "machine": platform.machine()})
+    archive = wheelhouse(runtime, debian_python())
     files = {}
     with tarfile.open(archive) as tar:
         for member in tar.getmembers():

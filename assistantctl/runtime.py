@@ -10,7 +10,8 @@ side: installing a new one never disturbs the engine that runs, and a rollback f
 Skill folders' requirements.txt extend it (`runtime_for`): resolved with pip at plan time, for the
 host's platform, against the engine's pins as constraints; the extra distributions are pinned into
 a runtime of their own (a new id), whose wheelhouse is the engine's plus the extras. A conflict, or a
-requirement no index has, is a `SkillRequirementsError` naming the skill folders.
+requirement no index has, is a `SkillRequirementsError` naming the skill folders. What the engine's
+own dependencies need only on the host's Python (`interpreter_needs`) extends it the same way.
 """
 
 from __future__ import annotations
@@ -231,6 +232,47 @@ def host_closure() -> dict[str, str]:
             visited.add((name, wanted))
             queue.extend((Requirement(r), wanted) for r in distribution.requires or ())
     return found
+
+
+@dataclass(frozen=True)
+class InterpreterNeeds:
+    """What the engine's pins require on a host's own python3 but not on the controller's (a
+    dependency marker such as redis's `async-timeout; python_full_version < "3.11.3"`): it joins
+    the host's runtime like a skill folder's requirements."""
+
+    source: str  # for messages
+    requirements: tuple[str, ...]
+
+
+def interpreter_needs(host_python: dict) -> list[InterpreterNeeds]:
+    """The requirements of the engine's pinned distributions whose markers hold on a host with
+    `host_python` (facts: version, full_version, machine) and that the pins lack; [] when the
+    facts do not tell the full version."""
+    full = host_python.get("full_version")
+    if not full:
+        return []
+    environment = {
+        "python_full_version": full,
+        "python_version": host_python["version"],
+        "platform_machine": host_python["machine"],
+        "implementation_version": full,
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "extra": "",
+    }
+    pinned = {pin.split("==")[0] for pin in controller_runtime().pins}
+    lacking = sorted(
+        {
+            f"{requirement.name}{requirement.specifier}"
+            for name in pinned
+            for requirement in map(Requirement, metadata.distribution(name).requires or ())
+            if requirement.marker is not None
+            and requirement.marker.evaluate(environment)
+            and canonicalize_name(requirement.name) not in pinned
+        }
+    )
+    return [InterpreterNeeds(f"the engine's dependencies on Python {full}", tuple(lacking))] if lacking else []
 
 
 def cache_folder() -> Path:

@@ -17,7 +17,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from .renderers import Target
-from .runtime import Runtime, RuntimeUnavailable, SkillRequirementsError, controller_runtime, runtime_for
+from .runtime import (
+    Runtime,
+    RuntimeUnavailable,
+    SkillRequirementsError,
+    controller_runtime,
+    interpreter_needs,
+    runtime_for,
+)
 from .schema.spec import Host, Spec
 
 __all__ = ["SkillRequirementsError", "host_root", "planned_target", "target_runtime", "targets"]
@@ -95,8 +102,9 @@ def _browser_library() -> str:
 
 def target_runtime(target: Target, host_python: dict) -> Runtime:
     """The runtime apply installs on `target` (one with a managed runtime), whose python3 is
-    `host_python` (facts): the engine's, extended by what `engine_needs`."""
-    return runtime_for(engine_needs(target), host_python)
+    `host_python` (facts): the engine's, extended by what `engine_needs` and by what the engine's
+    own dependencies need on that Python."""
+    return runtime_for([*engine_needs(target), *interpreter_needs(host_python)], host_python)
 
 
 def planned_target(target: Target, facts: dict) -> Target:
@@ -107,10 +115,11 @@ def planned_target(target: Target, facts: dict) -> Target:
     if target.has_role("monitoring"):  # the alertmanager renderer writes what that version reads
         target = dataclasses.replace(target, alertmanager_version=facts.get("alertmanager_version"))
     folders = engine_needs(target)
-    if not folders:
-        return target
     if target.runtime is None:
-        _check_interpreter(target, folders)
+        if folders:
+            _check_interpreter(target, folders)
+        return target
+    if not folders and not interpreter_needs(facts["python"]):
         return target
     try:
         found = target_runtime(target, facts["python"])

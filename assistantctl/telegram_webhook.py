@@ -3,7 +3,8 @@
 `plan` asks getWebhookInfo (from the controller) and shows a line when the registration differs
 from the spec: another URL or other allowed_updates in webhook mode, any webhook at all in polling
 mode (Telegram refuses getUpdates while one is set). `apply`, once the hosts switched, makes it so:
-setWebhook (url, secret_token = the webhook secret, allowed_updates) or deleteWebhook.
+setWebhook (url, secret_token = the webhook secret, allowed_updates) on every apply in webhook mode
+(the secret cannot be compared), or deleteWebhook.
 
 The bot token is a path segment of every Bot API URL, so it is scrubbed from every message here:
 httpx's errors quote the URL.
@@ -74,7 +75,7 @@ def drift(want: Registration) -> str | None:
 
 
 def register(want: Registration) -> str:
-    """Make Telegram's registration `want` (called only when `drift` found a difference); what was done."""
+    """Make Telegram's registration `want`; what was done."""
     if want.url is None:
         _call(want, "deleteWebhook", {"drop_pending_updates": False})
         return "telegram webhook deleted (polling mode)"
@@ -83,6 +84,17 @@ def register(want: Registration) -> str:
         body["secret_token"] = want.secret_token
     _call(want, "setWebhook", body)
     return f"telegram webhook set to {want.url}"
+
+
+def sync(want: Registration) -> str | None:
+    """What apply does once the hosts switched: delete a webhook polling mode finds, and in webhook
+    mode always setWebhook (idempotent): getWebhookInfo never tells the secret_token, so a rotated
+    secret would otherwise never reach Telegram. What changed, for the output, or None."""
+    change = drift(want)
+    if want.url is None:
+        return register(want) if change is not None else None
+    done = register(want)
+    return done if change is not None else None
 
 
 def _call(want: Registration, method: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def build_app(rt: Runtime) -> Starlette:
     app.state.runtime = rt
     app.state.replies = replies
     app.state.webhooks = webhooks
-    app.state.page = page.load() if web else None
+    app.state.page = page.load(websocket_path) if web else None
     return app
 
 

@@ -79,6 +79,7 @@ class Runtime:
             self.masker,
         )
         await self.history.open()
+        storage.approvals(self.settings, self.history)
         self.upkeep.start()
         await self.keys.start()
         await self.mcp.start()  # returns at once: a server that is down never delays the engine

@@ -73,6 +73,9 @@ class ModelSettings(_Settings):
     tokens_per_minute: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # What the model reads besides text: with "image", a chat platform's photos are given to it
+    # (engine/channels/telegram_media.py); without, they get a polite refusal.
+    input: list[Literal["text", "image"]] = Field(default_factory=lambda: ["text"])
     # provider "custom" (engine/models/adapters/custom.py): the class the engine imports, as
     # `module:Class`, built with `params` plus the params whose values are secrets (param name ->
     # entry of the secrets file).

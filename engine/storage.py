@@ -2,6 +2,8 @@
 
 - history: SQLite in `data_dir` (one node; the default) or PostgreSQL (several nodes), named by
   `history_backend`; the DSN is the secret `history_dsn_secret`.
+- approval questions of machine tools (engine/tools/approval.py): beside the history, in the
+  PostgreSQL database when there is one, else in `<data_dir>/approvals.sqlite3`.
 - limit buckets (engine/limits/policy.py): with `rate_limit_backend` "memory", this node's own: this
   process's memory when it is the only worker and keeps no daily budget (nothing to share or to
   keep over a restart), else `<data_dir>/limits.sqlite3`, shared by the node's workers; with
@@ -36,6 +38,18 @@ def history(settings: EngineSettings, secrets: dict[str, str], sealer: Keyring, 
 
         return PostgresHistory(_secret(secrets, settings.history_dsn_secret, "history_dsn_secret"), sealer, masker)
     return History(settings.data_dir, sealer, masker)
+
+
+def approvals(settings: EngineSettings, history: HistoryStore) -> None:
+    """Put machine-tool approval questions beside an open PostgreSQL history, so that an answer on
+    any node finds them; otherwise they stay in the node's `<data_dir>/approvals.sqlite3`."""
+    if settings.history_backend == "postgres":
+        from .history.postgres import PostgresHistory
+        from .tools.approval import use_store
+        from .tools.approval_postgres import PostgresApprovalStore
+
+        assert isinstance(history, PostgresHistory)
+        use_store(Path(settings.data_dir), PostgresApprovalStore(history))
 
 
 def limiter(settings: EngineSettings, secrets: dict[str, str]) -> Buckets:

@@ -4,70 +4,58 @@ containers read, rendered for the first host only (a compose file describes one 
 The spec is collapsed onto one node (address 127.0.0.1, every role, no HA) and the other renderers
 run unchanged against it with the deploy root `/srv/assistant` inside the containers; each
 rendered file is bind-mounted read-only at `/srv/assistant/current/<renderer>/<path>`, the place
-it has on a host. The services share one network namespace like a Kubernetes pod, so the loopback
-addresses the configs use (nginx → engine, Prometheus → engine, Grafana → Prometheus, Filebeat →
-Logstash) hold and the engine stays reachable from nowhere but its own proxy; the namespace belongs
-to a `pod` service that does nothing but hold it and publish nginx's ports, so the engine or nginx
-can crash and be restarted without taking the others' network with it.
+it has on a host. The engine and nginx share one network namespace like a Kubernetes pod, so the
+engine stays on loopback, reachable from nowhere but its own proxy; the namespace belongs to a `pod`
+service that does nothing but hold it and publish nginx's ports, so the engine or nginx can crash
+and be restarted without taking the other's network with it. Monitoring and ELK run apart on
+networks of their own and reach each other by service name (compose_networks.py).
 
 The images `assistantctl/<service>` are built by `assistantctl compose --build` (images.py) and
 tagged with the engine runtime id, read from `.env` (`ASSISTANTCTL_IMAGE_TAG`); Grafana and ELK use
 their vendors' public images. Secret values are compose `secrets:` (`file: ./secrets/<name>`),
 written only by `assistantctl compose --secrets`, and mounted where the reused configs expect their
 secret files. ELK is behind the `elk` profile (compose file format 3.9, docker-compose >= 1.28):
-`docker-compose --profile elk up`; a compose-local Elasticsearch runs only when the spec's
-Elasticsearch is the loopback one, so Logstash and Kibana always use the same cluster. Compose
-interpolates `$` in every string of the file, so the one YAML writer here doubles it (the image
-tag reference is the one interpolation it keeps).
+`docker-compose --profile elk up` (compose_elk.py). Compose interpolates `$` in every string of the
+file, so the one YAML writer here doubles it (the image tag reference is the one interpolation it
+keeps).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from posixpath import isabs, join
-from urllib.parse import urlsplit
 
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
-from . import alertmanager, elk, engine, grafana, nginx, prometheus, skills
+from . import alertmanager, compose_elk, elk, engine, grafana, nginx, prometheus, skills
+from . import compose_networks as nets
+from . import compose_parts as parts
 from .base import Files, Renderer, Target
+from .compose_parts import IMAGES, ROOT
 from .prometheus import dump_yaml
 from .supervisor import ENGINE_STOP_GRACE_SECONDS
 
 COMPOSE_FILE = "docker-compose.yml"
 FORMAT_VERSION = "3.9"  # the first v3 format with `profiles`
-ROOT = "/srv/assistant"  # the deploy root inside every container
 # Built by images.py; the tag comes from `.env`, so a stack never runs images it was not built for.
 TAG_VARIABLE = "ASSISTANTCTL_IMAGE_TAG"
 BUILT_REFERENCE = ":${" + TAG_VARIABLE + ":?build the images first: assistantctl compose --build}"
-IMAGES = {
-    "pod": "assistantctl/base",
-    "engine": "assistantctl/engine",
-    "nginx": "assistantctl/nginx",
-    "prometheus": "assistantctl/prometheus",
-    "alertmanager": "assistantctl/alertmanager",
-    "grafana": "grafana/grafana:9.5.15",
-    "elasticsearch": "docker.elastic.co/elasticsearch/elasticsearch:8.11.3",
-    "logstash": "docker.elastic.co/logstash/logstash:8.11.3",
-    "kibana": "docker.elastic.co/kibana/kibana:8.11.3",
-    "filebeat": "docker.elastic.co/beats/filebeat:8.11.3",
-}
 # The renderers whose files the containers read, in service order.
 REUSED = (engine, skills, nginx, prometheus, alertmanager, grafana, elk)
 # An engine worker is one Python process; the base covers the supervisor process and page cache.
 ENGINE_MEMORY_BASE_MB, ENGINE_MEMORY_PER_WORKER_MB = 256, 256
 SHARED_NETWORK = "service:pod"
-RESTART = "unless-stopped"
 
 
 def compose_spec(spec: Spec) -> Spec:
-    """The spec collapsed onto one local node that has every role and no HA pair."""
+    """The spec collapsed onto one local node that has every role and no HA pair, whose metrics the
+    monitoring network may read."""
     first = spec.deploy.hosts[0]
     host = first.model_copy(
         update={"address": "127.0.0.1", "connection": "local", "roles": ["engine", "edge", "monitoring", "logging"]}
     )
-    return spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"hosts": [host], "ha": None})})
+    collapsed = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"hosts": [host], "ha": None})})
+    return nets.admit_monitoring(collapsed)
 
 
 def container_target(target: Target) -> Target:
@@ -77,19 +65,6 @@ def container_target(target: Target) -> Target:
 
 def _reused(ct: Target) -> list:
     return [module for module in REUSED if module.RENDERER.applies(ct)]
-
-
-def _current(name: str, path: str) -> str:
-    return f"{ROOT}/current/{name}/{path}"
-
-
-def _config_binds(ct: Target, module: object, only: tuple[str, ...] = ()) -> list[str]:
-    name = module.RENDERER.name
-    return [
-        f"./{name}/{path}:{_current(name, path)}:ro"
-        for path in sorted(module.RENDERER.render(ct))
-        if not only or path.startswith(only)
-    ]
 
 
 def _secret_name(renderer: str, path: str) -> str:
@@ -105,30 +80,15 @@ def _secret_paths(ct: Target, module: object) -> list[str]:
 
 def _secrets(ct: Target, module: object) -> list[dict]:
     name = module.RENDERER.name
-    return [{"source": _secret_name(name, path), "target": _current(name, path)} for path in _secret_paths(ct, module)]
+    return [
+        {"source": _secret_name(name, path), "target": parts.current(name, path)} for path in _secret_paths(ct, module)
+    ]
 
 
 def _secret_reader(ct: Target, module: object) -> dict:
     """docker-compose mounts a file secret as a plain bind (owner, group and mode are swarm-only),
     so a 0600 root-owned secret file is readable only by root in the container."""
     return {"secrets": _secrets(ct, module), "user": "0:0" if _secret_paths(ct, module) else None}
-
-
-def _http_probe(url: str, interval: str = "10s") -> dict:
-    """A healthcheck for the built images (curl is in their base) and Grafana's (busybox `wget`)."""
-    if url.endswith("/api/health"):
-        return {
-            "test": ["CMD", "wget", "-q", "-O", "/dev/null", url],
-            "interval": interval,
-            "timeout": "3s",
-            "retries": 3,
-        }
-    return {
-        "test": ["CMD", "curl", "-fsS", "-m", "2", "-o", "/dev/null", url],
-        "interval": interval,
-        "timeout": "3s",
-        "retries": 3,
-    }
 
 
 def _pod(ct: Target) -> dict:
@@ -139,27 +99,33 @@ def _pod(ct: Target) -> dict:
         ports.append(f"{spec.deploy.ports.https}:{spec.deploy.ports.https}")
     # PID 1 ignores SIGTERM unless it handles it: exit at once on `down`.
     hold = "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()"
-    return _service(IMAGES["pod"], command=["python3", "-c", hold], ports=ports, mem_limit="32m")
-
-
-def _service(image: str, **fields: object) -> dict:
-    service = {"image": image, "restart": RESTART}
-    service.update({key: value for key, value in fields.items() if value})
-    return service
+    monitored = prometheus.RENDERER.applies(ct)
+    return parts.service(
+        IMAGES["pod"],
+        command=["python3", "-c", hold],
+        ports=ports,
+        networks=nets.pod_networks(monitored),
+        mem_limit="32m",
+    )
 
 
 def _engine(target: Target, ct: Target) -> dict:
     spec = ct.spec
     workers = spec.limits.concurrency.workers
     port = spec.deploy.ports.engine
-    return _service(
+    return parts.service(
         IMAGES["engine"],
-        command=["python", "-m", "assistantctl.engine", "--settings", _current("engine", "settings.json")],
+        command=["python", "-m", "assistantctl.engine", "--settings", parts.current("engine", "settings.json")],
         environment={"PYTHONUNBUFFERED": "1"},
         network_mode=SHARED_NETWORK,
-        volumes=[f"data:{ROOT}/data", f"logs:{ROOT}/logs", *_config_binds(ct, engine), *_config_binds(ct, skills)],
+        volumes=[
+            f"data:{ROOT}/data",
+            f"logs:{ROOT}/logs",
+            *parts.config_binds(ct, engine),
+            *parts.config_binds(ct, skills),
+        ],
         secrets=_secrets(ct, engine),
-        healthcheck={**_http_probe(f"http://127.0.0.1:{port}/health", "5s"), "start_period": "20s"},
+        healthcheck={**parts.http_probe(f"http://127.0.0.1:{port}/health", "5s"), "start_period": "20s"},
         cpus=float(workers),
         mem_limit=f"{ENGINE_MEMORY_BASE_MB + ENGINE_MEMORY_PER_WORKER_MB * workers}m",
         stop_grace_period=f"{math.ceil(spec.limits.timeouts.request_seconds) + ENGINE_STOP_GRACE_SECONDS}s",
@@ -167,7 +133,7 @@ def _engine(target: Target, ct: Target) -> dict:
 
 
 def _nginx(target: Target, ct: Target) -> dict:
-    volumes = [f"logs:{ROOT}/logs", *_config_binds(ct, nginx)]
+    volumes = [f"logs:{ROOT}/logs", *parts.config_binds(ct, nginx)]
     tls = ct.spec.security.tls
     if tls.enabled:
         # Certificates come from the docker host's deploy root (or absolute paths) at the path
@@ -175,13 +141,13 @@ def _nginx(target: Target, ct: Target) -> dict:
         for path in (tls.certificate, tls.key):
             source = path if isabs(path) else join(target.root, path)
             volumes.append(f"{source}:{path if isabs(path) else join(ROOT, path)}:ro")
-    return _service(
+    return parts.service(
         IMAGES["nginx"],
         command=["nginx", "-p", f"{ROOT}/current/nginx/", "-c", "nginx.conf", "-e", f"{ROOT}/logs/nginx-error.log"],
         network_mode=SHARED_NETWORK,
-        depends_on=_healthy("engine"),
+        depends_on=parts.healthy("engine"),
         # Plain-HTTP /health answers even with TLS on (site.conf), through nginx to the engine.
-        healthcheck=_http_probe(f"http://127.0.0.1:{ct.spec.deploy.ports.http}/health"),
+        healthcheck=parts.http_probe(f"http://127.0.0.1:{ct.spec.deploy.ports.http}/health"),
         volumes=volumes,
         tmpfs=[f"{ROOT}/run", f"{ROOT}/tmp/nginx"],
     )
@@ -191,132 +157,68 @@ def _monitoring(ct: Target) -> dict[str, dict]:
     spec = ct.spec.monitoring
     services = {}
     if prometheus.RENDERER.applies(ct):
-        services["prometheus"] = _service(
+        services["prometheus"] = parts.service(
             IMAGES["prometheus"],
             command=[
-                f"--config.file={_current('prometheus', 'prometheus.yml')}",
+                f"--config.file={parts.current('prometheus', 'prometheus.yml')}",
                 "--storage.tsdb.path=/prometheus",
-                f"--web.listen-address=127.0.0.1:{spec.prometheus.port}",
+                f"--web.listen-address=:{spec.prometheus.port}",
                 f"--storage.tsdb.retention.time={spec.prometheus.retention_days}d",
             ],
-            network_mode=SHARED_NETWORK,
-            healthcheck=_http_probe(f"http://127.0.0.1:{spec.prometheus.port}/-/healthy"),
-            volumes=["prometheus-data:/prometheus", *_config_binds(ct, prometheus)],
+            networks=[nets.MONITORING],
+            healthcheck=parts.http_probe(f"http://127.0.0.1:{spec.prometheus.port}/-/healthy"),
+            volumes=["prometheus-data:/prometheus", *parts.config_binds(ct, prometheus)],
         )
+        services["node-exporter"] = _node_exporter()
     if alertmanager.RENDERER.applies(ct):
-        services["alertmanager"] = _service(
+        services["alertmanager"] = parts.service(
             IMAGES["alertmanager"],
             command=[
-                f"--config.file={_current('alertmanager', 'alertmanager.yml')}",
+                f"--config.file={parts.current('alertmanager', 'alertmanager.yml')}",
                 "--storage.path=/alertmanager",
-                f"--web.listen-address=127.0.0.1:{spec.alertmanager.port}",
+                f"--web.listen-address=:{spec.alertmanager.port}",
                 "--cluster.listen-address=",
             ],
-            network_mode=SHARED_NETWORK,
-            healthcheck=_http_probe(f"http://127.0.0.1:{spec.alertmanager.port}/-/healthy"),
-            volumes=["alertmanager-data:/alertmanager", *_config_binds(ct, alertmanager)],
+            networks=[nets.MONITORING],
+            healthcheck=parts.http_probe(f"http://127.0.0.1:{spec.alertmanager.port}/-/healthy"),
+            volumes=["alertmanager-data:/alertmanager", *parts.config_binds(ct, alertmanager)],
             **_secret_reader(ct, alertmanager),
         )
     if grafana.RENDERER.applies(ct):
-        services["grafana"] = _service(
+        services["grafana"] = parts.service(
             IMAGES["grafana"],
             # The image's GF_PATHS_* variables would override grafana.ini: point them at the
             # rendered files and at the image's own (writable) data and log folders.
             environment={
-                "GF_PATHS_CONFIG": _current("grafana", "grafana.ini"),
-                "GF_PATHS_PROVISIONING": _current("grafana", "provisioning"),
+                "GF_PATHS_CONFIG": parts.current("grafana", "grafana.ini"),
+                "GF_PATHS_PROVISIONING": parts.current("grafana", "provisioning"),
                 "GF_PATHS_DATA": "/var/lib/grafana",
                 "GF_PATHS_LOGS": "/var/log/grafana",
             },
-            network_mode=SHARED_NETWORK,
-            healthcheck=_http_probe(f"http://127.0.0.1:{spec.grafana.port}/api/health"),
-            volumes=["grafana-data:/var/lib/grafana", *_config_binds(ct, grafana)],
+            networks=[nets.MONITORING],
+            healthcheck=parts.http_probe(f"http://127.0.0.1:{spec.grafana.port}/api/health"),
+            volumes=["grafana-data:/var/lib/grafana", *parts.config_binds(ct, grafana)],
             **_secret_reader(ct, grafana),
         )
     return services
 
 
-def _elk_common() -> dict:
-    # Fresh lists per service: a shared object would come out as a YAML anchor and alias.
-    return {"network_mode": SHARED_NETWORK, "profiles": ["elk"]}
-
-
-def _healthy(service: str) -> dict:
-    return {service: {"condition": "service_healthy"}}
-
-
-def _local_elasticsearch(ct: Target) -> bool:
-    """The spec's Elasticsearch is this machine's (the default): then the stack runs one."""
-    hosts = ct.spec.monitoring.logging.elk.elasticsearch_hosts
-    return all(urlsplit(str(url)).hostname in ("127.0.0.1", "localhost", "::1") for url in hosts)
-
-
-def _elk(ct: Target) -> dict[str, dict]:
-    if not elk.RENDERER.applies(ct):
-        return {}
-    local = _local_elasticsearch(ct)
-    # Kibana reads the cluster Logstash writes to: the compose-local one, or the spec's own.
-    hosts = [str(url).rstrip("/") for url in ct.spec.monitoring.logging.elk.elasticsearch_hosts]
-    services = {
-        "elasticsearch": _service(
-            IMAGES["elasticsearch"],
-            # Loopback only: single-node development mode, reachable by the pod at 127.0.0.1:9200.
-            environment={
-                "discovery.type": "single-node",
-                "network.host": "127.0.0.1",
-                "xpack.security.enabled": "false",
-                "ES_JAVA_OPTS": "-Xms512m -Xmx512m",
-            },
-            volumes=["elasticsearch-data:/usr/share/elasticsearch/data"],
-            # The image ships curl; yellow is healthy for a single node (replicas stay unassigned).
-            healthcheck={
-                "test": [
-                    "CMD",
-                    "curl",
-                    "-fsS",
-                    "http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=2s",
-                ],
-                "interval": "10s",
-                "timeout": "5s",
-                "retries": 12,
-                "start_period": "30s",
-            },
-            mem_limit="1g",
-            **_elk_common(),
-        ),
-        "logstash": _service(
-            IMAGES["logstash"],
-            command=["logstash", "-f", _current("elk", elk.PIPELINE_FILE)],
-            environment={"XPACK_MONITORING_ENABLED": "false", "LS_JAVA_OPTS": "-Xms256m -Xmx256m"},
-            volumes=_config_binds(ct, elk, only=("logstash/",)),
-            depends_on=_healthy("elasticsearch") if local else None,
-            **_elk_common(),
-        ),
-        "kibana": _service(
-            IMAGES["kibana"],
-            # Kibana's image reads a YAML list from this variable.
-            environment={"ELASTICSEARCH_HOSTS": json.dumps(hosts), "SERVER_HOST": "127.0.0.1"},
-            volumes=_config_binds(ct, elk, only=("kibana/",)),
-            depends_on=_healthy("elasticsearch") if local else None,
-            **_elk_common(),
-        ),
-        "filebeat": _service(
-            IMAGES["filebeat"],
-            # root: the logs volume belongs to the writers; -e logs to stderr (docker logs).
-            user="root",
-            command=["filebeat", "-e", "--strict.perms=false", "-c", _current("elk", "filebeat.yml")],
-            volumes=[
-                f"logs:{ROOT}/logs:ro",
-                f"filebeat-data:{ROOT}/data/filebeat",
-                *_config_binds(ct, elk, only=("filebeat.yml",)),
-            ],
-            depends_on=["logstash"],
-            **_elk_common(),
-        ),
-    }
-    if not local:
-        del services["elasticsearch"]
-    return services
+def _node_exporter() -> dict:
+    """The exporter behind Prometheus' `node` job: the docker host's /proc, /sys and file systems,
+    read-only, measured from a namespace of its own on the monitoring network."""
+    return parts.service(
+        IMAGES["node-exporter"],
+        command=[
+            "--path.procfs=/host/proc",
+            "--path.sysfs=/host/sys",
+            "--path.rootfs=/host/root",
+            f"--web.listen-address=:{prometheus.NODE_EXPORTER_PORT}",
+        ],
+        networks=[nets.MONITORING],
+        healthcheck=parts.http_probe(f"http://127.0.0.1:{prometheus.NODE_EXPORTER_PORT}/metrics"),
+        volumes=["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro"],
+        mem_limit="64m",
+    )
 
 
 def build_compose(target: Target) -> dict:
@@ -326,13 +228,15 @@ def build_compose(target: Target) -> dict:
         "engine": _engine(target, ct),
         "nginx": _nginx(target, ct),
         **_monitoring(ct),
-        **_elk(ct),
+        **compose_elk.elk_services(ct),
     }
     named = sorted(
         {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("./", "/"))}
     )
     secrets = sorted(s["source"] for service in services.values() for s in service.get("secrets", []))
     compose: dict = {"version": FORMAT_VERSION, "services": services, "volumes": {name: {} for name in named}}
+    if nets.networks(services):
+        compose["networks"] = nets.networks(services)
     if secrets:
         compose["secrets"] = {name: {"file": f"./secrets/{name}"} for name in secrets}
     return compose
@@ -359,12 +263,26 @@ def compose_yaml(compose: dict) -> str:
     return dump_yaml(escaped)
 
 
+# Reused files whose loopback addresses become service names on the compose networks.
+_ACROSS_NETWORKS = {
+    "prometheus/prometheus.yml": nets.prometheus_config,
+    "grafana/provisioning/datasources/prometheus.yml": nets.grafana_datasources,
+}
+
+
+def _module_target(ct: Target, module: object) -> Target:
+    return compose_elk.logging_target(ct) if module is elk else ct
+
+
 def render(target: Target) -> Files:
     ct = container_target(target)
     files = {COMPOSE_FILE: compose_yaml(build_compose(target))}
     for module in _reused(ct):
-        for path, text in module.RENDERER.render(ct).items():
+        for path, text in module.RENDERER.render(_module_target(ct, module)).items():
             files[f"{module.RENDERER.name}/{path}"] = text
+    for path, rewrite in _ACROSS_NETWORKS.items():
+        if path in files:
+            files[path] = rewrite(files[path], ct.spec)
     return dict(sorted(files.items()))
 
 
@@ -373,7 +291,7 @@ def secret_files(target: Target, values: dict[str, str]) -> Files:
     ct = container_target(target)
     files = {}
     for module in _reused(ct):
-        for path, text in module.RENDERER.secret_files(ct, values).items():
+        for path, text in module.RENDERER.secret_files(_module_target(ct, module), values).items():
             files[f"secrets/{_secret_name(module.RENDERER.name, path)}"] = text
     return dict(sorted(files.items()))
 

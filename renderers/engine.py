@@ -204,6 +204,7 @@ def _model(spec: Spec, name: str) -> ModelSettings:
         tokens_per_minute=m.tokens_per_minute,
         max_tokens=m.max_tokens,
         temperature=m.temperature,
+        input=list(m.input),
         adapter_class=m.class_path,
         **_params(name, m.params or {}),
     )

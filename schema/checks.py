@@ -188,16 +188,19 @@ def telegram_webhook_url(spec: Spec) -> str | None:
 
 
 def _telegram_polling_on_one_engine_host(spec: Spec) -> Iterator[Finding]:
-    """The poller's lock and offset live on its node (engine/channels/telegram_poll.py): two engine
-    hosts would poll the same bot, and Telegram would hand both the same updates."""
+    """Without a shared history the poller's lock and offset live on its node
+    (engine/channels/telegram_poll.py): two engine hosts would poll the same bot, and Telegram would
+    hand both the same updates. With the history in PostgreSQL one lease there elects one poller."""
     telegram = spec.channels.telegram
     engines = [h.name for h in spec.deploy.hosts if "engine" in h.roles]
-    if telegram.enabled and telegram.mode == "polling" and len(engines) > 1:
+    shared = spec.deploy.state.history == "postgres"
+    if telegram.enabled and telegram.mode == "polling" and len(engines) > 1 and not shared:
         yield (
             ("channels", "telegram", "mode"),
             f"channels.telegram.mode 'polling' runs one poller per engine host, and {len(engines)} hosts run "
             f"the engine ({', '.join(engines)}): each update would be answered by each of them",
-            "use mode: webhook (Telegram posts each update once, to the edge) with several engine hosts",
+            "use deploy.state.history: postgres (one poller for the deployment, elected there), or mode: "
+            "webhook (Telegram posts each update once, to the edge)",
         )
 
 

@@ -1,7 +1,9 @@
 """The Docker Compose stack for real: `assistantctl compose --build` builds the images on a Debian
 base through the docker SDK, docker-compose 1.29 starts them on a daemon of the test's own
 (tests/docker_host.py), and the stack answers /health and a chat through its nginx, comes back
-from a killed engine, takes a changed spec and goes down. No registry is involved anywhere."""
+from a killed engine, takes a changed spec and goes down. With monitoring on, Prometheus (on a
+network of its own) scrapes the engine through nginx and node-exporter, and Alertmanager is ready.
+No registry is involved anywhere."""
 
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ class Stack:
         self.docker, self.folder, self.out = docker, folder, folder / "stack"
         self.data = default_spec()
         self.data["deploy"]["ports"] = {"http": free_port(), "engine": 8081, "https": free_port()}
+        # Grafana and ELK come from their vendors' registries, which the test does not use.
+        self.data["monitoring"]["prometheus"] = {"enabled": True, "scrape_interval_seconds": 2}
+        self.data["monitoring"]["alertmanager"] = {"enabled": True}
         self.spec = write_spec(folder, self.data)
         self.url = f"http://127.0.0.1:{self.data['deploy']['ports']['http']}"
 
@@ -101,6 +106,26 @@ class Stack:
                 pass
             time.sleep(0.5)
         pytest.fail(f"{self.url}/health did not answer within {seconds} s:\n{self.compose('logs', '--tail=40').stdout}")
+
+    def address(self, service: str, network: str) -> str:
+        """The service's address on one of the stack's networks (the test host has a leg on each)."""
+        networks = self.container(service).attrs["NetworkSettings"]["Networks"]
+        return networks[f"{self.out.name}_{network}"]["IPAddress"]
+
+    def wait_targets_up(self, prometheus: str, seconds: float = UP_SECONDS) -> dict[str, dict]:
+        """Prometheus' active targets by job once every one has been scraped and is up."""
+        deadline = time.monotonic() + seconds
+        found: dict[str, dict] = {}
+        while time.monotonic() < deadline:
+            try:
+                active = httpx.get(f"{prometheus}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+                found = {t["labels"]["job"]: t for t in active}
+                if found and all(t["health"] == "up" for t in found.values()):
+                    return found
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"Prometheus targets not all up within {seconds} s: {found}")
 
     def chat(self, key: str, message: str) -> httpx.Response:
         return httpx.post(f"{self.url}/api/v1/chat", json={"message": message}, headers=bearer(key), timeout=10)
@@ -172,6 +197,22 @@ def test_stack_builds_starts_serves_recovers_redeploys_and_goes_down(docker, tmp
     assert answer.status_code == 200, answer.text
     assert answer.json()["reply"]
     assert httpx.post(f"{stack.url}/api/v1/chat", json={"message": "hi"}, timeout=10).status_code == 401
+
+    # Monitoring, apart from the engine's namespace: Prometheus scrapes the engine through nginx's
+    # metrics location (which admits the monitoring network, and not the published port's callers)
+    # and node-exporter, by service name; Alertmanager is ready.
+    prometheus = f"http://{stack.address('prometheus', 'monitoring')}:9090"
+    targets = stack.wait_targets_up(prometheus)
+    assert set(targets) == {"engine", "node"}
+    assert targets["engine"]["scrapeUrl"] == f"http://nginx:{stack.data['deploy']['ports']['http']}/metrics"
+    assert targets["node"]["scrapeUrl"] == "http://node-exporter:9100/metrics"
+    assert httpx.get(f"{stack.url}/metrics", timeout=5).status_code == 403
+    alertmanager = f"http://{stack.address('alertmanager', 'monitoring')}:9093"
+    assert httpx.get(f"{alertmanager}/-/ready", timeout=5).status_code == 200
+    # The engine's own port is on the pod's loopback only: nothing on the monitoring network reaches it.
+    engine_port = stack.data["deploy"]["ports"]["engine"]
+    direct = stack.container("prometheus").exec_run(["curl", "-fsS", "-m", "2", f"http://nginx:{engine_port}/health"])
+    assert direct.exit_code != 0, direct.output
 
     # A crash (SIGKILL of the engine's PID 1 from outside): the restart policy brings it back, and
     # nginx, in the namespace the pod container holds, reaches the new engine.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import platform
 import shutil
 import tarfile
 import zipfile
@@ -20,7 +21,7 @@ import pytest
 from assistantctl import runtime
 from assistantctl.bundle import build_bundle
 from assistantctl.schema.loader import load_spec
-from assistantctl.targets import SkillRequirementsError, planned_target, targets
+from assistantctl.targets import SkillRequirementsError, planned_target, target_runtime, targets
 from cli_helpers import REPO, Deployment, assistantctl, default_spec, write_spec
 
 EXAMPLE = REPO / "examples" / "skills" / "word_count"
@@ -140,6 +141,23 @@ def test_a_skills_requirements_are_pinned_into_the_hosts_runtime_under_a_new_id(
     # resolved once: the next plan takes the cached answer, pip (and its index) is not asked again
     shutil.rmtree(index)
     assert runtime.runtime_for(target.spec.loaded_skill_folders, HOST_PYTHON) == extended
+
+
+def test_a_host_whose_python_needs_more_of_the_engines_dependencies_gets_them_in_its_runtime(tmp_path, index):
+    # redis needs async-timeout below Python 3.11.3 (Debian 12 has 3.11.2); a controller on a newer
+    # Python pins no such thing, and a runtime built from its pins alone could not import redis there.
+    write_wheel(index, "async-timeout", "4.0.3")
+    debian = {**HOST_PYTHON, "full_version": "3.11.2"}
+    (needs,) = runtime.interpreter_needs(debian)
+    assert any(line.startswith("async-timeout") for line in needs.requirements), needs
+    assert runtime.interpreter_needs({**HOST_PYTHON, "full_version": platform.python_version()}) == []
+
+    target = ssh_target(tmp_path, {"plain": None})
+    planned = planned_target(target, {"python": debian})
+    assert planned.runtime != target.runtime
+    found = target_runtime(target, debian)  # what apply installs: the same runtime plan named
+    assert found.id == planned.runtime and "async-timeout==4.0.3" in found.extras
+    assert planned_target(target, {"python": {**HOST_PYTHON, "full_version": platform.python_version()}}) == target
 
 
 def test_a_skill_without_requirements_keeps_the_engines_runtime(tmp_path, index):

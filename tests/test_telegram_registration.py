@@ -19,7 +19,7 @@ import yaml
 from assistantctl.engine.settings import TELEGRAM_ALLOWED_UPDATES
 from assistantctl.schema.checks import exposure_warnings
 from assistantctl.schema.loader import SpecError, parse_spec
-from assistantctl.telegram_webhook import TelegramError, drift, register, wanted
+from assistantctl.telegram_webhook import TelegramError, drift, register, sync, wanted
 from cli_helpers import Deployment, applied
 
 sys.path.insert(0, str(Path(__file__).parent / "engine"))  # the fake Bot API, shared with tests/engine
@@ -74,6 +74,17 @@ def test_setwebhook_registers_url_secret_and_updates_then_nothing_differs(fake) 
     fake.bot.webhook["allowed_updates"] = ["message", "edited_message"]
     assert drift(want) == "~ telegram webhook allowed_updates [message, edited_message] -> [message]"
     assert all(call["path"].startswith(f"/bot{TOKEN}/") for call in fake.bot.calls)
+
+
+def test_apply_sends_a_rotated_webhook_secret_though_nothing_else_differs(fake) -> None:
+    # getWebhookInfo never tells the secret_token: after a rotation only setWebhook can make
+    # Telegram send the new one, or every update would be refused by the engines.
+    sync(wanted(spec_with(fake.url), SECRETS))
+    rotated = {**SECRETS, "channels.telegram.webhook_secret": "ROTATED-HOOK-SECRET"}
+    want = wanted(spec_with(fake.url), rotated)
+    assert drift(want) is None  # nothing plan can see
+    assert sync(want) is None  # nothing to report either
+    assert fake.bot.webhook["secret_token"] == "ROTATED-HOOK-SECRET"
 
 
 def test_polling_mode_deletes_a_registered_webhook(fake) -> None:

@@ -14,6 +14,7 @@ textContent (engine/web/app.js), never by parsing it as HTML.
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +51,13 @@ class Page:
     assets: dict[str, Asset]
 
 
-def load(folder: Path = WEB_DIR) -> Page:
+def load(websocket_path: str | None, folder: Path = WEB_DIR) -> Page:
     """Read engine/web/ and name each asset by its content hash; index.html's `{{app.js}}` and
-    `{{app.css}}` become those names. Raises OSError when a file is missing."""
+    `{{app.css}}` become those names, `{{websocket_path}}` the channel's path ("" when it is off).
+    Raises OSError when a file is missing."""
     assets: dict[str, Asset] = {}
     index = (folder / "index.html").read_text(encoding="utf-8")
+    index = index.replace("{{websocket_path}}", html.escape(websocket_path or "", quote=True))
     for name, media_type in _ASSETS.items():
         body = (folder / name).read_bytes()
         stem, _, ext = name.rpartition(".")

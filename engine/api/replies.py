@@ -72,6 +72,7 @@ class Job:
         self.seq = 0
         self.outcome: Frame | None = None
         self.cancelled = False  # a client's cancel frame stopped it (not a shutdown)
+        self.storing = False  # the reply is complete and being written: too late to cancel
         self._followers: set[asyncio.Queue[Frame]] = set()
 
     def follow(self) -> asyncio.Queue[Frame]:
@@ -143,10 +144,14 @@ class Replies:
     def cancel(self, user: str, client_id: str) -> bool:
         """Stop the reply to `client_id` of `user` on this worker; False when none is running here.
         The model call is cancelled (its HTTP stream closed), nothing is stored, the claim is
-        released (a re-send of the id starts over) and followers get a `cancelled` frame."""
+        released (a re-send of the id starts over) and followers get a `cancelled` frame. A reply
+        already being stored is left to finish (True: its `done` frame follows): cancelling the
+        write could store the reply and still release its claim."""
         running = self._jobs.get((user, client_id))
         if running is None or running[0].outcome is not None:
             return False
+        if running[0].storing:
+            return True
         running[0].cancelled = True
         running[1].cancel()
         return True
@@ -281,6 +286,7 @@ class Replies:
         if loop is not None and loop.added:
             rows += tool_rows(conversation_id, user, loop.added, answered_by)
         rows.append(Row(message_id, conversation_id, user, "assistant", text, answered_by, tokens))
+        job.storing = True
         await rt.history.append(rows)
         record = ClientMessage(job.client_id, conversation_id, message_id, 0.0, text, answered_by)
         return done_frame(job.client_id, record, replayed=False)

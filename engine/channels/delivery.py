@@ -27,6 +27,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 
@@ -42,11 +43,13 @@ from ..runtime import Runtime
 from ..tools.approval import Question, answer_of, store_for
 from .base import ChannelConfig, Inbound, WebhookChannel, split_reply
 from .outbound import Outbound
+from .photos import screenshots_of, send_screenshots
 
 FAILURE_TEXT = "Sorry, I could not answer that just now. Please try again in a moment."
 TOO_LONG_TEXT = "Sorry, that message is too long for me. Please send a shorter one."
 EMPTY_TEXT = "(the model gave an empty answer)"
-# The answer to a photo, voice note, file... (Inbound.media): the models are not given those yet.
+# The answer to a photo, voice note, file... (Inbound.media) on WhatsApp and WeCom: their models are
+# not given those yet (Telegram's photos and text files are: telegram_media.py).
 MEDIA_TEXT = "Sorry, I can only read text messages for now."
 
 
@@ -123,6 +126,11 @@ class _Answer:
     ) -> None:
         self.rt, self.channel, self.config, self.inbound, self.trace = rt, channel, config, inbound, trace
         self.conversation_id, self.message_id, self.client_id = conversation_id, message_id, client_id
+        # A photo or file the channel prepared for the model (content parts, or text) and the line
+        # the history keeps for it instead of the bytes; None: the message's text, as it is.
+        self.content: str | list[dict[str, Any]] | None = None
+        self.stored: str | None = None
+        self.screenshots: list[str] = []  # what the browser tool saved: sent as photos after the reply
 
     async def run(self) -> None:
         try:
@@ -141,13 +149,17 @@ class _Answer:
             await self._release()
             return
         await self._send(reply)
+        await send_screenshots(
+            self.rt, self.channel, self.config, self.inbound, self.trace.user, self.screenshots, self._log
+        )
 
     async def _chat(self) -> str:
         rt, trace, text = self.rt, self.trace, self.inbound.text
-        if len(text) > rt.settings.max_message_chars:
+        content = text if self.content is None else self.content
+        if len(content if isinstance(content, str) else text) > rt.settings.max_message_chars:
             raise ApiError(413, "message_too_long", f"message is over {rt.settings.max_message_chars} characters")
         context = await rt.history.context(self.conversation_id, trace.user, rt.settings.history_context_messages)
-        messages = [*context, {"role": "user", "content": text}]
+        messages = [*context, {"role": "user", "content": content}]
         catalog, requested = rt.catalog, self.config.settings.model
         channel = self.channel.name
         loop = tool_loop(
@@ -165,9 +177,10 @@ class _Answer:
             model, reply = await chat_with_tools(
                 rt, catalog, requested, messages, options(trace), trace, DEFAULT_PRIORITY, loop, channel=channel
             )
-        rows = [Row(new_id(), self.conversation_id, trace.user, "user", text)]
+        rows = [Row(new_id(), self.conversation_id, trace.user, "user", text if self.stored is None else self.stored)]
         if loop is not None and loop.added:
             rows += tool_rows(self.conversation_id, trace.user, loop.added, model)
+            self.screenshots = screenshots_of(loop.added)
         rows.append(
             Row(
                 self.message_id,

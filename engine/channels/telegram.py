@@ -4,9 +4,11 @@ Authenticity: the webhook is registered with setWebhook(secret_token=...), and T
 token in `X-Telegram-Bot-Api-Secret-Token` with every update; it is checked (in constant time)
 before the body is even read. An Update is JSON: `update_id` (the de-duplication key) and, for a
 text message, `message.text`, `message.from.id`, `message.chat.id`. Replies: POST
-`<api_base>/bot<token>/sendMessage` with `chat_id` and `text` (at most 4096 characters).
-A photo, voice note, audio, document, video, sticker or animation becomes `Inbound.media` and is
-answered with a polite "text only"; service messages (a new title, a member joining) get nothing.
+`<api_base>/bot<token>/sendMessage` with `chat_id` and `text` (at most 4096 characters); a
+screenshot (delivery.py) goes after it by `sendPhoto`, multipart with the PNG as `photo`.
+A photo, voice note, audio, document, video, sticker or animation becomes `Inbound.media`, its
+caption the text and, for a photo or a document, the file in `Inbound.extra` (telegram_media.py
+decides what a model is given and what gets a polite refusal); service messages get nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from starlette.responses import Response
 from ..models.adapters.base import UpstreamError
 from ..settings import TELEGRAM_ALLOWED_UPDATES
 from .base import ChannelConfig, Inbound, Rejected, json_object, read_body, same
-from .outbound import Outbound
+from .outbound import File, Outbound
+from .telegram_media import attachment_of
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 ALLOWED_UPDATES = TELEGRAM_ALLOWED_UPDATES  # what setWebhook and getUpdates ask Telegram for
@@ -58,6 +61,14 @@ class Telegram:
     async def send(self, outbound: Outbound, config: ChannelConfig, to: Inbound, text: str) -> None:
         await bot_call(outbound, config, "sendMessage", {"chat_id": int(to.chat_id), "text": text})
 
+    async def send_photo(self, outbound: Outbound, config: ChannelConfig, to: Inbound, name: str, png: bytes) -> None:
+        """Send a PNG to the chat; UpstreamError when refused (Telegram takes a photo of at most
+        10 MB whose width and height add up to at most 10000 px)."""
+        path = f"/bot{config.secrets['bot_token']}/sendPhoto"
+        answer = await outbound.upload(path, {"chat_id": to.chat_id}, File("photo", name, "image/png", png))
+        if answer.get("ok") is not True:
+            raise UpstreamError(f"sendPhoto refused: {str(answer.get('description'))[:200]}", retryable=False)
+
 
 async def bot_call(outbound: Outbound, config: ChannelConfig, method: str, body: dict[str, Any]) -> Any:
     """The `result` of one Bot API method; UpstreamError when refused. The token is a path segment
@@ -86,13 +97,17 @@ def parse_update(update: dict[str, Any]) -> list[Inbound]:
     if sender.get("is_bot") or not _int(sender.get("id")) or not _int(chat.get("id")):
         return []
     username = sender.get("username")
+    caption = message.get("caption")
+    if media is not None:  # the caption is the text; the file is fetched only if a model is given it
+        text = caption if isinstance(caption, str) else ""
     return [
         Inbound(
             update_id=str(update_id),
             user_id=str(sender["id"]),
             chat_id=str(chat["id"]),
-            text=text if isinstance(text, str) else "",
+            text=text,
             aliases=(username,) if isinstance(username, str) and username else (),
+            extra=attachment_of(message, media) if media is not None else {},
             media=media,
         )
     ]

@@ -9,18 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 
 from ..history.sqlite import new_id
 from ..models.adapters.base import UpstreamError
 from ..models.router import Trace
 from ..runtime import Runtime
+from . import telegram_media
 from .base import ChannelConfig, Inbound
-from .delivery import MEDIA_TEXT, _allowed, _Answer, _answers_approval, _note, user_of
+from .delivery import FAILURE_TEXT, _allowed, _Answer, _answers_approval, _note, _redacted, user_of
 from .outbound import Outbound
 from .telegram import Telegram, bot_call
 from .telegram_commands import command_reply
-from .telegram_state import TelegramState
+from .telegram_state import State
 
 TYPING_EVERY_SECONDS = 4.0  # Telegram shows "typing..." for 5 s or until the next message
 
@@ -34,7 +36,7 @@ def conversation_for(inbound: Inbound, user: str, generation: int) -> str:
 
 
 async def answer_message(
-    rt: Runtime, config: ChannelConfig, state: TelegramState, inbound: Inbound, message_id: str | None = None
+    rt: Runtime, config: ChannelConfig, state: State, inbound: Inbound, message_id: str | None = None
 ) -> None:
     """Answer one message; returns once the reply is sent (or refused, or failed and logged).
     `message_id`: the one the webhook claimed the update `webhook:<update_id>` with; a refusal or a
@@ -59,20 +61,42 @@ async def answer_message(
     if await _answers_approval(rt, inbound, user, conversation_id):
         return
     entry = rt.catalog.entries.get(config.settings.model or rt.catalog.default)
-    model = entry.settings if entry and inbound.media is None else None
+    images = entry is not None and "image" in entry.settings.input
+    model = entry.settings if entry and _to_model(inbound, images) else None
     refusal = await rt.limits.admit(rt.settings, user, user, model, config.settings.path or channel.default_path)
     if refusal is not None:
         await answer._release()
         _note(rid, channel, user, f"ignored: {refusal.limit} limit, retry after {refusal.retry_after} s")
         return
-    if inbound.media is not None:
-        await answer._send(MEDIA_TEXT)
+    if inbound.media is not None and not await _read_media(rt, config, answer, images):
         return
     typing = asyncio.create_task(_typing(Outbound(rt.clients, config.api_base), config, inbound.chat_id))
     try:
         await answer.run()
     finally:
         typing.cancel()
+
+
+def _to_model(inbound: Inbound, images: bool) -> bool:
+    """Whether the message may go to the model (and so counts against its quotas)."""
+    return inbound.media is None or telegram_media.for_model(inbound, images)
+
+
+async def _read_media(rt: Runtime, config: ChannelConfig, answer: _Answer, images: bool) -> bool:
+    """Prepares a photo or text file for the model (True), or answers with the polite refusal."""
+    inbound = answer.inbound
+    try:
+        readable = await telegram_media.readable(rt, config, inbound, images)
+    except UpstreamError as exc:
+        answer._log(logging.WARNING, f"telegram file not fetched: {_redacted(str(exc), config)}")
+        await answer._release()
+        await answer._send(FAILURE_TEXT)
+        return False
+    if readable is None:  # the claim stays: a redelivery would only get the same refusal
+        await answer._send(telegram_media.refusal(images))
+        return False
+    answer.content, answer.stored = readable.content, readable.stored
+    return True
 
 
 async def _typing(outbound: Outbound, config: ChannelConfig, chat_id: str) -> None:
@@ -83,7 +107,7 @@ async def _typing(outbound: Outbound, config: ChannelConfig, chat_id: str) -> No
         await asyncio.sleep(TYPING_EVERY_SECONDS)
 
 
-async def accept_webhook(rt: Runtime, config: ChannelConfig, state: TelegramState, inbound: Inbound) -> str | None:
+async def accept_webhook(rt: Runtime, config: ChannelConfig, state: State, inbound: Inbound) -> str | None:
     """In the webhook request: claim the update (as delivery.Deliveries does, so a redelivery, here
     or on another worker, is only acknowledged); the message_id to answer under, or None to ignore."""
     channel = Telegram()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..runtime import Runtime
 from .base import Inbound
-from .telegram_state import TelegramState
+from .telegram_state import State
 
 START_TEXT = "Hello! I am your assistant: send me a message and I will answer. /reset starts over, /model picks one."
 RESET_TEXT = "Started a new conversation: I no longer see the earlier messages of this chat."
@@ -22,7 +22,7 @@ def command_of(text: str) -> tuple[str, str] | None:
     return word.split("@", 1)[0].lower(), rest.strip()
 
 
-async def command_reply(rt: Runtime, state: TelegramState, inbound: Inbound, default_model: str | None) -> str | None:
+async def command_reply(rt: Runtime, state: State, inbound: Inbound, default_model: str | None) -> str | None:
     """The answer to a command this module handles (after acting on it), or None."""
     parsed = command_of(inbound.text) if inbound.media is None else None
     if parsed is None:

@@ -1,8 +1,13 @@
 """Telegram by long polling (`channels.telegram.mode: polling`), for hosts Telegram cannot reach.
 
-One poller per node: every worker starts one, and only the worker holding an exclusive lock on
-`<data_dir>/telegram-poll.lock` polls (the others retry the lock every few seconds, so one takes
-over when the holder dies; the kernel drops a dead process's lock, even after SIGKILL).
+Every worker starts a poller, and only one polls:
+- with the history in PostgreSQL (shared by every node), one per deployment: the worker holding
+  the `telegram-poll` lease row (engine/history/lifecycle_postgres.py) polls, renewing it every
+  LEASE_SECONDS / 3 and stopping at once if a renewal fails; the others retry every few seconds,
+  so after a node dies (even by SIGKILL) another takes over within about LEASE_SECONDS. The offset
+  and the answered update ids are in PostgreSQL too (telegram_state.PostgresTelegramState);
+- otherwise, one per node: the worker holding an exclusive lock on `<data_dir>/telegram-poll.lock`
+  (the kernel drops a dead process's lock, even after SIGKILL).
 
 Neither lost nor answered twice across a crash: getUpdates is asked from the offset stored in
 telegram_state (Telegram re-sends every update at or above it), each update is recorded as handled
@@ -20,6 +25,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,9 +39,11 @@ from .delivery import _redacted
 from .outbound import Outbound
 from .telegram import ALLOWED_UPDATES, Telegram, bot_call, parse_update
 from .telegram_answer import answer_message
-from .telegram_state import TelegramState
+from .telegram_state import PostgresTelegramState, State, TelegramState
 
 POLL_SECONDS = 25  # getUpdates' long-poll timeout: below Outbound's 30 s read timeout
+LEASE_NAME = "telegram-poll"
+LEASE_SECONDS = 15.0  # how long a dead node's lease keeps the others from polling
 _LOCK_RETRY_SECONDS = 5.0
 _ERROR_BACKOFF_SECONDS = 3.0
 
@@ -56,7 +65,9 @@ class TelegramPoller:
         self.channel = Telegram()
         self._task: asyncio.Task[None] | None = None
         self._lock: TextIO | None = None
-        self._state: TelegramState | None = None
+        self._state: State | None = None
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._keeper: asyncio.Task[None] | None = None  # renews the shared lease while it is held
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telegram-poller")
@@ -66,6 +77,12 @@ class TelegramPoller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            with contextlib.suppress(Exception):  # handing over now rather than at expiry is a courtesy
+                await self.rt.history.lifecycle.release(self._holder, LEASE_NAME)
         if self._state is not None:
             await self._state.close()
         if self._lock is not None:
@@ -89,17 +106,70 @@ class TelegramPoller:
         logs.event(logs.APP, logging.INFO, f"telegram poller started in worker pid {os.getpid()}", channel="telegram")
         return True
 
+    def _shared(self) -> bool:
+        return self.rt.settings.history_backend == "postgres"
+
+    async def _leased(self) -> bool:
+        """Whether this worker holds the deployment's lease (taking it when it is free)."""
+        if self._keeper is not None and not self._keeper.done():
+            return True
+        if not await self.rt.history.lifecycle.lease(self._holder, LEASE_SECONDS, LEASE_NAME):
+            return False
+        message = f"telegram poller started in worker pid {os.getpid()} holding the deployment's lease"
+        logs.event(logs.APP, logging.INFO, message, channel="telegram")
+        self._keeper = asyncio.create_task(self._keep_lease(), name="telegram-poll-lease")
+        return True
+
+    async def _keep_lease(self) -> None:
+        """Returns when the lease is lost (or cannot be renewed): polling must stop at once."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                if not await self.rt.history.lifecycle.lease(self._holder, LEASE_SECONDS, LEASE_NAME):
+                    break
+            except Exception as exc:  # noqa: BLE001 - unsure whether it is still held: stop polling
+                logs.event(logs.APP, logging.WARNING, f"telegram poll lease not renewed: {exc!r}", channel="telegram")
+                break
+        logs.event(logs.APP, logging.WARNING, "telegram poller stopped: lease lost", channel="telegram")
+
+    async def _polls(self) -> bool:
+        try:
+            return await self._leased() if self._shared() else self._locked()
+        except Exception as exc:  # noqa: BLE001 - the database is away: retry later
+            logs.event(logs.APP, logging.WARNING, f"telegram poll lease not taken: {exc!r}", channel="telegram")
+            return False
+
+    async def _open_state(self) -> State:
+        if self._shared():
+            return PostgresTelegramState(self.rt.history.pool)
+        return await TelegramState.open(self.rt.settings.data_dir)
+
+    async def _once_under_lease(self, config: ChannelConfig, state: State) -> None:
+        """One poll and its batch, cancelled if the shared lease is lost meanwhile (the next holder
+        asks again from the stored offset, and answers what this one had not marked handled)."""
+        if self._keeper is None:
+            await self._once(config, state)
+            return
+        work = asyncio.create_task(self._once(config, state))
+        await asyncio.wait({work, self._keeper}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return
+        work.result()
+
     async def _run(self) -> None:
         while True:
             settings = self._settings()
-            if settings is None or not self._locked():  # polling switched off by a reload, or another worker polls
+            if settings is None or not await self._polls():  # polling switched off, or another worker polls
                 await asyncio.sleep(_LOCK_RETRY_SECONDS)
                 continue
             config = config_of(self.rt, settings)
             try:
                 if self._state is None:
-                    self._state = await TelegramState.open(self.rt.settings.data_dir)
-                await self._once(config, self._state)
+                    self._state = await self._open_state()
+                await self._once_under_lease(config, self._state)
             except asyncio.CancelledError:
                 raise
             except UpstreamError as exc:
@@ -110,7 +180,7 @@ class TelegramPoller:
                 logs.APP.exception("telegram poller failed", extra={"fields": {"channel": "telegram"}})
                 await asyncio.sleep(_ERROR_BACKOFF_SECONDS)
 
-    async def _once(self, config: ChannelConfig, state: TelegramState) -> None:
+    async def _once(self, config: ChannelConfig, state: State) -> None:
         outbound = Outbound(self.rt.clients, config.api_base)
         body = {"offset": await state.offset(), "timeout": POLL_SECONDS, "allowed_updates": list(ALLOWED_UPDATES)}
         updates = await bot_call(outbound, config, "getUpdates", body)
@@ -120,7 +190,7 @@ class TelegramPoller:
         await asyncio.gather(*(self._handle(config, state, update) for update in batch))
         await state.advance(max(u["update_id"] for u in batch) + 1)
 
-    async def _handle(self, config: ChannelConfig, state: TelegramState, update: dict[str, Any]) -> None:
+    async def _handle(self, config: ChannelConfig, state: State, update: dict[str, Any]) -> None:
         update_id = update["update_id"]
         if await state.is_handled(update_id):
             return

@@ -1,8 +1,12 @@
-"""What the Telegram poller and commands keep on this node: the getUpdates offset, the updates
-already answered, and each chat's conversation generation (/reset) and model (/model).
+"""What the Telegram poller and commands keep: the getUpdates offset, the updates already
+answered, and each chat's conversation generation (/reset) and model (/model).
 
-One SQLite file under data_dir, shared by the node's workers (only the worker holding the poll
-lock writes the offset). Why not Telegram's own offset alone: getUpdates(offset=N) forgets every
+`TelegramState`: one SQLite file under data_dir, shared by the node's workers (only the worker
+holding the poll lock writes the offset). `PostgresTelegramState`: the same in the PostgreSQL
+history's tables (made with its schema, engine/history/lifecycle_postgres.py), shared by every
+node, so that whichever node holds the poll lease continues from where the last one stopped.
+
+Why not Telegram's own offset alone: getUpdates(offset=N) forgets every
 update below N, so N may only move past an update once its reply is out; the `handled` rows make
 a restart skip the updates of a batch that were answered before the process died.
 """
@@ -10,14 +14,29 @@ a restart skip the updates of a batch that were answered before the process died
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import aiosqlite
+
+if TYPE_CHECKING:
+    import asyncpg
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offset (id INTEGER PRIMARY KEY CHECK (id = 1), next_update INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS handled (update_id INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS chats (chat TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0, model TEXT);
 """
+
+
+class State(Protocol):
+    async def close(self) -> None: ...
+    async def offset(self) -> int: ...
+    async def is_handled(self, update_id: int) -> bool: ...
+    async def mark_handled(self, update_id: int) -> None: ...
+    async def advance(self, next_update: int) -> None: ...
+    async def chat(self, chat: str) -> tuple[int, str | None]: ...
+    async def reset(self, chat: str) -> None: ...
+    async def choose_model(self, chat: str, model: str) -> None: ...
 
 
 class TelegramState:
@@ -80,4 +99,54 @@ class TelegramState:
         await self._db.execute(
             "INSERT INTO chats (chat, model) VALUES (?, ?) ON CONFLICT (chat) DO UPDATE SET model = excluded.model",
             (chat, model),
+        )
+
+
+class PostgresTelegramState:
+    """TelegramState's operations over the PostgreSQL history's pool (which it does not close)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def close(self) -> None:
+        pass
+
+    async def offset(self) -> int:
+        value = await self._pool.fetchval("SELECT next_update FROM telegram_offset WHERE id = 1")
+        return int(value) if value is not None else 0
+
+    async def is_handled(self, update_id: int) -> bool:
+        return await self._pool.fetchval("SELECT 1 FROM telegram_handled WHERE update_id = $1", update_id) is not None
+
+    async def mark_handled(self, update_id: int) -> None:
+        await self._pool.execute(
+            "INSERT INTO telegram_handled (update_id) VALUES ($1) ON CONFLICT DO NOTHING", update_id
+        )
+
+    async def advance(self, next_update: int) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO telegram_offset (id, next_update) VALUES (1, $1) ON CONFLICT (id) DO UPDATE "
+                "SET next_update = greatest(telegram_offset.next_update, excluded.next_update)",
+                next_update,
+            )
+            await conn.execute("DELETE FROM telegram_handled WHERE update_id < $1", next_update)
+
+    async def chat(self, chat: str) -> tuple[int, str | None]:
+        row = await self._pool.fetchrow("SELECT generation, model FROM telegram_chats WHERE chat = $1", chat)
+        return (int(row[0]), row[1]) if row else (0, None)
+
+    async def reset(self, chat: str) -> None:
+        await self._pool.execute(
+            "INSERT INTO telegram_chats (chat, generation) VALUES ($1, 1) "
+            "ON CONFLICT (chat) DO UPDATE SET generation = telegram_chats.generation + 1",
+            chat,
+        )
+
+    async def choose_model(self, chat: str, model: str) -> None:
+        await self._pool.execute(
+            "INSERT INTO telegram_chats (chat, model) VALUES ($1, $2) "
+            "ON CONFLICT (chat) DO UPDATE SET model = excluded.model",
+            chat,
+            model,
         )

@@ -9,7 +9,8 @@ app secret>`. Text messages sit at `entry[].changes[].value.messages[]` with `ty
 document, sticker, location, contacts, and what the Cloud API itself calls `unsupported`) become
 `Inbound.media`, answered with a polite "text only"; reactions and system notices get nothing.
 Replies: POST `<api_base>/<phone_number_id>/messages` with the access token as a Bearer token; a
-text body is at most 4096 characters.
+text body is at most 4096 characters. A screenshot (delivery.py) is uploaded first (POST
+`<phone_number_id>/media`, multipart, at most 5 MB), then sent as an `image` message naming its id.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any, ClassVar
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from ..models.adapters.base import UpstreamError
 from .base import ChannelConfig, Inbound, Rejected, json_object, read_body, same
-from .outbound import Outbound
+from .outbound import File, Outbound
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 _PREFIX = "sha256="
@@ -103,12 +105,21 @@ class WhatsApp:
                         yield inbound
 
     async def send(self, outbound: Outbound, config: ChannelConfig, to: Inbound, text: str) -> None:
-        body = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": to.chat_id,
-            "type": "text",
-            "text": {"preview_url": False, "body": text},
-        }
+        await _message(outbound, config, to, {"type": "text", "text": {"preview_url": False, "body": text}})
+
+    async def send_photo(self, outbound: Outbound, config: ChannelConfig, to: Inbound, name: str, png: bytes) -> None:
+        """Upload a PNG, then send it to the chat as an image; UpstreamError when either is refused."""
         headers = {"Authorization": f"Bearer {config.secrets['access_token']}"}
-        await outbound.call("POST", f"/{config.option('phone_number_id')}/messages", body=body, headers=headers)
+        fields = {"messaging_product": "whatsapp", "type": "image/png"}
+        path = f"/{config.option('phone_number_id')}/media"
+        uploaded = await outbound.upload(path, fields, File("file", name, "image/png", png), headers=headers)
+        media_id = uploaded.get("id")
+        if not isinstance(media_id, str) or not media_id:
+            raise UpstreamError("media upload answered no id", retryable=False)
+        await _message(outbound, config, to, {"type": "image", "image": {"id": media_id}})
+
+
+async def _message(outbound: Outbound, config: ChannelConfig, to: Inbound, content: dict[str, Any]) -> None:
+    body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to.chat_id, **content}
+    headers = {"Authorization": f"Bearer {config.secrets['access_token']}"}
+    await outbound.call("POST", f"/{config.option('phone_number_id')}/messages", body=body, headers=headers)

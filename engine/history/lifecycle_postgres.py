@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
     from .postgres import PostgresHistory
 
-# Added to databases made before key ids, retention and the conversation list (idempotent; runs
-# under the schema's advisory lock).
+# Added to databases made before key ids, retention, the conversation list and the Telegram
+# poller's shared state (engine/channels/telegram_state.py) (idempotent; runs under the schema's
+# advisory lock).
 UPGRADE = """
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS key_id TEXT;
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(created_at);
@@ -32,6 +33,9 @@ CREATE TABLE IF NOT EXISTS upkeep (
     key_id TEXT,
     done_seq BIGINT NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS telegram_offset (id INTEGER PRIMARY KEY CHECK (id = 1), next_update BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS telegram_handled (update_id BIGINT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS telegram_chats (chat TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0, model TEXT);
 """
 _LEASE = "history"
 _PURGE_BATCH = 500
@@ -89,22 +93,23 @@ class PostgresLifecycle:
 
     # --- upkeep (one worker at a time, under the lease) ---------------------------------------
 
-    async def lease(self, holder: str, seconds: float) -> bool:
-        """Take or renew the upkeep lease; false while another worker holds an unexpired one."""
+    async def lease(self, holder: str, seconds: float, name: str = _LEASE) -> bool:
+        """Take or renew the lease `name` (the upkeep's by default; the Telegram poller has one);
+        false while another worker holds an unexpired one."""
         now = time.time()
         status = await self.pool.execute(
             "INSERT INTO upkeep (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE "
             "SET holder = excluded.holder, expires_at = excluded.expires_at "
             "WHERE upkeep.expires_at < $4 OR upkeep.holder = excluded.holder",
-            _LEASE,
+            name,
             holder,
             now + seconds,
             now,
         )
         return status == "INSERT 0 1"
 
-    async def release(self, holder: str) -> None:
-        await self.pool.execute("UPDATE upkeep SET expires_at = 0 WHERE name = $1 AND holder = $2", _LEASE, holder)
+    async def release(self, holder: str, name: str = _LEASE) -> None:
+        await self.pool.execute("UPDATE upkeep SET expires_at = 0 WHERE name = $1 AND holder = $2", name, holder)
 
     async def purge(self, cutoff: float) -> int:
         """Delete messages older than `cutoff` (in small transactions), then the conversations left

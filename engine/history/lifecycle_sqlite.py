@@ -122,19 +122,20 @@ class SqliteLifecycle:
 
     # --- upkeep (one worker at a time, under the lease) ---------------------------------------
 
-    async def lease(self, holder: str, seconds: float) -> bool:
-        """Take or renew the upkeep lease; false while another worker holds an unexpired one."""
+    async def lease(self, holder: str, seconds: float, name: str = _LEASE) -> bool:
+        """Take or renew the lease `name` (the upkeep's by default); false while another worker
+        holds an unexpired one."""
         now = time.time()
         cursor = await self._db.execute(
             "INSERT INTO upkeep (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
             "SET holder = excluded.holder, expires_at = excluded.expires_at "
             "WHERE upkeep.expires_at < ? OR upkeep.holder = excluded.holder",
-            (_LEASE, holder, now + seconds, now),
+            (name, holder, now + seconds, now),
         )
         return cursor.rowcount == 1
 
-    async def release(self, holder: str) -> None:
-        await self._db.execute("UPDATE upkeep SET expires_at = 0 WHERE name = ? AND holder = ?", (_LEASE, holder))
+    async def release(self, holder: str, name: str = _LEASE) -> None:
+        await self._db.execute("UPDATE upkeep SET expires_at = 0 WHERE name = ? AND holder = ?", (name, holder))
 
     async def purge(self, cutoff: float) -> int:
         """Delete messages older than `cutoff` (in small transactions), then the conversations left

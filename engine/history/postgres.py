@@ -4,7 +4,8 @@ The same interface and semantics as `history.History` (SQLite): stored text is P
 sealed; writes are group-committed (concurrent requests' rows go into one transaction and each
 request waits until its own batch is committed, which with PostgreSQL's default
 synchronous_commit=on means flushed to the server's WAL); `client_messages` holds the websocket
-channel's idempotent-resend claims, visible to every node as soon as they are made. The schema is
+channel's idempotent-resend claims, visible to every node as soon as they are made. `tool_approvals`
+holds the open approval questions of machine tools (engine/tools/approval_postgres.py). The schema is
 created at start, idempotently, under an advisory lock so that nodes starting together do not race.
 Each message row carries the id of the key that sealed it; deleting, listing and the background
 upkeep live in history/lifecycle_postgres.py.
@@ -53,6 +54,15 @@ CREATE TABLE IF NOT EXISTS client_messages (
     claimed_at DOUBLE PRECISION NOT NULL,
     UNIQUE (user_name, client_id)
 );
+CREATE TABLE IF NOT EXISTS tool_approvals (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    chat TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    asked_at DOUBLE PRECISION NOT NULL,
+    answer BOOLEAN
+);
+CREATE INDEX IF NOT EXISTS tool_approvals_by_chat ON tool_approvals(user_name, chat, asked_at);
 """
     + UPGRADE
 )

@@ -11,7 +11,10 @@ admin holds all three). It comes from, in this order:
   default) admits clients on the host itself, `anywhere` every client, `off` nobody. The address
   is the client's own: behind the local nginx, uvicorn's proxy-header handling has already put
   X-Forwarded-For's address in its place. An anonymous client on loopback is the host's operator
-  and may use the admin routes.
+  and may use the admin routes. In `loopback` mode the request must also address the engine by a
+  loopback name (`localhost`, `*.localhost`, a loopback address) or the host's own name: a hostile
+  site whose name was made to resolve to 127.0.0.1 (DNS rebinding) sends its own name as Host,
+  and a browser never lets a page choose Host.
 
 Clients cannot claim identities: a `user` field that names someone else than the caller is refused.
 `allowed_users`, when not empty, is the complete list of users who may talk to the assistant.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
@@ -61,6 +65,26 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def host_name(header: str | None) -> str | None:
+    """The name in a Host header, lower case, without port, brackets or a final dot."""
+    if not header:
+        return None
+    name = header.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name.rstrip(".")
+
+
+def is_loopback_name(name: str | None, own: str) -> bool:
+    """Whether a request addressed to `name` can only come from this host's own client: loopback
+    names and addresses, and the host's own name (`own`). No name at all: not a browser."""
+    if name is None:
+        return True
+    return name == "localhost" or name.endswith(".localhost") or name == own or is_loopback(name)
+
+
 class Auth:
     def __init__(self, security: SecuritySettings, secrets: dict[str, str], keys: KeyStore | None) -> None:
         self.security = security
@@ -68,6 +92,7 @@ class Auth:
         self.allowed = frozenset(security.allowed_users)
         self._jwt = _JwtVerifier(security, secrets) if security.jwt_configured else None
         self._metrics_networks = [ip_network(n) for n in security.metrics_allow_networks]
+        self._own_name = socket.gethostname().lower()
 
     def caller(self, connection: HTTPConnection) -> Caller:
         """The caller of this request or websocket handshake; raises a 401 ApiError."""
@@ -95,9 +120,18 @@ class Auth:
             return self._jwt.caller(token)
         host = connection.client.host if connection.client else None
         mode = self.security.anonymous
-        if mode == "anywhere" or (mode == "loopback" and is_loopback(host)):
-            scopes = _ALL if is_loopback(host) else _JWT_DEFAULT_SCOPES
-            return Caller(ANONYMOUS, scopes, "anonymous")
+        if mode == "anywhere":
+            return Caller(ANONYMOUS, _ALL if is_loopback(host) else _JWT_DEFAULT_SCOPES, "anonymous")
+        if mode == "loopback" and is_loopback(host):
+            name = host_name(connection.headers.get("host"))
+            if is_loopback_name(name, self._own_name):
+                return Caller(ANONYMOUS, _ALL, "anonymous")
+            raise ApiError(
+                401,
+                "unauthorized",
+                f"without a key, address this host as localhost or 127.0.0.1, not {name!r}; or send an API key",
+                _CHALLENGE,
+            )
         raise ApiError(401, "unauthorized", "an API key is required: Authorization: Bearer sk-ast-...", _CHALLENGE)
 
     def user(self, connection: HTTPConnection, claimed: str | None, scope: str = "chat") -> str:

@@ -9,10 +9,11 @@ stops: the page's text may ask the model for `shell`, and the user then sees the
 How a question travels: the request's channel gives an `Ask` (the websocket sends an
 `approval_request` frame, a webhook channel sends "Run shell with {...}? Reply yes or no"); a
 channel without one (the REST API and its SSE stream cannot ask mid-request) refuses the call
-with a tool error saying so. The question is written to `ApprovalStore`, a SQLite file in
-data_dir shared by the node's workers, because the answer may reach another worker than the one
-waiting (a webhook is any worker's request, a websocket may reconnect elsewhere); the waiting
-request polls it until the answer or `timeout_seconds`. No answer is a no.
+with a tool error saying so. The question is written to a `Store` because the answer may reach
+another worker than the one waiting (a webhook is any worker's request, a websocket may reconnect
+elsewhere): `ApprovalStore`, a SQLite file in data_dir shared by the node's workers, or, when the
+history is in PostgreSQL, `PostgresApprovalStore` (approval_postgres.py), shared by every node;
+the waiting request polls it until the answer or `timeout_seconds`. No answer is a no.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -66,6 +67,17 @@ def answer_of(text: str) -> bool | None:
     return True if word in YES else False if word in NO else None
 
 
+class Store(Protocol):
+    """Where questions wait for their answers; `errors` are the exceptions its backend raises."""
+
+    errors: tuple[type[Exception], ...]
+
+    async def open(self, question: Question, user: str, chat: str) -> None: ...
+    async def answer(self, question_id: str, user: str, approve: bool) -> bool: ...
+    async def answer_latest(self, user: str, chat: str, approve: bool) -> bool: ...
+    async def wait(self, question_id: str, timeout: float) -> bool | None: ...
+
+
 class ApprovalStore:
     """Open questions and their answers, in `<data_dir>/approvals.sqlite3` (every worker of the node).
 
@@ -73,6 +85,8 @@ class ApprovalStore:
     that a plain "yes" in that chat answers the newest open question there. Each operation opens
     its own connection and closes it: approvals are rare, and an aiosqlite connection left open
     would keep a worker's thread (and so the worker) alive at shutdown."""
+
+    errors: tuple[type[Exception], ...] = (OSError, aiosqlite.Error)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -134,11 +148,18 @@ class ApprovalStore:
                 await db.execute("DELETE FROM approvals WHERE id = ?", (question_id,))
 
 
-_STORES: dict[Path, ApprovalStore] = {}
+_STORES: dict[Path, Store] = {}
 
 
-def store_for(data_dir: Path) -> ApprovalStore:
-    """The store for `data_dir` (it holds no connection: see ApprovalStore)."""
+def use_store(data_dir: Path, store: Store) -> None:
+    """Make `store` the one `store_for(data_dir)` returns in this worker (the runtime calls it at
+    start when the history, and so the approvals, are in PostgreSQL)."""
+    _STORES[Path(data_dir) / "approvals.sqlite3"] = store
+
+
+def store_for(data_dir: Path) -> Store:
+    """The store for `data_dir`: the one `use_store` set, else the node's SQLite file (it holds no
+    connection: see ApprovalStore)."""
     path = Path(data_dir) / "approvals.sqlite3"
     if path not in _STORES:
         _STORES[path] = ApprovalStore(path)
@@ -163,7 +184,7 @@ class Gate:
     `ask` is None when the channel cannot ask."""
 
     settings: ApprovalSettings
-    store: ApprovalStore
+    store: Store
     user: str
     channel: str
     chat: str
@@ -192,7 +213,7 @@ class Gate:
             await self.ask(question)
             self._record(tool, call_id, "asked", emit, question.id)
             answer = await self.store.wait(question.id, question.timeout_seconds)
-        except (OSError, aiosqlite.Error) as exc:
+        except self.store.errors as exc:
             event(LOG, logging.WARNING, f"approval not asked: {exc}", request_id=self.request_id, tool=tool.name)
             self._record(tool, call_id, "failed", emit, question.id)
             return f"'{tool.name}' needs the user's approval and it could not be asked just now"

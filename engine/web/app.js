@@ -183,7 +183,13 @@
 
   // ---- the websocket: frames, reconnect, resume ----
   function connect() {
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    // The channel's path comes from the spec (channels.websocket.path), written into the page.
+    const path = document.body.dataset.websocket;
+    if (!path) {
+      setStatus("Replies need the WebSocket channel: enable channels.websocket in the spec.");
+      return;
+    }
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
     // A browser cannot set Authorization on a websocket: the key rides as a subprotocol that the
     // engine reads and never echoes (docs/websocket.md, "Connecting from a browser").
     const protocols = state.key ? ["assistant.v1", "bearer." + state.key] : ["assistant.v1"];

@@ -46,6 +46,14 @@ class ModelSpec(Strict):
     temperature: float | None = Field(
         None, ge=0, le=2, description="Sampling temperature, 0 (repeatable) to 2; unset: the provider's default."
     )
+    input: list[Literal["text", "image"]] = Field(
+        default_factory=lambda: ["text"],
+        min_length=1,
+        description="What the model reads: 'text', plus 'image' for a model that takes images (vision). "
+        "Photos sent to a chat channel go to a model with 'image' (the largest size under 5 MB, with the "
+        "caption); a model without it answers them with a polite refusal. Text files (text/*, JSON, up to "
+        "200 KB) are read by every model.",
+    )
     class_path: str | None = Field(
         None,
         alias="class",
@@ -73,6 +81,10 @@ class ModelSpec(Strict):
             raise ValueError("'class' and 'params' are for provider 'custom' only")
         if self.provider == "custom" and self.class_path is None:
             raise ValueError("provider 'custom' needs class: package.module:ClassName")
+        if "text" not in self.input:
+            raise ValueError("input must include 'text': every model is given the chat's text")
+        if self.provider == "builtin" and "image" in self.input:
+            raise ValueError("provider 'builtin' reads no images: remove 'image' from input")
         if self.provider == "custom" and (self.api_base or self.api_key):
             raise ValueError("provider 'custom' takes no api_base or api_key: put what the class needs in params")
         return self

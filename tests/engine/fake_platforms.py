@@ -7,6 +7,9 @@ Telegram's Bot API beyond sendMessage (`bot`, a FakeBot): getUpdates with Telegr
 long-poll timeout semantics over the updates a test queues (`bot.queue`), refused with 409 while
 a webhook is set, as Telegram does; setWebhook / getWebhookInfo / deleteWebhook; sendChatAction;
 getFile and the file download. Every Bot API call is in `bot.calls` (method, path, body).
+
+Photos the engine sends (Telegram's multipart sendPhoto; WhatsApp's multipart media upload, whose
+id an `image` message then names) are in `photos`: channel, chat, filename, content type, bytes.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class FakePlatforms:
     sent: list[dict[str, Any]] = field(default_factory=list)
     tokens_issued: list[dict[str, str]] = field(default_factory=list)
     bot: FakeBot = field(default_factory=FakeBot)
+    photos: list[dict[str, Any]] = field(default_factory=list)
+    whatsapp_media: dict[str, dict[str, Any]] = field(default_factory=dict)  # media id -> upload
 
     @property
     def url(self) -> str:
@@ -86,6 +91,8 @@ class FakePlatforms:
         self.sent.clear()
         self.tokens_issued.clear()
         self.bot.reset()
+        self.photos.clear()
+        self.whatsapp_media.clear()
 
 
 def _routes(fake: FakePlatforms) -> list[Route]:
@@ -106,10 +113,29 @@ def _routes(fake: FakePlatforms) -> list[Route]:
         await record("telegram", request)
         return JSONResponse({"ok": True, "result": {"message_id": len(fake.sent)}})
 
+    async def upload(request: Request, field_name: str) -> dict[str, Any] | None:
+        """The multipart form's fields, the file of `field_name` as `data` (None: no such file)."""
+        form = await request.form()
+        file = form.get(field_name)
+        if file is None or isinstance(file, str):
+            return None
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        return {**fields, "filename": file.filename, "content_type": file.content_type, "data": await file.read()}
+
+    async def telegram_photo(request: Request) -> Response:
+        sent = await upload(request, "photo")
+        fake.bot.calls.append({"method": "sendPhoto", "path": request.url.path, "body": sent})
+        if sent is None or not sent.get("chat_id"):
+            return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: no photo"}, 400)
+        fake.photos.append({"channel": "telegram", "chat": sent["chat_id"], **sent})
+        return JSONResponse({"ok": True, "result": {"message_id": len(fake.bot.calls)}})
+
     async def telegram_method(request: Request) -> Response:
         bot, method = fake.bot, request.path_params["method"]
         if not request.path_params["bot"].startswith("bot"):
             return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, status_code=404)
+        if method == "sendPhoto":
+            return await telegram_photo(request)
         raw = await request.body()
         body = json.loads(raw) if raw else dict(request.query_params)
         bot.calls.append({"method": method, "path": request.url.path, "body": body})
@@ -152,7 +178,23 @@ def _routes(fake: FakePlatforms) -> list[Route]:
 
     async def whatsapp_send(request: Request) -> Response:
         await record("whatsapp", request)
+        body = fake.sent[-1]["body"]
+        if body.get("type") == "image":
+            media = fake.whatsapp_media.get((body.get("image") or {}).get("id"))
+            if media is None:
+                error = {"message": "Invalid media id", "type": "OAuthException", "code": 100}
+                return JSONResponse({"error": error}, status_code=400)
+            fake.photos.append({"channel": "whatsapp", "chat": body.get("to"), **media})
         return JSONResponse({"messaging_product": "whatsapp", "messages": [{"id": f"wamid.out{len(fake.sent)}"}]})
+
+    async def whatsapp_upload(request: Request) -> Response:
+        sent = await upload(request, "file")
+        if sent is None or sent.get("messaging_product") != "whatsapp":
+            error = {"message": "(#100) The parameter file is required.", "type": "OAuthException", "code": 100}
+            return JSONResponse({"error": error}, status_code=400)
+        media_id = f"media{len(fake.whatsapp_media) + 1}"
+        fake.whatsapp_media[media_id] = {**sent, "headers": dict(request.headers), "path": request.url.path}
+        return JSONResponse({"id": media_id})
 
     async def wecom_token(request: Request) -> Response:
         fake.tokens_issued.append(dict(request.query_params))
@@ -170,6 +212,7 @@ def _routes(fake: FakePlatforms) -> list[Route]:
         Route("/{bot}/sendMessage", telegram_send, methods=["POST"]),
         Route("/file/{bot}/photos/{name}", telegram_file, methods=["GET"]),
         Route("/{phone}/messages", whatsapp_send, methods=["POST"]),
+        Route("/{phone}/media", whatsapp_upload, methods=["POST"]),
         Route("/{bot}/{method}", telegram_method, methods=["GET", "POST"]),  # after /{phone}/messages
     ]
 

@@ -53,6 +53,32 @@ def test_anonymous_callers_on_loopback_are_one_user_who_cannot_claim_another(eng
     assert own.json()["user"] == "anonymous" and len(own.json()["messages"]) == 2
 
 
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "app.localhost", "LOCALHOST."])
+def test_anonymous_loopback_callers_address_the_engine_by_a_loopback_name(engine: RunningEngine, host: str) -> None:
+    port = engine.url.rsplit(":", 1)[1]
+    with engine.client(headers={"Host": f"{host}:{port}"}) as client:
+        assert client.get("/api/v1/history").status_code == 200
+
+
+def test_a_page_whose_name_was_rebound_to_loopback_is_no_anonymous_caller(engine: RunningEngine) -> None:
+    # DNS rebinding: a hostile site's name made to resolve to 127.0.0.1 sends its own name as Host
+    # (and as Origin, which then looks same-site): without a key it must get nothing.
+    port = engine.url.rsplit(":", 1)[1]
+    rebound = {"Host": f"evil.example:{port}"}
+    with engine.client(headers=rebound) as client:
+        refused = [client.get("/api/v1/history"), client.post("/api/v1/chat", json=CHAT), client.get("/v1/models")]
+    assert [r.status_code for r in refused] == [401] * 3, [r.text for r in refused]
+    assert "localhost" in refused[0].json()["error"]["message"]
+    ws_url = engine.url.replace("http", "ws") + "/ws"
+    with pytest.raises(InvalidStatus) as caught:
+        connect(ws_url, additional_headers={**rebound, "Origin": f"http://evil.example:{port}"}, open_timeout=5)
+    assert caught.value.response.status_code in (401, 403)  # no anonymous caller, or no such origin
+    key = bearer(create_key(engine.settings_path, "rebinder"))
+    time.sleep(0.6)  # engines pick new keys up within half a second
+    with engine.client(headers={**rebound, **key}) as client:
+        assert client.get("/api/v1/history").status_code == 200  # a key holder may use any name
+
+
 def test_clients_from_elsewhere_get_nothing_without_a_key(engine: RunningEngine) -> None:
     with engine.client(headers=REMOTE) as client:
         refused = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from addresses import machine_address
 from assistantctl.engine.settings import SecuritySettings
@@ -39,7 +41,8 @@ def test_an_edge_with_the_secret_is_admitted_and_its_forwarded_client_must_authe
     as_edge = post(edge_engine, {**edge, **as_user("kim")})
     forwarded = post(edge_engine, {**edge, "X-Forwarded-For": "203.0.113.7"})
     # The edge's own loopback client is the edge host's operator: the anonymous user.
-    local_behind_edge = post(edge_engine, {**edge, "X-Forwarded-For": "127.0.0.1"})
+    # (nginx passes on the name that client used: a loopback one; see test_auth on DNS rebinding)
+    local_behind_edge = post(edge_engine, {**edge, "X-Forwarded-For": "127.0.0.1", "Host": "localhost"})
     assert as_edge.status_code == 200
     assert forwarded.status_code == 401
     assert local_behind_edge.status_code == 200
@@ -77,6 +80,17 @@ def test_the_monitoring_networks_read_the_metrics_of_an_engine_only_host_and_not
     scraped = httpx.get(f"http://{machine_address()}:{port}/metrics", timeout=10)
     assert scraped.status_code == 200 and "assistant_http_requests_total" in scraped.text
     assert post(engine, as_user("kim")).status_code == 403
+    base = f"http://{machine_address()}:{port}"
+    others = [
+        httpx.get(f"{base}/api/v1/history", timeout=10),
+        httpx.get(f"{base}/metrics/", timeout=10),
+        httpx.get(f"{base}/openapi.json", timeout=10),
+        httpx.head(f"{base}/metrics", timeout=10),
+    ]
+    assert [r.status_code for r in others] == [403] * len(others)
+    with pytest.raises(InvalidStatus) as refused:  # a websocket handshake is no scrape either
+        connect(f"ws://{machine_address()}:{port}/metrics", open_timeout=10)
+    assert refused.value.response.status_code == 403
     # Not in the metrics networks: refused before routing, like any other stranger.
     closed = guarded(engine_factory, ["198.51.100.99"])
     closed_port = closed.url.rsplit(":", 1)[1]

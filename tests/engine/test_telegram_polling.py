@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from assistantctl.engine.channels.delivery import MEDIA_TEXT
 from assistantctl.engine.channels.telegram_commands import RESET_TEXT, START_TEXT
+from assistantctl.engine.channels.telegram_media import refusal
 from assistantctl.engine.settings import ChannelSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import free_port, serve_in_thread
@@ -241,7 +241,7 @@ def test_a_photo_gets_the_polite_reply_when_polling(tmp_path, fake, slow) -> Non
         photo["message"]["photo"] = [{"file_id": "AgAD", "width": 90, "height": 90}]
         fake.bot.push(photo)
         wait_until(lambda: len(replies(fake)) >= 1, what="the polite reply")
-        assert replies(fake) == [{"chat_id": 9300, "text": MEDIA_TEXT}]
+        assert replies(fake) == [{"chat_id": 9300, "text": refusal(images=False)}]
     finally:
         stop_engine(engine)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -9,8 +10,28 @@ import sys
 import time
 from pathlib import Path
 
+from assistantctl.runtime import Runtime, interpreter_needs, runtime_for
 from cli_helpers import assistantctl, default_spec, write_spec
 from hosts import Fleet, TestHost
+
+# What facts report of a host's python3; the hosts share this machine's /usr/bin/python3.
+_PYTHON_FACTS = (
+    "import json, platform, sys; print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
+    "'full_version': platform.python_version(), 'machine': platform.machine(), 'glibc': platform.libc_ver()[1]}))"
+)
+
+
+@functools.cache
+def hosts_python() -> dict:
+    return json.loads(subprocess.run(["/usr/bin/python3", "-c", _PYTHON_FACTS], capture_output=True, check=True).stdout)
+
+
+def hosts_runtime(needs: tuple = ()) -> Runtime:
+    """The runtime apply installs on the test hosts: the controller's, extended by `needs` and by
+    what the engine's dependencies need on the hosts' python3 (Debian's, older than the controller's
+    here: redis wants async-timeout below 3.11.3)."""
+    return runtime_for([*needs, *interpreter_needs(hosts_python())], hosts_python())
+
 
 # The tasks of apply's first play, which prepares every host before any of them switches.
 PREPARING = ("Create the deploy directories", "Install what the services need", "Install missing Debian packages")

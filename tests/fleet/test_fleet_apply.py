@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from api_keys import bearer
-from assistantctl.runtime import controller_runtime
-from fleet_deployment import FleetDeployment, only_prepared
+from fleet_deployment import FleetDeployment, hosts_runtime, only_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +82,7 @@ def test_apply_deploys_every_host_over_ssh_and_each_edge_answers_through_its_ngi
 
 
 def test_each_host_runs_the_engine_from_a_virtualenv_holding_the_controllers_version(fleet):
-    runtime = controller_runtime()
+    runtime = hosts_runtime()
     venv = f"{fleet.fleet.root}/venvs/{runtime.id}"
     assert fleet.first_apply_output.count(f"+ engine runtime {runtime.id} (virtualenv {venv})") == len(ROLES)
     assert "engine runtime to install on 3 host(s)" in fleet.first_apply_output
@@ -96,7 +95,7 @@ def test_each_host_runs_the_engine_from_a_virtualenv_holding_the_controllers_ver
         where, version = host.run(f"{venv}/bin/python", "-c", probe).stdout.split()
         assert where.startswith(f"{venv}/lib/") and version == metadata.version("assistantctl")
         frozen = host.run(f"{venv}/bin/python", "-m", "pip", "freeze", "--exclude", "assistantctl").stdout.split()
-        assert sorted(line.lower().replace("_", "-") for line in frozen) == sorted(runtime.pins)
+        assert sorted(line.lower().replace("_", "-") for line in frozen) == sorted(runtime.requirements)
     engine = fleet.host("core").path("current/supervisor/programs/engine.conf").read_text()
     assert f"{venv}/bin/python -m assistantctl.engine" in engine
 
@@ -135,7 +134,7 @@ def test_a_hand_edit_on_one_host_shows_as_drift_on_that_host_only(fleet):
 
 
 def test_apply_repairs_a_hand_edit_and_removes_runtimes_no_release_uses(fleet):
-    runtime = controller_runtime().id
+    runtime = hosts_runtime().id
     core = fleet.host("core")
     stale = core.path("venvs/0123456789ab")
     stale.mkdir()
@@ -209,7 +208,7 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_his
     [archive] = tmp_path.glob("core-*.tar.gz")
 
     core = fleet.host("core")
-    python = f"{fleet.fleet.root}/venvs/{controller_runtime().id}/bin/python"
+    python = f"{fleet.fleet.root}/venvs/{hosts_runtime().id}/bin/python"
     core.supervisorctl(python, "shutdown")
     _wait_until_gone(core.path("run/supervisord.pid"))
     for entry in core.files.iterdir():  # the machine is lost: no release, no runtime, no history
@@ -221,7 +220,7 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_his
 
     rebuilt = fleet.run("apply", "--auto-approve", "--limit", "core")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    assert f"+ engine runtime {controller_runtime().id}" in rebuilt.stdout
+    assert f"+ engine runtime {hosts_runtime().id}" in rebuilt.stdout
     time.sleep(0.6)
     # The keys went with the host, and come back with the backup: clients keep their keys.
     assert httpx.get(fleet.url("edge-a", "/api/v1/history"), headers=dr, timeout=5).status_code == 401

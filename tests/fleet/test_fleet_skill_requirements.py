@@ -18,7 +18,7 @@ from test_skill_requirements import write_wheel
 
 from api_keys import bearer
 from assistantctl.runtime import controller_runtime
-from fleet_deployment import FleetDeployment
+from fleet_deployment import FleetDeployment, hosts_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_a_skills_requirement_is_installed_into_the_hosts_runtime_and_the_skill_
     core = fleet.host("core")
     frozen = core.run(f"{venv}/bin/python", "-m", "pip", "freeze", "--exclude", "assistantctl").stdout.split()
     assert sorted(line.lower().replace("_", "-") for line in frozen) == sorted(
-        [*controller_runtime().pins, f"{PROBE}==1.0"]
+        [*hosts_runtime().requirements, f"{PROBE}==1.0"]
     )
     assert (
         f"{venv}/bin/python -m assistantctl.engine" in core.path("current/supervisor/programs/engine.conf").read_text()

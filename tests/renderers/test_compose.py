@@ -16,12 +16,14 @@ import yaml
 
 from assistantctl.checks import run_checks
 from assistantctl.renderers.compose import COMPOSE_FILE, RENDERER, ROOT, TAG_VARIABLE, render, secret_files
+from assistantctl.renderers.compose_networks import MONITORING_SUBNET
 from assistantctl.renderers.supervisor import ENGINE_STOP_GRACE_SECONDS
 from assistantctl.schema.secrets import secret_refs
 from cli_helpers import assistantctl, default_spec, write_spec
 
 COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
 ELK_SERVICES = {"elasticsearch", "logstash", "kibana", "filebeat"}
+MONITORING_SERVICES = {"prometheus", "alertmanager", "grafana", "node-exporter"}
 # Fake values, distinctive enough that finding one anywhere means a secret leaked.
 FAKE = {
     "models.providers.cloud.api_key": "sk-FAKE-OPENAI-1234",
@@ -98,19 +100,78 @@ def test_default_spec_is_valid_for_docker_compose_and_the_compose_schema(make_ta
 def test_rich_spec_runs_every_service_with_a_restart_policy(rich):
     _, _, compose = rich
     services = compose["services"]
-    assert set(services) == {"pod", "engine", "nginx", "prometheus", "alertmanager", "grafana"} | ELK_SERVICES
+    assert set(services) == {"pod", "engine", "nginx", *MONITORING_SERVICES} | ELK_SERVICES
     assert {s["restart"] for s in services.values()} == {"unless-stopped"}
-    # One pod: everything shares the network namespace of a holder that never crashes, so the
-    # configs' loopback holds and a restarted engine or nginx finds its peers again.
-    assert {name for name, s in services.items() if s.get("network_mode") != "service:pod"} == {"pod"}
     assert "ports" in services["pod"] and not any("ports" in s for name, s in services.items() if name != "pod")
+
+
+def test_only_the_engine_and_nginx_share_the_pod_namespace_the_rest_have_networks_of_their_own(rich):
+    _, _, compose = rich
+    services = compose["services"]
+    # The engine on loopback behind its nginx, in a namespace held by a container that never crashes.
+    assert {name for name, s in services.items() if s.get("network_mode") == "service:pod"} == {"engine", "nginx"}
+    joined = {name: set(s.get("networks", ())) for name, s in services.items() if "network_mode" not in s}
+    assert joined == {
+        "pod": {"default", "monitoring"},
+        **{name: {"monitoring"} for name in MONITORING_SERVICES},
+        **{name: {"logging"} for name in ELK_SERVICES},
+    }
+    assert services["pod"]["networks"]["monitoring"] == {"aliases": ["nginx"]}
+    assert compose["networks"]["monitoring"] == {"ipam": {"config": [{"subnet": MONITORING_SUBNET}]}}
+    # Listening beyond loopback is what lets the others reach them on the monitoring network.
+    assert "--web.listen-address=:9090" in services["prometheus"]["command"]
+    assert "--web.listen-address=:9093" in services["alertmanager"]["command"]
+
+
+def test_monitoring_reaches_the_engine_through_nginx_and_each_other_by_service_name(rich):
+    _, folder, compose = rich
+    config = yaml.safe_load((folder / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for g in job["static_configs"] for t in g["targets"]] for job in config["scrape_configs"]
+    }
+    assert targets == {"engine": ["nginx:8080"], "node": ["node-exporter:9100"]}
+    managers = [t for m in config["alerting"]["alertmanagers"] for g in m["static_configs"] for t in g["targets"]]
+    assert managers == ["alertmanager:9093"]
+    datasources = yaml.safe_load((folder / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert [d["url"] for d in datasources["datasources"]] == ["http://prometheus:9090"]
+    # nginx's metrics location and the engine (which believes nginx's X-Forwarded-For) admit the subnet.
+    site = (folder / "nginx" / "site.conf").read_text()
+    assert f'allow "{MONITORING_SUBNET}";' in site or f"allow {MONITORING_SUBNET};" in site
+    settings = json.loads((folder / "engine" / "settings.json").read_text())
+    assert MONITORING_SUBNET in settings["security"]["metrics_allow_networks"]
+    checked = subprocess.run(
+        ["promtool", "check", "config", "--syntax-only", str(folder / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_node_exporter_reads_the_docker_hosts_proc_sys_and_disks_read_only(rich):
+    _, _, compose = rich
+    exporter = compose["services"]["node-exporter"]
+    assert exporter["volumes"] == ["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro"]
+    assert {"--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root"} <= set(
+        exporter["command"]
+    )
+    assert exporter["healthcheck"]["test"][-1] == "http://127.0.0.1:9100/metrics"
+
+
+def test_elk_reaches_logstash_and_the_local_elasticsearch_by_service_name(rich):
+    _, folder, compose = rich
+    filebeat = yaml.safe_load((folder / "elk" / "filebeat.yml").read_text())
+    assert filebeat["output.logstash"]["hosts"] == ["logstash:5044"]
+    pipeline = next(folder.glob("elk/logstash/**/*.conf")).read_text()
+    assert '"http://elasticsearch:9200"' in pipeline and "127.0.0.1" not in pipeline
+    assert compose["services"]["elasticsearch"]["environment"]["network.host"] == "0.0.0.0"
 
 
 def test_healthchecks_gate_the_services_that_wait_on_others(rich):
     _, _, compose = rich
     services = compose["services"]
     probed = {name for name, s in services.items() if "healthcheck" in s}
-    assert probed == {"engine", "nginx", "prometheus", "alertmanager", "grafana", "elasticsearch"}
+    assert probed == {"engine", "nginx", *MONITORING_SERVICES, "elasticsearch"}
     assert "http://127.0.0.1:8081/health" in " ".join(services["engine"]["healthcheck"]["test"])
     assert services["nginx"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/health"
     assert services["engine"]["healthcheck"]["test"][:2] == ["CMD", "curl"]
@@ -219,7 +280,7 @@ def test_built_images_take_the_runtime_tag_from_env_and_refuse_to_run_without_it
         name: s["image"]
         for name, s in yaml.safe_load(docker_compose(folder, "config", tag="abc123").stdout)["services"].items()
     }
-    for service in ("pod", "engine", "nginx", "prometheus", "alertmanager"):
+    for service in ("pod", "engine", "nginx", "prometheus", "alertmanager", "node-exporter"):
         expected = "assistantctl/base:abc123" if service == "pod" else f"assistantctl/{service}:abc123"
         assert images[service] == expected
     assert not images["grafana"].startswith("assistantctl/")  # no Debian package: the vendor's image
@@ -244,7 +305,9 @@ def test_kibana_reads_the_elasticsearch_logstash_writes_to(make_target, write_fi
             {**render(make_target(rich_overrides())), **secret_files(make_target(rich_overrides()), FAKE)},
         )
     )
-    assert json.loads(local["services"]["kibana"]["environment"]["ELASTICSEARCH_HOSTS"]) == ["http://127.0.0.1:9200"]
+    assert json.loads(local["services"]["kibana"]["environment"]["ELASTICSEARCH_HOSTS"]) == [
+        "http://elasticsearch:9200"
+    ]
     assert "elasticsearch" in local["services"]
 
 

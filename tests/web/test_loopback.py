@@ -13,7 +13,8 @@ from engine_process import model, start_engine, stop_engine
 
 
 def test_on_loopback_without_keys_the_page_needs_no_sign_in(browser: Browser, tmp_path: Path) -> None:
-    channels = [ChannelSettings(name="web"), ChannelSettings(name="websocket", path="/ws")]
+    # Not the default path: the page connects where the spec puts the channel.
+    channels = [ChannelSettings(name="web"), ChannelSettings(name="websocket", path="/chat-socket")]
     engine = start_engine(tmp_path / "open", [model("local")], channels=channels)
     context = browser.new_context()
     try:
@@ -24,6 +25,18 @@ def test_on_loopback_without_keys_the_page_needs_no_sign_in(browser: Browser, tm
         page.fill("#input", "hello without a key")
         page.click("#send")
         expect(page.locator(".msg.assistant .body")).to_contain_text('You said: "hello without a key"')
+    finally:
+        context.close()
+        stop_engine(engine)
+
+
+def test_without_the_websocket_channel_the_page_says_what_is_missing(browser: Browser, tmp_path: Path) -> None:
+    engine = start_engine(tmp_path / "no-socket", [model("local")], channels=[ChannelSettings(name="web")])
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(engine.url + "/")
+        expect(page.locator("#status")).to_contain_text("channels.websocket")
     finally:
         context.close()
         stop_engine(engine)

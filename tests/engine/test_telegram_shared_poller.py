@@ -1,0 +1,127 @@
+"""One Telegram poller per deployment when the history is in PostgreSQL: two engine processes
+("nodes", each with its own data_dir and port) share one real PostgreSQL on loopback; exactly one
+polls, the other takes over when the first is SIGKILLed mid-batch, and every update is answered
+exactly once. Validation accepts polling on several engine hosts only with that shared history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_telegram_polling import SECRETS, SlowModel, kill_tree, polling_channel, replies, update, wait_until
+
+from assistantctl.schema.loader import SpecError, parse_spec
+from engine_process import RunningEngine, model, start_engine, stop_engine
+from fake_platforms import FakePlatforms
+from postgres_server import Service, fetch, postgres_cluster
+
+pytestmark = pytest.mark.slow
+
+STARTED = "telegram poller started"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Service]:
+    with postgres_cluster() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[SlowModel]:
+    running = SlowModel()
+    yield running
+    running.server.should_exit = True
+    running.thread.join(5)
+
+
+@pytest.fixture
+def fake(platforms: FakePlatforms) -> FakePlatforms:
+    platforms.reset()
+    return platforms
+
+
+def node(root: Path, pg: Service, fake: FakePlatforms, slow: SlowModel) -> RunningEngine:
+    models = [
+        model("slow", "openai", model="slow", api_base=f"http://127.0.0.1:{slow.port}/v1", read_timeout_seconds=30)
+    ]
+    return start_engine(
+        root,
+        models,
+        secrets={**SECRETS, "pg": pg.url},
+        channels=[polling_channel(fake.url)],
+        history_backend="postgres",
+        history_dsn_secret="pg",
+    )
+
+
+def polls(engine: RunningEngine) -> bool:
+    log = engine.root / "logs" / "engine.log"
+    return log.exists() and STARTED in log.read_text()
+
+
+def chats(*updates: dict) -> Counter:
+    return Counter(u["message"]["chat"]["id"] for u in updates)
+
+
+def test_two_nodes_run_one_poller_and_the_other_takes_over_after_a_sigkill(tmp_path, postgres, fake, slow) -> None:
+    a, b = node(tmp_path / "a", postgres, fake, slow), node(tmp_path / "b", postgres, fake, slow)
+    nodes = [a, b]
+    try:
+        first = [update(1000 + i, 11000 + i, f"first {i}") for i in range(4)]
+        fake.bot.push(*first)
+        wait_until(lambda: len(replies(fake)) >= 4, what="the first replies")
+        time.sleep(6)  # longer than the lease retry: a second poller would have started by now
+        assert [polls(a), polls(b)].count(True) == 1
+        leader, other = (a, b) if polls(a) else (b, a)
+        calls = slow.calls
+        stuck = [update(1010 + i, 11100 + i, f"wait 6: stuck {i}") for i in range(3)]
+        fake.bot.push(*stuck)
+        wait_until(lambda: slow.calls >= calls + 3, what="the stuck updates with the model")
+        kill_tree(leader.process.pid)
+        leader.process.wait(10)
+        nodes.remove(leader)
+        later = [update(1020 + i, 11200 + i, f"later {i}") for i in range(2)]
+        fake.bot.push(*later)
+        wanted = chats(*first, *stuck, *later)
+        wait_until(lambda: set(chats_answered(fake)) >= set(wanted), timeout=60, what="every update answered")
+        time.sleep(1.0)
+        assert chats_answered(fake) == wanted, "an update was answered twice or not at all"
+        assert polls(other)
+        stored = asyncio.run(fetch(postgres.url, "SELECT next_update FROM telegram_offset"))
+        assert [row[0] for row in stored] == [1022]
+    finally:
+        for running in nodes:
+            stop_engine(running)
+
+
+def chats_answered(fake: FakePlatforms) -> Counter:
+    return Counter(r["chat_id"] for r in replies(fake))
+
+
+SPEC = """version: 2
+models:
+  default: local
+  providers:
+    local: {provider: builtin}
+channels:
+  telegram:
+    enabled: true
+    bot_token: ${env:TG_TOKEN}
+    mode: polling
+deploy:
+  hosts:
+    - {name: a, address: 10.0.0.1}
+    - {name: b, address: 10.0.0.2}
+"""
+
+
+def test_polling_on_two_engine_hosts_is_accepted_only_with_the_history_in_postgres() -> None:
+    shared = SPEC + '  state: {history: postgres, postgres_dsn: "${env:PG_DSN}"}\n'
+    assert parse_spec(shared, "assistant.yaml").channels.telegram.mode == "polling"
+    with pytest.raises(SpecError) as error:
+        parse_spec(SPEC, "assistant.yaml")
+    assert "history: postgres" in error.value.render()
