@@ -36,7 +36,7 @@ from .delivery import Deliveries
 from .telegram import Telegram
 from .telegram_answer import accept_webhook, answer_message
 from .telegram_poll import TelegramPoller, polling
-from .telegram_state import TelegramState
+from .telegram_state import PostgresTelegramState, State, TelegramState
 from .wecom import WeCom
 from .whatsapp import WhatsApp
 
@@ -65,7 +65,7 @@ class Webhooks:
                 raise RuntimeError(f"channel {entry.name!r} lacks {', '.join(lacking)}")
             self.by_path[entry.path or channel.default_path] = channel
         self.deliveries = Deliveries()
-        self._telegram_state: TelegramState | None = None  # opened by the first Telegram update
+        self._telegram_state: State | None = None  # opened by the first Telegram update
         self._telegram_tasks: set[asyncio.Task[None]] = set()
 
     def routes(self) -> dict[str, tuple[str, ...]]:
@@ -82,7 +82,11 @@ class Webhooks:
         """A webhook update: claimed now, answered after the 200 (telegram_answer.py)."""
         request.state.user = f"{Telegram.name}:{inbound.user_id}"
         if self._telegram_state is None:
-            self._telegram_state = await TelegramState.open(rt.settings.data_dir)
+            # /reset and /model hold for the chat on every node when the history is shared.
+            if rt.settings.history_backend == "postgres":
+                self._telegram_state = PostgresTelegramState(rt.history.pool)
+            else:
+                self._telegram_state = await TelegramState.open(rt.settings.data_dir)
         state = self._telegram_state
         message_id = await accept_webhook(rt, config, state, inbound)
         if message_id is not None:

@@ -77,6 +77,17 @@ async def answer_message(
         typing.cancel()
 
 
+async def answers_approval(rt: Runtime, config: ChannelConfig, state: State, inbound: Inbound) -> bool:
+    """Whether `inbound` is a yes or no of an allowed user that answered their chat's open approval
+    question (and so was handled)."""
+    channel = Telegram()
+    user = user_of(channel, inbound)
+    if not _allowed(rt, config, channel, inbound, user):
+        return False
+    generation, _ = await state.chat(inbound.chat_id)
+    return await _answers_approval(rt, inbound, user, conversation_for(inbound, user, generation))
+
+
 def _to_model(inbound: Inbound, images: bool) -> bool:
     """Whether the message may go to the model (and so counts against its quotas)."""
     return inbound.media is None or telegram_media.for_model(inbound, images)

@@ -15,7 +15,11 @@ once its reply is out, and the stored offset moves past a batch only when all of
 restart therefore gets the unfinished batch again and answers only what was not answered. The one
 window left is a crash between a reply reaching Telegram and its row being written.
 
-A batch is answered concurrently and the next getUpdates waits for the whole batch.
+A batch is answered chat by chat: one chat's messages in order, the chats side by side, and the
+next getUpdates waits for the whole batch. Meanwhile the poller looks every PEEK_SECONDS, without
+confirming anything, for a yes or no that answers an approval question the batch's replies asked
+(that answer is in a later update, which the next poll would fetch only after the batch: the
+question would always time out); such an answer is taken at once and recorded as handled.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .base import ChannelConfig, Rejected
 from .delivery import _redacted
 from .outbound import Outbound
 from .telegram import ALLOWED_UPDATES, Telegram, bot_call, parse_update
-from .telegram_answer import answer_message
+from .telegram_answer import answer_message, answers_approval
 from .telegram_state import PostgresTelegramState, State, TelegramState
 
 POLL_SECONDS = 25  # getUpdates' long-poll timeout: below Outbound's 30 s read timeout
@@ -46,6 +50,7 @@ LEASE_NAME = "telegram-poll"
 LEASE_SECONDS = 15.0  # how long a dead node's lease keeps the others from polling
 _LOCK_RETRY_SECONDS = 5.0
 _ERROR_BACKOFF_SECONDS = 3.0
+PEEK_SECONDS = 1.0  # while a batch is answered: how often to look for approval answers
 
 
 def polling(settings: ChannelSettings) -> bool:
@@ -187,8 +192,47 @@ class TelegramPoller:
         batch = [u for u in updates or () if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
         if not batch:
             return
-        await asyncio.gather(*(self._handle(config, state, update) for update in batch))
-        await state.advance(max(u["update_id"] for u in batch) + 1)
+        chats: dict[Any, list[dict[str, Any]]] = {}
+        for update in batch:
+            chats.setdefault(_chat_of(update), []).append(update)
+        work = asyncio.gather(*(self._in_order(config, state, u) for u in chats.values()), return_exceptions=True)
+        seen = {u["update_id"] for u in batch}
+        try:
+            while not (await asyncio.wait({work}, timeout=PEEK_SECONDS))[0]:
+                await self._take_approval_answers(outbound, config, state, body["offset"], seen)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        failed = [result for result in work.result() if isinstance(result, BaseException)]
+        if failed:  # what was not handled comes again with the next poll: the offset stays
+            raise failed[0]
+        await state.advance(max(seen) + 1)
+
+    async def _in_order(self, config: ChannelConfig, state: State, updates: list[dict[str, Any]]) -> None:
+        for update in updates:
+            await self._handle(config, state, update)
+
+    async def _take_approval_answers(
+        self, outbound: Outbound, config: ChannelConfig, state: State, offset: int, seen: set[int]
+    ) -> None:
+        """Answer approval questions from the updates after the batch; confirms nothing to Telegram
+        (the same offset), so every other update comes with the next poll as usual."""
+        body = {"offset": offset, "timeout": 0, "allowed_updates": list(ALLOWED_UPDATES)}
+        try:
+            updates = await bot_call(outbound, config, "getUpdates", body)
+        except UpstreamError:
+            return  # the next look, or the next poll, tries again
+        for update in updates or ():
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if not isinstance(update_id, int) or update_id in seen or await state.is_handled(update_id):
+                continue
+            try:
+                inbounds = parse_update(update)
+            except Rejected:
+                continue
+            for inbound in inbounds:
+                if await answers_approval(self.rt, config, state, inbound):
+                    await state.mark_handled(update_id)
 
     async def _handle(self, config: ChannelConfig, state: State, update: dict[str, Any]) -> None:
         update_id = update["update_id"]
@@ -201,3 +245,9 @@ class TelegramPoller:
         for inbound in inbounds:
             await answer_message(self.rt, config, state, inbound)
         await state.mark_handled(update_id)
+
+
+def _chat_of(update: dict[str, Any]) -> Any:
+    message = update.get("message")
+    chat = message.get("chat") if isinstance(message, dict) else None
+    return chat.get("id") if isinstance(chat, dict) else None

@@ -226,3 +226,42 @@ def test_a_conversation_with_a_result_of_a_tool_not_known_safe_is_tainted() -> N
 def test_only_a_plain_yes_or_no_answers_a_question() -> None:
     assert [answer_of(t) for t in ("yes", " Yes. ", "y", "no", "No!", "deny")] == [True] * 3 + [False] * 3
     assert answer_of("yes please run rm -rf") is None and answer_of("what?") is None
+
+
+def test_telegram_polling_question_is_answered_by_the_next_message(module_dir, loop_model, platforms) -> None:
+    # The question is asked while its own update's batch is still being answered: the poller must
+    # see the "yes" before that batch ends (it is answered at once, out of its chat's queue).
+    polled = start_engine(
+        module_dir / "approval-polling",
+        [model("planner", "openai", model="planner", api_base=f"{loop_model.url}/v1", api_key_secret="k")],
+        secrets=SECRETS,
+        env={"PYTHONPATH": str(PLUGINS)},
+        request_timeout_seconds=30,
+        tools=ToolsSettings(enabled=["web_text", "touch"], approval=ApprovalSettings(timeout_seconds=10)),
+        channels=[
+            ChannelSettings(
+                name="telegram",
+                secrets={"bot_token": "tg.bot_token"},
+                options={"mode": "polling"},
+                api_base=platforms.url,
+            )
+        ],
+    )
+    try:
+        user_id, name = 2101, "tg-polled"
+        platforms.bot.push(tg_update(21010, user_id, tainted_then_touch(name)))
+        (question,) = wait_texts(platforms, user_id, 1)
+        assert question.startswith(f'Run touch with {{"name": "{name}"}}? Reply yes or no')
+        platforms.bot.push(tg_update(21011, user_id, "yes"))
+        texts = wait_texts(platforms, user_id, 2)
+        assert texts[1].endswith(f"| touched {name}") and touched(polled, name)
+        time.sleep(0.5)
+        assert len(tg_texts(platforms, user_id)) == 2  # the answer started no chat turn of its own
+    finally:
+        stop_engine(polled)
+
+
+def tg_update(update_id: int, user_id: int, text: str) -> dict:
+    sender = {"id": user_id, "is_bot": False, "first_name": "Test"}
+    message = {"message_id": update_id, "from": sender, "chat": {"id": user_id, "type": "private"}, "date": 1}
+    return {"update_id": update_id, "message": {**message, "text": text}}

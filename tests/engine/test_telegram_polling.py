@@ -257,3 +257,15 @@ def test_a_refused_bot_token_is_logged_without_the_token(tmp_path, fake, slow) -
     assert "409" in log or "Conflict" in log
     assert BOT_TOKEN not in log and BOT_TOKEN.split(":")[1] not in log
     assert json.dumps(BOT_TOKEN)[1:-1] not in (engine.root / "stderr.log").read_text()
+
+
+def test_one_chats_messages_are_answered_in_order_and_other_chats_meanwhile(tmp_path, fake, slow) -> None:
+    engine = launch(tmp_path / "ordered", fake, slow)
+    try:
+        fake.bot.push(update(9100, 910, "wait 2: first"), update(9101, 910, "second"), update(9102, 911, "other"))
+        wait_until(lambda: len(replies(fake)) >= 3, what="3 replies")
+        texts = [r["text"] for r in replies(fake)]
+        assert texts.index("echo: wait 2: first") < texts.index("echo: second"), texts
+        assert texts[0] == "echo: other", texts  # another chat is not held up by the slow one
+    finally:
+        stop_engine(engine)

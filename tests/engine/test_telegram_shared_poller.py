@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_telegram_polling import SECRETS, SlowModel, kill_tree, polling_channel, replies, update, wait_until
 
+from assistantctl.engine.settings import ChannelSettings
 from assistantctl.schema.loader import SpecError, parse_spec
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_platforms import FakePlatforms
@@ -125,3 +126,30 @@ def test_polling_on_two_engine_hosts_is_accepted_only_with_the_history_in_postgr
     with pytest.raises(SpecError) as error:
         parse_spec(SPEC, "assistant.yaml")
     assert "history: postgres" in error.value.render()
+
+
+def test_by_webhook_a_chats_model_and_reset_hold_on_every_node(tmp_path, postgres, fake, slow) -> None:
+    # The edges balance webhook updates across the engine nodes: /model on one must hold on the other.
+    from test_telegram_webhook_chat import SECRETS as HOOK_SECRETS
+    from test_telegram_webhook_chat import post
+
+    channel = ChannelSettings(
+        name="telegram",
+        path="/webhooks/telegram",
+        secrets={"bot_token": "channels.telegram.bot_token", "webhook_secret": "channels.telegram.webhook_secret"},
+        api_base=fake.url,
+    )
+    models = [model("slow", "openai", model="slow", api_base=f"http://127.0.0.1:{slow.port}/v1"), model("other")]
+    shared = {"history_backend": "postgres", "history_dsn_secret": "pg", "channels": [channel]}
+    a = start_engine(tmp_path / "hook-a", models, secrets={**HOOK_SECRETS, "pg": postgres.url}, **shared)
+    b = start_engine(tmp_path / "hook-b", models, secrets={**HOOK_SECRETS, "pg": postgres.url}, **shared)
+    try:
+        chat = 12300
+        assert post(a, update(1300, chat, "/model other")) == 200
+        wait_until(lambda: len(replies(fake)) >= 1, what="the /model reply")
+        assert post(b, update(1301, chat, "on the other node")) == 200
+        wait_until(lambda: len(replies(fake)) >= 2, what="the reply from the other node")
+        assert not replies(fake)[1]["text"].startswith("echo:"), replies(fake)  # "other", not "slow"
+    finally:
+        stop_engine(a)
+        stop_engine(b)
