@@ -59,8 +59,10 @@ def compose(spec_path: str, out: str, build: bool, debian: str | None, with_secr
     if with_secrets:
         values = secrets(spec, spec_path)
         files = {path: text.encode() for path, text in secret_files(target, values).items()}
+        engines = _engine_secret_files(yaml.safe_load((folder / COMPOSE_FILE).read_text()), folder)
         for path in _write(folder, files, SECRET_MODE):
-            _hand_to_engine(path, ENGINE_UID)
+            if path.resolve() in engines:
+                _hand_to_engine(path, ENGINE_UID)
         click.echo(f"{len(files)} secret files in {folder / 'secrets'} (mode 0600)")
     if build:
         import docker
@@ -87,6 +89,12 @@ def _write(folder: Path, files: dict[str, bytes], mode: int) -> list[Path]:
         os.chmod(path, mode)  # an existing file keeps its old mode through os.open
         written.append(path)
     return written
+
+
+def _engine_secret_files(stack: dict, folder: Path) -> set[Path]:
+    """The secret files the stack's engine service mounts (the other services run as root)."""
+    mounted = (entry["source"] for entry in stack["services"].get("engine", {}).get("secrets", ()))
+    return {(folder / stack["secrets"][name]["file"]).resolve() for name in mounted}
 
 
 def _hand_to_engine(path: Path, uid: int) -> None:

@@ -164,8 +164,9 @@ def test_compose_writes_secret_files_only_when_asked_at_mode_0600_for_the_engine
         "api_base": "https://api.openai.com/v1",
         "api_key": "${env:COMPOSE_TEST_KEY}",
     }
+    data.setdefault("monitoring", {})["grafana"] = {"enabled": True, "admin_password": "${env:COMPOSE_TEST_GRAFANA}"}
     spec = write_spec(tmp_path, data)
-    env = {"COMPOSE_TEST_KEY": "sk-FAKE-COMPOSE-1"}
+    env = {"COMPOSE_TEST_KEY": "sk-FAKE-COMPOSE-1", "COMPOSE_TEST_GRAFANA": "FAKE-GRAFANA-PASSWORD"}
     plain = assistantctl(spec, "compose", str(tmp_path / "plain"), env=env)
     assert plain.returncode == 0, plain.stderr
     assert not (tmp_path / "plain" / "secrets").exists()
@@ -179,6 +180,9 @@ def test_compose_writes_secret_files_only_when_asked_at_mode_0600_for_the_engine
     assert stat.S_IMODE(info.st_mode) == 0o600
     if os.geteuid() == 0:  # only root can hand the file to the engine image's user
         assert (info.st_uid, info.st_gid) == (ENGINE_UID, ENGINE_UID)
+        # and only the engine's: another service's secret is not the engine user's to read
+        (grafana,) = (tmp_path / "asked" / "secrets").glob("grafana-*")
+        assert grafana.stat().st_uid == 0 and stat.S_IMODE(grafana.stat().st_mode) == 0o600
 
 
 def test_stack_builds_starts_serves_recovers_redeploys_and_goes_down(docker, tmp_path):

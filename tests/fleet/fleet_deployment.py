@@ -14,7 +14,8 @@ from assistantctl.runtime import Runtime, interpreter_needs, runtime_for
 from cli_helpers import assistantctl, default_spec, write_spec
 from hosts import Fleet, TestHost
 
-# What facts report of a host's python3; the hosts share this machine's /usr/bin/python3.
+# What facts report of a host's python3: the hosts share this machine's files, and their ssh
+# sessions find the python3 this process finds (root's shell start-up sets the same PATH).
 _PYTHON_FACTS = (
     "import json, platform, sys; print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
     "'full_version': platform.python_version(), 'machine': platform.machine(), 'glibc': platform.libc_ver()[1]}))"
@@ -23,13 +24,13 @@ _PYTHON_FACTS = (
 
 @functools.cache
 def hosts_python() -> dict:
-    return json.loads(subprocess.run(["/usr/bin/python3", "-c", _PYTHON_FACTS], capture_output=True, check=True).stdout)
+    return json.loads(subprocess.run(["python3", "-c", _PYTHON_FACTS], capture_output=True, check=True).stdout)
 
 
 def hosts_runtime(needs: tuple = ()) -> Runtime:
     """The runtime apply installs on the test hosts: the controller's, extended by `needs` and by
-    what the engine's dependencies need on the hosts' python3 (Debian's, older than the controller's
-    here: redis wants async-timeout below 3.11.3)."""
+    what the engine's dependencies need on the hosts' python3 (nothing when it is the controller's
+    own version; Debian's 3.11.2 would add redis's async-timeout)."""
     return runtime_for([*needs, *interpreter_needs(hosts_python())], hosts_python())
 
 
