@@ -99,7 +99,7 @@ class Webhooks:
             await self.poller.close()
         if self._telegram_tasks:
             _, pending = await asyncio.wait(set(self._telegram_tasks), timeout=grace)
-            for task in pending:  # _Answer releases its claim when cancelled: Telegram redelivers
+            for task in pending:  # Answer releases its claim when cancelled: Telegram redelivers
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.deliveries.close(grace)

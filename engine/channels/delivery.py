@@ -76,30 +76,30 @@ class Deliveries:
         user = user_of(channel, inbound)
         request.state.user = user
         rid = request_id(request.scope)
-        if not _allowed(rt, config, channel, inbound, user):
-            _note(rid, channel, user, "ignored: user not in allowed_users")
+        if not may_ask(rt, config, channel, inbound, user):
+            note(rid, channel, user, "ignored: user not in allowed_users")
             return
         conversation_id, message_id = conversation_of(channel, inbound, user), new_id()
         client_id = f"webhook:{inbound.update_id}"
         store = rt.history.client_messages
         if await store.claim(user, client_id, conversation_id, message_id) is not None:
-            _note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
+            note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
             return
-        if await _answers_approval(rt, inbound, user, conversation_id):
-            _note(rid, channel, user, f"update {inbound.update_id} answered an approval question")
+        if await approval_answered(rt, inbound, user, conversation_id):
+            note(rid, channel, user, f"update {inbound.update_id} answered an approval question")
             return
         entry = rt.catalog.entries.get(config.settings.model or rt.catalog.default)
         model = entry.settings if entry and inbound.media is None else None  # media: no model call
         refusal = await rt.limits.admit(rt.settings, user, user, model, request.url.path)
         if refusal is not None:  # acknowledged all the same: a 4xx would only make the platform retry
             await store.release(user, client_id, message_id)
-            _note(rid, channel, user, f"ignored: {refusal.limit} limit, retry after {refusal.retry_after} s")
+            note(rid, channel, user, f"ignored: {refusal.limit} limit, retry after {refusal.retry_after} s")
             return
         trace = Trace(request_id=rid, user=user, started=time.monotonic())
-        answer = _Answer(rt, channel, config, inbound, trace, conversation_id, message_id, client_id)
+        answer = Answer(rt, channel, config, inbound, trace, conversation_id, message_id, client_id)
         if inbound.media is not None:
-            _note(rid, channel, user, f"a {inbound.media} message: answered that only text is read")
-        task = asyncio.create_task(answer.run() if inbound.media is None else answer._send(MEDIA_TEXT))
+            note(rid, channel, user, f"a {inbound.media} message: answered that only text is read")
+        task = asyncio.create_task(answer.run() if inbound.media is None else answer.send(MEDIA_TEXT))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -112,7 +112,12 @@ class Deliveries:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-class _Answer:
+class Answer:
+    """One message's reply on a chat channel: `run()` asks the model (approvals and tools included)
+    and sends the reply; `send()` sends a text of the engine's own; `release()` gives the webhook
+    claim back so a redelivery is answered. Channels with their own front door (Telegram's
+    commands, media, polling: telegram_answer.py) build one and use the same steps."""
+
     def __init__(
         self,
         rt: Runtime,
@@ -136,21 +141,21 @@ class _Answer:
         try:
             reply = await self._chat()
         except asyncio.CancelledError:
-            await asyncio.shield(self._release())
+            await asyncio.shield(self.release())
             raise
         except ApiError as exc:  # no model could answer: nothing stored, the claim released
-            self._log(logging.WARNING, f"no reply from the model: {exc.code}: {exc.message}")
-            await self._release()
+            self.log(logging.WARNING, f"no reply from the model: {exc.code}: {exc.message}")
+            await self.release()
             reply = TOO_LONG_TEXT if exc.code == "message_too_long" else FAILURE_TEXT
             if exc.code == "invalid_arguments":  # a skill command's usage: the user can act on it
                 reply = exc.message
         except Exception:  # noqa: BLE001 - a bug must be logged, never lost in a dropped task
             logs.APP.exception("webhook reply failed", extra={"fields": self._fields()})
-            await self._release()
+            await self.release()
             return
-        await self._send(reply)
+        await self.send(reply)
         await send_screenshots(
-            self.rt, self.channel, self.config, self.inbound, self.trace.user, self.screenshots, self._log
+            self.rt, self.channel, self.config, self.inbound, self.trace.user, self.screenshots, self.log
         )
 
     async def _chat(self) -> str:
@@ -169,7 +174,7 @@ class _Answer:
             trace,
             DEFAULT_PRIORITY,
             channel,
-            self._send,
+            self.send,
             ask=self._ask,
             chat=self.conversation_id,
         )
@@ -197,38 +202,41 @@ class _Answer:
 
     async def _ask(self, question: Question) -> None:
         """An approval question as a message in the chat; the user's next yes/no answers it."""
-        await self._send(question.text())
+        await self.send(question.text())
 
-    async def _send(self, text: str) -> None:
+    async def send(self, text: str) -> None:
         outbound = Outbound(self.rt.clients, self.config.api_base)
         size = self.channel.reply_size
         try:
             for part in split_reply(text or EMPTY_TEXT, self.channel.max_reply, size):
                 await self.channel.send(outbound, self.config, self.inbound, part)
         except UpstreamError as exc:
-            self._log(logging.WARNING, f"reply not sent: {_redacted(str(exc), self.config)}")
+            self.log(logging.WARNING, f"reply not sent: {redacted(str(exc), self.config)}")
 
-    async def _release(self) -> None:
+    async def release(self) -> None:
         try:
             await self.rt.history.client_messages.release(self.trace.user, self.client_id, self.message_id)
         except Exception as exc:  # noqa: BLE001 - a stale claim only means a redelivery is ignored
-            self._log(logging.WARNING, f"webhook claim not released: {type(exc).__name__}")
+            self.log(logging.WARNING, f"webhook claim not released: {type(exc).__name__}")
 
     def _fields(self) -> dict[str, str]:
         return {"request_id": self.trace.request_id, "user": self.trace.user, "channel": self.channel.name}
 
-    def _log(self, level: int, message: str) -> None:
+    def log(self, level: int, message: str) -> None:
         logs.event(logs.APP, level, message, **self._fields())
 
 
-async def _answers_approval(rt: Runtime, inbound: Inbound, user: str, conversation_id: str) -> bool:
+async def approval_answered(rt: Runtime, inbound: Inbound, user: str, conversation_id: str) -> bool:
+    """Whether the message is a yes or no that answered the open approval question of this
+    conversation (which it then did)."""
     approve = answer_of(inbound.text)
     if approve is None:
         return False
     return await store_for(Path(rt.settings.data_dir)).answer_latest(user, conversation_id, approve)
 
 
-def _allowed(rt: Runtime, config: ChannelConfig, channel: WebhookChannel, inbound: Inbound, user: str) -> bool:
+def may_ask(rt: Runtime, config: ChannelConfig, channel: WebhookChannel, inbound: Inbound, user: str) -> bool:
+    """The channel's allowed_users and security.allowed_users (empty lists admit everyone)."""
     names = {inbound.user_id, *inbound.aliases}
     prefixed = {f"{channel.name}:{name}" for name in names}
     listed = config.settings.allowed_users
@@ -238,11 +246,13 @@ def _allowed(rt: Runtime, config: ChannelConfig, channel: WebhookChannel, inboun
     return not everyone or bool(prefixed & everyone)
 
 
-def _note(rid: str, channel: WebhookChannel, user: str, message: str) -> None:
+def note(rid: str, channel: WebhookChannel, user: str, message: str) -> None:
+    """An INFO line for a message answered with nothing (refused, ignored, a redelivery)."""
     logs.event(logs.APP, logging.INFO, message, request_id=rid, user=user, channel=channel.name)
 
 
-def _redacted(message: str, config: ChannelConfig) -> str:
+def redacted(message: str, config: ChannelConfig) -> str:
+    """`message` with the channel's secrets (a bot token in a URL) replaced by [secret]."""
     for value in config.secrets.values():
         message = message.replace(value, "[secret]")
     return message

@@ -18,7 +18,7 @@ from ..models.router import Trace
 from ..runtime import Runtime
 from . import telegram_media
 from .base import ChannelConfig, Inbound
-from .delivery import FAILURE_TEXT, _allowed, _Answer, _answers_approval, _note, _redacted, user_of
+from .delivery import FAILURE_TEXT, Answer, approval_answered, may_ask, note, redacted, user_of
 from .outbound import Outbound
 from .telegram import Telegram, bot_call
 from .telegram_commands import command_reply
@@ -43,8 +43,8 @@ async def answer_message(
     failure releases that claim, so that Telegram's redelivery is answered."""
     channel = Telegram()
     user, rid = user_of(channel, inbound), f"telegram-{inbound.update_id}"
-    if not _allowed(rt, config, channel, inbound, user):
-        _note(rid, channel, user, "ignored: user not in allowed_users")
+    if not may_ask(rt, config, channel, inbound, user):
+        note(rid, channel, user, "ignored: user not in allowed_users")
         return
     generation, chosen = await state.chat(inbound.chat_id)
     conversation_id = conversation_for(inbound, user, generation)
@@ -53,20 +53,20 @@ async def answer_message(
         config = ChannelConfig(chat_settings, config.secrets, config.api_base)
     trace = Trace(request_id=rid, user=user, started=time.monotonic())
     client_id = f"webhook:{inbound.update_id}"
-    answer = _Answer(rt, channel, config, inbound, trace, conversation_id, message_id or new_id(), client_id)
+    answer = Answer(rt, channel, config, inbound, trace, conversation_id, message_id or new_id(), client_id)
     reply = await command_reply(rt, state, inbound, config.settings.model)
     if reply is not None:
-        await answer._send(reply)
+        await answer.send(reply)
         return
-    if await _answers_approval(rt, inbound, user, conversation_id):
+    if await approval_answered(rt, inbound, user, conversation_id):
         return
     entry = rt.catalog.entries.get(config.settings.model or rt.catalog.default)
     images = entry is not None and "image" in entry.settings.input
     model = entry.settings if entry and _to_model(inbound, images) else None
     refusal = await rt.limits.admit(rt.settings, user, user, model, config.settings.path or channel.default_path)
     if refusal is not None:
-        await answer._release()
-        _note(rid, channel, user, f"ignored: {refusal.limit} limit, retry after {refusal.retry_after} s")
+        await answer.release()
+        note(rid, channel, user, f"ignored: {refusal.limit} limit, retry after {refusal.retry_after} s")
         return
     if inbound.media is not None and not await _read_media(rt, config, answer, images):
         return
@@ -82,10 +82,10 @@ async def answers_approval(rt: Runtime, config: ChannelConfig, state: State, inb
     question (and so was handled)."""
     channel = Telegram()
     user = user_of(channel, inbound)
-    if not _allowed(rt, config, channel, inbound, user):
+    if not may_ask(rt, config, channel, inbound, user):
         return False
     generation, _ = await state.chat(inbound.chat_id)
-    return await _answers_approval(rt, inbound, user, conversation_for(inbound, user, generation))
+    return await approval_answered(rt, inbound, user, conversation_for(inbound, user, generation))
 
 
 def _to_model(inbound: Inbound, images: bool) -> bool:
@@ -93,18 +93,18 @@ def _to_model(inbound: Inbound, images: bool) -> bool:
     return inbound.media is None or telegram_media.for_model(inbound, images)
 
 
-async def _read_media(rt: Runtime, config: ChannelConfig, answer: _Answer, images: bool) -> bool:
+async def _read_media(rt: Runtime, config: ChannelConfig, answer: Answer, images: bool) -> bool:
     """Prepares a photo or text file for the model (True), or answers with the polite refusal."""
     inbound = answer.inbound
     try:
         readable = await telegram_media.readable(rt, config, inbound, images)
     except UpstreamError as exc:
-        answer._log(logging.WARNING, f"telegram file not fetched: {_redacted(str(exc), config)}")
-        await answer._release()
-        await answer._send(FAILURE_TEXT)
+        answer.log(logging.WARNING, f"telegram file not fetched: {redacted(str(exc), config)}")
+        await answer.release()
+        await answer.send(FAILURE_TEXT)
         return False
     if readable is None:  # the claim stays: a redelivery would only get the same refusal
-        await answer._send(telegram_media.refusal(images))
+        await answer.send(telegram_media.refusal(images))
         return False
     answer.content, answer.stored = readable.content, readable.stored
     return True
@@ -123,8 +123,8 @@ async def accept_webhook(rt: Runtime, config: ChannelConfig, state: State, inbou
     or on another worker, is only acknowledged); the message_id to answer under, or None to ignore."""
     channel = Telegram()
     user, rid = user_of(channel, inbound), f"telegram-{inbound.update_id}"
-    if not _allowed(rt, config, channel, inbound, user):
-        _note(rid, channel, user, "ignored: user not in allowed_users")
+    if not may_ask(rt, config, channel, inbound, user):
+        note(rid, channel, user, "ignored: user not in allowed_users")
         return None
     generation, _ = await state.chat(inbound.chat_id)
     message_id = new_id()
@@ -132,6 +132,6 @@ async def accept_webhook(rt: Runtime, config: ChannelConfig, state: State, inbou
         user, f"webhook:{inbound.update_id}", conversation_for(inbound, user, generation), message_id
     )
     if claimed is not None:
-        _note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
+        note(rid, channel, user, f"ignored: update {inbound.update_id} was delivered before")
         return None
     return message_id

@@ -39,7 +39,7 @@ from ..models.adapters.base import UpstreamError
 from ..runtime import Runtime
 from ..settings import ChannelSettings
 from .base import ChannelConfig, Rejected
-from .delivery import _redacted
+from .delivery import redacted
 from .outbound import Outbound
 from .telegram import ALLOWED_UPDATES, Telegram, bot_call, parse_update
 from .telegram_answer import answer_message, answers_approval
@@ -178,7 +178,7 @@ class TelegramPoller:
             except asyncio.CancelledError:
                 raise
             except UpstreamError as exc:
-                message = _redacted(str(exc), config)
+                message = redacted(str(exc), config)
                 logs.event(logs.APP, logging.WARNING, f"telegram getUpdates failed: {message}", channel="telegram")
                 await asyncio.sleep(_ERROR_BACKOFF_SECONDS)
             except Exception:  # noqa: BLE001 - a bug is logged and polling goes on
