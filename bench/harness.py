@@ -118,21 +118,29 @@ def bench_spec(
     return path
 
 
-def start_engine(stack: Stack, spec_path: Path, reference: Reference | None = None) -> tuple[subprocess.Popen, str]:
-    """The engine of this checkout, or of `reference` (its own renderers build its settings)."""
+def start_engine(
+    stack: Stack,
+    spec_path: Path,
+    reference: Reference | None = None,
+    *,
+    wrapper: tuple[str, ...] = (),
+    startup_seconds: float = 20,
+) -> tuple[subprocess.Popen, str]:
+    """The engine of this checkout, or of `reference` (its own renderers build its settings);
+    `wrapper` is a command that runs the engine's (valgrind in bench/instructions.py)."""
     (target,) = targets(load_spec(spec_path), spec_path.parent)
     path = Path(target.root) / "engine-settings.json"
     if reference is None:
         path.write_text(build_settings(target).to_json())
     else:
         reference.render_settings(spec_path, path)
-    cmd = [sys.executable, "-m", "assistantctl.engine", "--settings", str(path)]
+    cmd = [*wrapper, sys.executable, "-m", "assistantctl.engine", "--settings", str(path)]
     if reference is None:
         process = stack.spawn(cmd)
     else:
         process = stack.spawn(cmd, env=reference.env, cwd=reference.cwd)
     url = f"http://127.0.0.1:{target.spec.deploy.ports.engine}"
-    wait_up(f"{url}/health", process)
+    wait_up(f"{url}/health", process, startup_seconds)
     return process, url
 
 
