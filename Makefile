@@ -30,8 +30,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed
+	scripts/system-packages bench
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/engine_chat.py --duration 10
+	$(BIN)/python bench/instructions.py
 
 # Regenerate the committed JSON Schema, its Markdown reference and the OpenAPI document after
 # changing their sources.
