@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -219,6 +220,24 @@ def _write_inventory(hosts: dict[str, dict], any_target: Target, tmpdir: Path) -
     return path
 
 
+# ASSISTANTCTL_ANSIBLE_STRATEGY=linear runs the plays with Ansible's own strategy instead of Mitogen's.
+STRATEGY_ENV = "ASSISTANTCTL_ANSIBLE_STRATEGY"
+
+
+def _strategy() -> dict[str, str]:
+    """Mitogen's linear strategy: the same plays, but every task runs in one Python process per host
+    kept for the whole play, instead of a new interpreter unpacking a module for each task (~0.3 s
+    a task on a 2-core machine: a local apply took 19 s, 11 s with it)."""
+    if os.environ.get(STRATEGY_ENV, "mitogen_linear") != "mitogen_linear":
+        return {}
+    spec = importlib.util.find_spec("ansible_mitogen")  # not imported: only ansible-playbook loads it
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    (package,) = spec.submodule_search_locations
+    plugins = Path(package) / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
 def run_playbook(playbook: str, inventory: Path, echo: Callable[[str], None]) -> dict:
     """Run one of our playbooks, streaming its progress lines to `echo`; returns the callback's result."""
     playbooks = files("assistantctl.playbooks")
@@ -235,6 +254,7 @@ def run_playbook(playbook: str, inventory: Path, echo: Callable[[str], None]) ->
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_SSH_PIPELINING": "True",
         "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-local"),
+        **_strategy(),
     }
     command = [sys.executable, "-m", "ansible", "playbook", "-i", str(inventory), str(playbooks / playbook)]
     # Play keywords (serial, max_fail_percentage) are templated before any host is chosen, so they
