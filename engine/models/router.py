@@ -3,7 +3,8 @@
 Per model: skip it while its breaker is open, wait for a slot in its gate (bounded, prioritised),
 call it, retry with exponential backoff and full jitter on retryable errors only, and record the
 outcome in metrics and the `engine.model` log. Streams fall back only before their first chunk:
-after that the client already has part of an answer.
+after that the client already has part of an answer. A request holding an image falls back only to
+models whose `input` says they read images: another would answer blind to it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Router:
             metrics.record_tokens(entry.name, reply.usage.input_tokens, reply.usage.output_tokens)
             return entry.name, reply
 
-        return await self._walk(catalog, requested, trace, priority, call)
+        return await self._walk(catalog, requested, trace, priority, call, images=holds_images(messages))
 
     async def stream(
         self,
@@ -93,7 +94,7 @@ class Router:
             metrics.child(metrics.TIME_TO_FIRST_TOKEN, entry.name).observe(time.monotonic() - started)
             return ModelStream(entry, chunks, first, trace, started)
 
-        return await self._walk(catalog, requested, trace, priority, call, hold=True)
+        return await self._walk(catalog, requested, trace, priority, call, hold=True, images=holds_images(messages))
 
     async def _walk(
         self,
@@ -103,9 +104,13 @@ class Router:
         priority: int,
         call: Callable[[ModelEntry], Awaitable[T]],
         hold: bool = False,
+        images: bool = False,
     ) -> T:
         last_error: UpstreamError | None = None
-        for entry in catalog.chain(requested):
+        for position, entry in enumerate(catalog.chain(requested)):
+            if images and position > 0 and "image" not in entry.settings.input:
+                _record(entry.name, "rejected", trace, 0.0, "does not read images")
+                continue
             for attempt in range(self.retries + 1):
                 try:
                     return await self._attempt(entry, trace, priority, call, hold)
@@ -164,6 +169,16 @@ class Router:
 
 class _Skipped(Exception):
     pass
+
+
+def holds_images(messages: list[Message]) -> bool:
+    """Whether any message carries an image part (OpenAI's `image_url`, as the engine keeps them)."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(content := message.get("content"), list)
+        for part in content
+    )
 
 
 class ModelStream:

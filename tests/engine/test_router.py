@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
+import httpx
 import pytest
 
 from engine_process import RunningEngine, StartEngine, model
@@ -115,3 +116,45 @@ def test_a_full_queue_rejects_with_503(engine_factory: StartEngine, openai_fake:
         openai_fake.behaviour.hang = False
         assert first.result() == 504  # its upstream call hung past read_timeout_seconds
         assert second.result() == 200  # it waited in the queue, then got the slot
+
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+WITH_IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is on this photo?"}, IMAGE]}
+
+
+def _complete(engine: RunningEngine, message: dict) -> httpx.Response:
+    with engine.client() as client:
+        return client.post("/v1/chat/completions", json={"model": "primary", "messages": [message]})
+
+
+def test_a_fallback_that_reads_no_images_is_not_sent_an_image(
+    engine_factory: StartEngine, openai_fake: FakeUpstream
+) -> None:
+    openai_fake.reset()
+    primary = model("primary", "openai", api_base=f"{openai_fake.url}/v1", input=["text", "image"])
+    engine = engine_factory([primary, model("backup")], fallback=["backup"], retries=0)
+
+    openai_fake.behaviour.fail_next = 1
+    response = _complete(engine, WITH_IMAGE)
+    assert response.status_code == 502, response.text  # the primary's failure, not an answer blind to the photo
+    assert engine.metric("assistant_model_calls_total", model="backup", outcome="rejected") == 1
+    assert engine.metric("assistant_model_calls_total", model="backup", outcome="success") == 0
+    assert any("does not read images" in line for line in engine.log_lines())
+
+    openai_fake.behaviour.fail_next = 1  # text alone falls back as before
+    response = _complete(engine, {"role": "user", "content": "hello"})
+    assert response.status_code == 200 and response.json()["model"] == "backup", response.text
+
+
+def test_a_fallback_that_reads_images_answers_an_image(engine_factory: StartEngine, openai_fake: FakeUpstream) -> None:
+    openai_fake.reset()
+    base = f"{openai_fake.url}/v1"
+    primary = model("primary", "openai", api_base=base, input=["text", "image"])
+    seeing = model("seeing", "openai", api_base=base, input=["text", "image"])
+    engine = engine_factory([primary, model("backup"), seeing], fallback=["backup", "seeing"], retries=0)
+
+    openai_fake.behaviour.fail_next = 1
+    response = _complete(engine, WITH_IMAGE)
+    assert response.status_code == 200 and response.json()["model"] == "seeing", response.text
+    assert openai_fake.calls[-1]["body"]["messages"][-1]["content"][1] == IMAGE
+    assert engine.metric("assistant_model_calls_total", model="backup", outcome="rejected") == 1
