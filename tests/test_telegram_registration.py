@@ -18,7 +18,7 @@ import yaml
 
 from assistantctl.engine.settings import TELEGRAM_ALLOWED_UPDATES
 from assistantctl.schema.checks import exposure_warnings
-from assistantctl.schema.loader import SpecError, parse_spec
+from assistantctl.schema.loader import parse_spec
 from assistantctl.telegram_webhook import TelegramError, drift, register, sync, wanted
 from cli_helpers import Deployment, applied
 
@@ -152,27 +152,3 @@ def test_plan_shows_the_difference_and_apply_registers_the_webhook(tmp_path, fak
         assert drifted.returncode == 2 and f"+ telegram webhook {PUBLIC}" in drifted.stdout
         for output in (planned, again, drifted):
             assert TOKEN not in output.stdout + output.stderr
-
-
-def test_polling_with_two_engine_hosts_is_refused_where_it_is_written() -> None:
-    text = """version: 2
-models:
-  default: local
-  providers:
-    local: {provider: builtin}
-channels:
-  telegram:
-    enabled: true
-    bot_token: ${env:TG_TOKEN}
-    mode: polling
-deploy:
-  hosts:
-    - {name: a, address: 10.0.0.1}
-    - {name: b, address: 10.0.0.2}
-"""
-    with pytest.raises(SpecError) as error:
-        parse_spec(text, "assistant.yaml")
-    rendered = error.value.render()
-    assert "assistant.yaml:10:" in rendered and "one poller per engine host" in rendered and "webhook" in rendered
-    one_engine = text.replace("{name: b, address: 10.0.0.2}", "{name: b, address: 10.0.0.2, roles: [edge]}")
-    assert parse_spec(one_engine).channels.telegram.mode == "polling"

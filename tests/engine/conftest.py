@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_loop_model import start_loop_model
 from fake_tool_models import ToolUpstream
 
 from assistantctl.engine.settings import ModelSettings
 from engine_process import RunningEngine, StartEngine, start_engine, stop_engine
+from fake_loop_model import start_loop_model
 from fake_models import FakeUpstream, start_fake
 from fake_platforms import FakePlatforms, start_platforms
+from telegram_helpers import SlowModel
 
 
 @pytest.fixture
@@ -47,6 +48,13 @@ def openai_fake() -> Iterator[FakeUpstream]:
     yield from _fake("openai")
 
 
+@pytest.fixture
+def fresh_openai(openai_fake: FakeUpstream) -> FakeUpstream:
+    """The module's `openai_fake` with its calls and behaviour back to the defaults."""
+    openai_fake.reset()
+    return openai_fake
+
+
 @pytest.fixture(scope="module")
 def anthropic_fake() -> Iterator[FakeUpstream]:
     yield from _fake("anthropic")
@@ -64,6 +72,22 @@ def platforms() -> Iterator[FakePlatforms]:
     yield fake
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture
+def fresh_platforms(platforms: FakePlatforms) -> FakePlatforms:
+    """The module's `platforms` with what earlier tests sent and queued forgotten."""
+    platforms.reset()
+    return platforms
+
+
+@pytest.fixture(scope="module")
+def slow_model() -> Iterator[SlowModel]:
+    """A module's own SlowModel (telegram_helpers.py): waits as a message asks, answers "echo: ..."."""
+    running = SlowModel()
+    yield running
+    running.server.should_exit = True
+    running.thread.join(5)
 
 
 @pytest.fixture(scope="module")

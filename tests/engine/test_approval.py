@@ -19,13 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 from websockets.sync.client import ClientConnection, connect
 
 from assistantctl.engine.settings import ApprovalSettings, ChannelSettings, SecuritySettings, ToolsSettings
 from assistantctl.engine.tools.approval import answer_of, carries_taint
 from engine_process import RunningEngine, model, start_engine, stop_engine
+from fake_loop_model import plan
 from fake_platforms import FakePlatforms
 
 PLUGINS = Path(__file__).parent / "approval_tools"

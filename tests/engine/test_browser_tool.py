@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 
 from assistantctl.engine.settings import ApprovalSettings, BrowserToolSettings, MachineToolSettings, ToolsSettings
@@ -24,6 +23,7 @@ from assistantctl.engine.tools.builtin import browser_session
 from assistantctl.engine.tools.builtin.browser_session import POOL
 from assistantctl.engine.tools.sandbox import workspace_for
 from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, as_user, model, start_engine, stop_engine
+from fake_loop_model import plan
 from test_tools_context import fake_context
 
 FORM = b"""<!doctype html><html><head><title>Greeter</title></head><body>

@@ -8,50 +8,19 @@ processes on loopback.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from assistantctl.renderers import Target
 from assistantctl.renderers.engine import build_settings
 from assistantctl.renderers.nginx import render as render_nginx
-from assistantctl.schema.loader import SpecError, parse_spec
+from assistantctl.schema.loader import SpecError
 from engine_process import RunningEngine, as_user, model, start_engine, stop_engine
-from processes import stop_process
+from nginx_edge import APP, STRANGERS, running_edge, spec_with, web_channel
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "assistant.yaml"
-APP = "https://app.example.com"
 PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"}
-# Near misses of APP that an origin check by prefix, suffix or substring would let through.
-STRANGERS = [
-    "https://evil.example.com",
-    "http://app.example.com",
-    "https://app.example.com:8443",
-    "https://app.example.com.evil.net",
-    "https://xapp.example.com",
-    "null",
-]
-
-
-def spec_with(origins: list[str], root: Path, engine_port: int = 18080, http_port: int = 18081) -> Target:
-    data = yaml.safe_load(DEFAULT_SPEC.read_text(encoding="utf-8"))
-    data.setdefault("channels", {}).setdefault("web", {})["cors_origins"] = origins
-    data.setdefault("deploy", {}).setdefault("ports", {}).update({"engine": engine_port, "http": http_port})
-    spec = parse_spec(yaml.safe_dump(data, sort_keys=False))
-    return Target(spec=spec, host=spec.deploy.hosts[0], root=str(root), python=sys.executable)
-
-
-def web_channel(origins: list[str], root: Path) -> list:
-    """The web channel exactly as the renderer writes it for `origins`."""
-    return [c for c in build_settings(spec_with(origins, root / "spec-root")).channels if c.name == "web"]
 
 
 def cors_headers(response: httpx.Response) -> dict[str, str]:
@@ -73,47 +42,11 @@ def engine(module_dir: Path) -> Iterator[RunningEngine]:
     stop_engine(running)
 
 
-def nginx_bin() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if not found:
-        pytest.fail("nginx is not installed: apt-get install nginx (these tests need the real binary)")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def edge(engine: RunningEngine, module_dir: Path) -> Iterator[str]:
     """nginx rendered from the same spec, in front of that engine; its base URL."""
-    root, port = module_dir / "edge", free_port()
-    target = spec_with([APP], root, int(engine.url.rsplit(":", 1)[1]), port)
-    folder = root / "releases" / "x" / "nginx"
-    for sub in ("logs", "run", "tmp/nginx", "releases/x/nginx"):  # what apply makes before nginx starts
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for name, text in render_nginx(target).items():
-        (folder / name).write_text(text)
-    cmd = [nginx_bin(), "-p", f"{folder}/", "-c", "nginx.conf", "-e", f"{root}/logs/nginx-error.log"]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not _healthy(f"http://127.0.0.1:{port}"):
-            assert process.poll() is None, "nginx exited at start"
-            assert time.monotonic() < deadline, "nginx did not answer /health in 10 s"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process, grace=10)
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(base + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with running_edge(engine, module_dir / "edge") as base:
+        yield base
 
 
 @pytest.fixture(params=["engine", "nginx"])

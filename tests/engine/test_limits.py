@@ -18,7 +18,6 @@ import httpx
 import jwt
 import pytest
 from test_shared_state import Service, _start_redis
-from test_websocket import Client
 
 from assistantctl.engine.limits.buckets import CHARGE, MemoryBuckets, Take
 from assistantctl.engine.limits.buckets_redis import RedisRateLimiter
@@ -31,6 +30,7 @@ from assistantctl.engine.settings import (
 )
 from engine_process import RunningEngine, StartEngine, model, start_engine, stop_engine
 from processes import stop_process
+from ws_client import Client
 
 JWT_KEY = "limits-test-jwt-key-of-32-bytes!!"
 HI = [{"role": "user", "content": "hi"}]

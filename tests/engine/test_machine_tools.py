@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 
 from assistantctl.engine.settings import BUILTIN_TOOLS, MachineToolSettings, SecuritySettings, ToolsSettings
@@ -27,6 +26,7 @@ from assistantctl.engine.tools import ToolResult, call_tool, load_registry
 from assistantctl.engine.tools.builtin import _machine
 from assistantctl.engine.tools.sandbox import workspace_for
 from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, as_user, model, start_engine, stop_engine
+from fake_loop_model import plan
 from test_tools_context import fake_context
 
 MACHINE = [

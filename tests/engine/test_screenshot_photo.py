@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 from test_browser_tool import site  # noqa: F401 - the page the browser opens
 from test_webhooks import (
@@ -33,6 +32,7 @@ from assistantctl.engine.channels.photos import screenshots_of
 from assistantctl.engine.settings import ApprovalSettings, BrowserToolSettings, MachineToolSettings, ToolsSettings
 from assistantctl.engine.tools.sandbox import workspace_path
 from engine_process import RunningEngine, model, start_engine, stop_engine
+from fake_loop_model import plan
 from fake_platforms import FakePlatforms
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from test_websocket import Client
 
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
 from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, as_user, model, start_engine, stop_engine
@@ -28,6 +27,7 @@ from postgres_server import Service, postgres_cluster
 from postgres_server import fetch as _fetch
 from postgres_server import wait_for_port as _wait_for_port
 from processes import stop_process
+from ws_client import Client
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 from test_webhooks import SECRETS, tg_post, tg_update
 from test_webhooks import channels as webhook_channels
@@ -31,6 +30,7 @@ from assistantctl.engine.settings import (
 )
 from assistantctl.engine.skills.folders import BaseSkill, SkillLoadError, load_handler, load_skill_folders
 from engine_process import RunningEngine, build_settings, model, start_engine, stop_engine
+from fake_loop_model import plan
 
 FOLDERS = Path(__file__).parent / "skill_folders"
 

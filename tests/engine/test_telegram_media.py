@@ -13,16 +13,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from test_telegram_polling import replies, update, wait_until
 
 from assistantctl.engine.channels.telegram_media import PHOTO_MAX_BYTES, refusal
-from assistantctl.engine.settings import ChannelSettings
 from assistantctl.renderers import Target
 from assistantctl.renderers.engine import build_settings
 from assistantctl.schema.loader import SpecError, parse_spec
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import FakeUpstream
 from fake_platforms import FakePlatforms
+from telegram_helpers import polling_channel, replies, update, wait_until, webhook_channel
 
 TOKEN, HOOK = "616161:FAKE-MEDIA-TOKEN", "FAKE-MEDIA-SECRET"
 SECRETS = {"channels.telegram.bot_token": TOKEN, "channels.telegram.webhook_secret": HOOK, "k.a": "anthropic-key"}
@@ -40,12 +39,6 @@ def fake(platforms: FakePlatforms, openai_fake, anthropic_fake, ollama_fake) -> 
 
 @pytest.fixture(scope="module")
 def engine(module_dir, platforms: FakePlatforms, openai_fake, anthropic_fake, ollama_fake) -> Iterator[RunningEngine]:
-    channel = ChannelSettings(
-        name="telegram",
-        path="/webhooks/telegram",
-        secrets={"bot_token": "channels.telegram.bot_token", "webhook_secret": "channels.telegram.webhook_secret"},
-        api_base=platforms.url,
-    )
     vision = ["text", "image"]
     models = [
         model("vision", "openai", model="gpt-v", api_base=f"{openai_fake.url}/v1", input=vision),
@@ -53,7 +46,7 @@ def engine(module_dir, platforms: FakePlatforms, openai_fake, anthropic_fake, ol
         model("claude", "anthropic", model="claude-v", api_base=anthropic_fake.url, api_key_secret="k.a", input=vision),
         model("llava", "ollama", model="llava", api_base=ollama_fake.url, input=vision),
     ]
-    running = start_engine(module_dir / "tg-media", models, secrets=SECRETS, channels=[channel])
+    running = start_engine(module_dir / "tg-media", models, secrets=SECRETS, channels=[webhook_channel(platforms.url)])
     yield running
     stop_engine(running)
 
@@ -167,13 +160,7 @@ def test_a_text_file_is_read_and_other_files_and_voice_get_the_refusal(engine, f
 
 def test_a_photo_goes_to_an_image_model_when_polling(tmp_path, fake, openai_fake) -> None:
     models = [model("vision", "openai", model="gpt-v", api_base=f"{openai_fake.url}/v1", input=["text", "image"])]
-    channel = ChannelSettings(
-        name="telegram",
-        secrets={"bot_token": "channels.telegram.bot_token"},
-        options={"mode": "polling"},
-        api_base=fake.url,
-    )
-    running = start_engine(tmp_path / "e", models, secrets=SECRETS, channels=[channel])
+    running = start_engine(tmp_path / "e", models, secrets=SECRETS, channels=[polling_channel(fake.url)])
     try:
         fake.bot.push(photo(940, 7500, fake, caption="and this?"))
         wait_until(lambda: len(replies(fake)) >= 1, what="the reply")

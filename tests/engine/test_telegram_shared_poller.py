@@ -12,13 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_telegram_polling import SECRETS, SlowModel, kill_tree, polling_channel, replies, update, wait_until
 
-from assistantctl.engine.settings import ChannelSettings
 from assistantctl.schema.loader import SpecError, parse_spec
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_platforms import FakePlatforms
 from postgres_server import Service, fetch, postgres_cluster
+from telegram_helpers import (
+    POLLING_SECRETS,
+    WEBHOOK_SECRETS,
+    SlowModel,
+    kill_tree,
+    polling_channel,
+    post,
+    replies,
+    update,
+    wait_until,
+    webhook_channel,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,20 +41,6 @@ def postgres() -> Iterator[Service]:
         yield service
 
 
-@pytest.fixture(scope="module")
-def slow() -> Iterator[SlowModel]:
-    running = SlowModel()
-    yield running
-    running.server.should_exit = True
-    running.thread.join(5)
-
-
-@pytest.fixture
-def fake(platforms: FakePlatforms) -> FakePlatforms:
-    platforms.reset()
-    return platforms
-
-
 def node(root: Path, pg: Service, fake: FakePlatforms, slow: SlowModel) -> RunningEngine:
     models = [
         model("slow", "openai", model="slow", api_base=f"http://127.0.0.1:{slow.port}/v1", read_timeout_seconds=30)
@@ -52,7 +48,7 @@ def node(root: Path, pg: Service, fake: FakePlatforms, slow: SlowModel) -> Runni
     return start_engine(
         root,
         models,
-        secrets={**SECRETS, "pg": pg.url},
+        secrets={**POLLING_SECRETS, "pg": pg.url},
         channels=[polling_channel(fake.url)],
         history_backend="postgres",
         history_dsn_secret="pg",
@@ -68,29 +64,33 @@ def chats(*updates: dict) -> Counter:
     return Counter(u["message"]["chat"]["id"] for u in updates)
 
 
-def test_two_nodes_run_one_poller_and_the_other_takes_over_after_a_sigkill(tmp_path, postgres, fake, slow) -> None:
-    a, b = node(tmp_path / "a", postgres, fake, slow), node(tmp_path / "b", postgres, fake, slow)
+def test_two_nodes_run_one_poller_and_the_other_takes_over_after_a_sigkill(
+    tmp_path, postgres, fresh_platforms, slow_model
+) -> None:
+    a, b = (node(tmp_path / name, postgres, fresh_platforms, slow_model) for name in ("a", "b"))
     nodes = [a, b]
     try:
         first = [update(1000 + i, 11000 + i, f"first {i}") for i in range(4)]
-        fake.bot.push(*first)
-        wait_until(lambda: len(replies(fake)) >= 4, what="the first replies")
+        fresh_platforms.bot.push(*first)
+        wait_until(lambda: len(replies(fresh_platforms)) >= 4, what="the first replies")
         time.sleep(6)  # longer than the lease retry: a second poller would have started by now
         assert [polls(a), polls(b)].count(True) == 1
         leader, other = (a, b) if polls(a) else (b, a)
-        calls = slow.calls
+        calls = slow_model.calls
         stuck = [update(1010 + i, 11100 + i, f"wait 6: stuck {i}") for i in range(3)]
-        fake.bot.push(*stuck)
-        wait_until(lambda: slow.calls >= calls + 3, what="the stuck updates with the model")
+        fresh_platforms.bot.push(*stuck)
+        wait_until(lambda: slow_model.calls >= calls + 3, what="the stuck updates with the model")
         kill_tree(leader.process.pid)
         leader.process.wait(10)
         nodes.remove(leader)
         later = [update(1020 + i, 11200 + i, f"later {i}") for i in range(2)]
-        fake.bot.push(*later)
+        fresh_platforms.bot.push(*later)
         wanted = chats(*first, *stuck, *later)
-        wait_until(lambda: set(chats_answered(fake)) >= set(wanted), timeout=60, what="every update answered")
+        wait_until(
+            lambda: set(chats_answered(fresh_platforms)) >= set(wanted), timeout=60, what="every update answered"
+        )
         time.sleep(1.0)
-        assert chats_answered(fake) == wanted, "an update was answered twice or not at all"
+        assert chats_answered(fresh_platforms) == wanted, "an update was answered twice or not at all"
         assert polls(other)
         stored = asyncio.run(fetch(postgres.url, "SELECT next_update FROM telegram_offset"))
         assert [row[0] for row in stored] == [1022]
@@ -125,31 +125,29 @@ def test_polling_on_two_engine_hosts_is_accepted_only_with_the_history_in_postgr
     assert parse_spec(shared, "assistant.yaml").channels.telegram.mode == "polling"
     with pytest.raises(SpecError) as error:
         parse_spec(SPEC, "assistant.yaml")
-    assert "history: postgres" in error.value.render()
+    rendered = error.value.render()
+    assert "history: postgres" in rendered
+    # Refused where it is written; a second host that is only an edge runs no poller.
+    assert "assistant.yaml:10:" in rendered and "one poller per engine host" in rendered and "webhook" in rendered
+    one_engine = SPEC.replace("{name: b, address: 10.0.0.2}", "{name: b, address: 10.0.0.2, roles: [edge]}")
+    assert parse_spec(one_engine).channels.telegram.mode == "polling"
 
 
-def test_by_webhook_a_chats_model_and_reset_hold_on_every_node(tmp_path, postgres, fake, slow) -> None:
+def test_by_webhook_a_chats_model_and_reset_hold_on_every_node(tmp_path, postgres, fresh_platforms, slow_model) -> None:
     # The edges balance webhook updates across the engine nodes: /model on one must hold on the other.
-    from test_telegram_webhook_chat import SECRETS as HOOK_SECRETS
-    from test_telegram_webhook_chat import post
-
-    channel = ChannelSettings(
-        name="telegram",
-        path="/webhooks/telegram",
-        secrets={"bot_token": "channels.telegram.bot_token", "webhook_secret": "channels.telegram.webhook_secret"},
-        api_base=fake.url,
-    )
-    models = [model("slow", "openai", model="slow", api_base=f"http://127.0.0.1:{slow.port}/v1"), model("other")]
+    channel = webhook_channel(fresh_platforms.url)
+    models = [model("slow", "openai", model="slow", api_base=f"http://127.0.0.1:{slow_model.port}/v1"), model("other")]
     shared = {"history_backend": "postgres", "history_dsn_secret": "pg", "channels": [channel]}
-    a = start_engine(tmp_path / "hook-a", models, secrets={**HOOK_SECRETS, "pg": postgres.url}, **shared)
-    b = start_engine(tmp_path / "hook-b", models, secrets={**HOOK_SECRETS, "pg": postgres.url}, **shared)
+    a = start_engine(tmp_path / "hook-a", models, secrets={**WEBHOOK_SECRETS, "pg": postgres.url}, **shared)
+    b = start_engine(tmp_path / "hook-b", models, secrets={**WEBHOOK_SECRETS, "pg": postgres.url}, **shared)
     try:
         chat = 12300
         assert post(a, update(1300, chat, "/model other")) == 200
-        wait_until(lambda: len(replies(fake)) >= 1, what="the /model reply")
+        wait_until(lambda: len(replies(fresh_platforms)) >= 1, what="the /model reply")
         assert post(b, update(1301, chat, "on the other node")) == 200
-        wait_until(lambda: len(replies(fake)) >= 2, what="the reply from the other node")
-        assert not replies(fake)[1]["text"].startswith("echo:"), replies(fake)  # "other", not "slow"
+        wait_until(lambda: len(replies(fresh_platforms)) >= 2, what="the reply from the other node")
+        answers = replies(fresh_platforms)
+        assert not answers[1]["text"].startswith("echo:"), answers  # "other", not "slow"
     finally:
         stop_engine(a)
         stop_engine(b)

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 from websockets.sync.client import connect
 
 from assistantctl.engine.settings import ChannelSettings, ToolsSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
+from fake_loop_model import plan
 
 PLUGINS = Path(__file__).parent / "tool_plugins"
 SIX_BY_SEVEN = ("calculator", {"expression": "6*7"})

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_loop_model import plan
 from fake_tool_models import ToolUpstream
 
 from assistantctl.engine.settings import ToolsSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
+from fake_loop_model import plan
 
 PLUGINS = Path(__file__).parent / "tool_plugins"
 

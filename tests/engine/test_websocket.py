@@ -9,94 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
-from engine_process import RunningEngine, StartEngine, as_user, model, start_engine, stop_engine
-from fake_models import WORDS, FakeUpstream
-
-HEARTBEAT = 0.2
-JWT_KEY = "websocket-test-signing-key-32-bytes"
-
-
-def ws_channel() -> ChannelSettings:
-    return ChannelSettings(name="websocket", path="/ws", heartbeat_seconds=HEARTBEAT)
-
-
-def slow_models(fake: FakeUpstream) -> list:
-    return [model("local"), model("cloud", "openai", model="gpt-test", api_base=f"{fake.url}/v1", api_key_secret="k")]
+from assistantctl.engine.settings import RateLimitSettings, SecuritySettings
+from engine_process import RunningEngine, StartEngine, as_user, model, stop_engine
+from fake_models import FakeUpstream
+from ws_client import HEARTBEAT, JWT_KEY, Client, jwt_headers, slow_models, slow_stream, start_ws_engine, ws_channel
 
 
 @pytest.fixture(scope="module")
 def engine(module_dir: Path, openai_fake: FakeUpstream) -> Iterator[RunningEngine]:
-    running = start_engine(
-        module_dir / "ws", slow_models(openai_fake), secrets={"k": "sk-test"}, channels=[ws_channel()]
-    )
+    running = start_ws_engine(module_dir / "ws", openai_fake)
     yield running
     stop_engine(running)
-
-
-@pytest.fixture
-def fake(openai_fake: FakeUpstream) -> FakeUpstream:
-    openai_fake.reset()
-    return openai_fake
-
-
-class Client:
-    """A websocket client that answers the server's pings (and counts them) while it reads.
-
-    `user` signs in as that user with a token of the test engines' JWT key (engine_process.as_user);
-    `headers` are sent as they are, and `query` is appended to the path (`?user=...`)."""
-
-    def __init__(
-        self, engine: RunningEngine, user: str | None = None, headers: dict[str, str] | None = None, query: str = ""
-    ):
-        url = engine.url.replace("http://", "ws://") + "/ws" + query
-        sent = {**(as_user(user) if user else {}), **(headers or {})}
-        self.ws: ClientConnection = connect(url, additional_headers=sent, proxy=None, open_timeout=5).__enter__()
-        self.pings: list[dict[str, Any]] = []
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.ws.close()
-
-    def send(self, frame: dict[str, Any] | str | bytes) -> None:
-        self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
-
-    def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
-            if frame["type"] != "ping":
-                return frame
-            self.pings.append(frame)
-            self.send({"type": "pong"})
-
-    def reply(self, client_id: str, timeout: float = 10.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Frames for `client_id` up to its `done` (or `error`): (chunks, final frame)."""
-        chunks = []
-        while True:
-            frame = self.recv(timeout)
-            assert frame.get("id") == client_id, frame
-            if frame["type"] == "chunk":
-                chunks.append(frame)
-            else:
-                return chunks, frame
-
-    def quiet_for(self, seconds: float) -> list[dict[str, Any]]:
-        """Every non-ping frame that arrives within `seconds` (answering pings meanwhile)."""
-        frames, deadline = [], time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                frames.append(self.recv(left))
-            except TimeoutError:
-                break
-        return frames
 
 
 def test_server_sends_heartbeat_pings_at_the_configured_interval(engine: RunningEngine) -> None:
@@ -135,15 +62,10 @@ def test_chat_streams_numbered_chunks_then_done_and_stores_the_turn(engine: Runn
     assert history[0]["conversation_id"] == done["conversation_id"]
 
 
-def _slow(fake: FakeUpstream, chunks: int = 10, delay: float = 0.12) -> str:
-    fake.behaviour.chunk_delay, fake.behaviour.stream_chunks = delay, chunks
-    return "".join(WORDS[i % len(WORDS)] for i in range(chunks))
-
-
 def test_resend_after_a_reconnect_mid_reply_gets_the_reply_once_from_one_model_call(
-    engine: RunningEngine, fake: FakeUpstream
+    engine: RunningEngine, fresh_openai: FakeUpstream
 ) -> None:
-    full = _slow(fake)
+    full = slow_stream(fresh_openai)
     frame = {"type": "chat", "id": "slow-1", "message": "take your time", "model": "cloud"}
     with Client(engine, "mia") as first:
         first.send(frame)
@@ -155,7 +77,7 @@ def test_resend_after_a_reconnect_mid_reply_gets_the_reply_once_from_one_model_c
     assert done["type"] == "done" and done["reply"] == full and done["replayed"] is False
     assert "".join(c["delta"] for c in chunks) == full  # chunks from seq 0, so the client can rebuild
     assert later == []
-    assert len(fake.calls) == 1
+    assert len(fresh_openai.calls) == 1
     with Client(engine, "mia") as third:  # after it is stored: replayed, still one call
         third.send(frame)
         chunks, replay = third.reply("slow-1")
@@ -163,7 +85,7 @@ def test_resend_after_a_reconnect_mid_reply_gets_the_reply_once_from_one_model_c
     assert {k: replay[k] for k in ("reply", "message_id", "conversation_id")} == {
         k: done[k] for k in ("reply", "message_id", "conversation_id")
     }
-    assert len(fake.calls) == 1
+    assert len(fresh_openai.calls) == 1
 
 
 def test_the_same_id_from_another_user_is_another_message(engine: RunningEngine) -> None:
@@ -249,16 +171,16 @@ def test_the_connection_gauge_goes_up_and_back_down(engine: RunningEngine) -> No
 
 
 def test_a_reply_is_found_by_another_worker_sharing_the_store_even_mid_reply(
-    engine: RunningEngine, fake: FakeUpstream, engine_factory: StartEngine
+    engine: RunningEngine, fresh_openai: FakeUpstream, engine_factory: StartEngine
 ) -> None:
     other = engine_factory(
-        slow_models(fake),
+        slow_models(fresh_openai),
         name="other-worker",
         secrets={"k": "sk-test"},
         channels=[ws_channel()],
         data_dir=engine.settings().data_dir,
     )
-    full = _slow(fake)
+    full = slow_stream(fresh_openai)
     frame = {"type": "chat", "id": "switch-1", "message": "survive a switch", "model": "cloud"}
     with Client(engine, "wes") as first:
         first.send(frame)
@@ -268,12 +190,7 @@ def test_a_reply_is_found_by_another_worker_sharing_the_store_even_mid_reply(
         chunks, done = second.reply("switch-1")
     assert done["type"] == "done" and done["reply"] == full and done["replayed"] is True
     assert chunks == []
-    assert len(fake.calls) == 1
-
-
-def _token(sub: str) -> dict[str, str]:
-    value = jwt.encode({"sub": sub, "exp": int(time.time()) + 60}, JWT_KEY, algorithm="HS256")
-    return {"Authorization": f"Bearer {value}"}
+    assert len(fresh_openai.calls) == 1
 
 
 def test_the_handshake_and_frames_follow_the_rest_apis_auth_and_rate_limit(engine_factory: StartEngine) -> None:
@@ -288,8 +205,8 @@ def test_the_handshake_and_frames_follow_the_rest_apis_auth_and_rate_limit(engin
     refusals = {
         "none": ({}, "?user=ann"),
         "forged": ({"Authorization": "Bearer x.y.z"}, ""),
-        "eve": (_token("eve"), ""),
-        "ann claiming eve": (_token("ann"), "?user=eve"),  # the query may only name the token's subject
+        "eve": (jwt_headers("eve"), ""),
+        "ann claiming eve": (jwt_headers("ann"), "?user=eve"),  # the query may only name the token's subject
     }
     statuses = {}
     for name, (headers, query) in refusals.items():
@@ -298,7 +215,7 @@ def test_the_handshake_and_frames_follow_the_rest_apis_auth_and_rate_limit(engin
         statuses[name] = refused.value.response.status_code
         assert json.loads(refused.value.response.body)["error"]["code"] in ("unauthorized", "forbidden")
     assert statuses == {"none": 401, "forged": 401, "eve": 403, "ann claiming eve": 403}
-    with Client(secured, None, _token("ann"), "?user=ann") as client:
+    with Client(secured, None, jwt_headers("ann"), "?user=ann") as client:
         for n in (1, 2):
             client.send({"type": "chat", "id": f"a{n}", "message": f"hi {n}"})
             assert client.reply(f"a{n}")[1]["type"] == "done"

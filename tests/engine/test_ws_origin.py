@@ -10,20 +10,16 @@ page's own origin (same host as the one the browser connected to), and the exact
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cors import APP, STRANGERS, _healthy, free_port, nginx_bin, spec_with, web_channel
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from assistantctl.engine.settings import ChannelSettings
-from assistantctl.renderers.nginx import render as render_nginx
 from engine_process import RunningEngine, model, start_engine, stop_engine
-from processes import stop_process
+from nginx_edge import APP, STRANGERS, running_edge, web_channel
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +33,8 @@ def engine(module_dir: Path) -> Iterator[RunningEngine]:
 @pytest.fixture(scope="module")
 def edge(engine: RunningEngine, module_dir: Path) -> Iterator[str]:
     """nginx rendered from the default spec (websocket channel on, APP allowed), in front of `engine`."""
-    root, port = module_dir / "ws-edge", free_port()
-    target = spec_with([APP], root, int(engine.url.rsplit(":", 1)[1]), port)
-    folder = root / "releases" / "x" / "nginx"
-    for sub in ("logs", "run", "tmp/nginx", "releases/x/nginx"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for name, text in render_nginx(target).items():
-        (folder / name).write_text(text)
-    cmd = [nginx_bin(), "-p", f"{folder}/", "-c", "nginx.conf", "-e", f"{root}/logs/nginx-error.log"]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not _healthy(f"http://127.0.0.1:{port}"):
-            assert process.poll() is None, "nginx exited at start"
-            assert time.monotonic() < deadline, "nginx did not answer /health in 10 s"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process, grace=10)
+    with running_edge(engine, module_dir / "ws-edge") as base:
+        yield base
 
 
 @pytest.fixture(params=["engine", "nginx"])
