@@ -9,17 +9,15 @@ Every worker starts a poller, and only one polls:
 - otherwise, one per node: the worker holding an exclusive lock on `<data_dir>/telegram-poll.lock`
   (the kernel drops a dead process's lock, even after SIGKILL).
 
-Neither lost nor answered twice across a crash: getUpdates is asked from the offset stored in
-telegram_state (Telegram re-sends every update at or above it), each update is recorded as handled
-once its reply is out, and the stored offset moves past a batch only when all of it is handled. A
-restart therefore gets the unfinished batch again and answers only what was not answered. The one
-window left is a crash between a reply reaching Telegram and its row being written.
+Polling never waits for replies. Each batch is written to telegram_state as pending, in the
+transaction that moves the stored offset past it, and the next getUpdates (asked from that offset)
+confirms it to Telegram; an update leaves `pending` once its reply is out. So nothing is lost or
+answered twice across a crash: a restart, or the next lease holder, first answers what is pending.
+The one window left is a crash between a reply reaching Telegram and its row being removed.
 
-A batch is answered chat by chat: one chat's messages in order, the chats side by side, and the
-next getUpdates waits for the whole batch. Meanwhile the poller looks every PEEK_SECONDS, without
-confirming anything, for a yes or no that answers an approval question the batch's replies asked
-(that answer is in a later update, which the next poll would fetch only after the batch: the
-question would always time out); such an answer is taken at once and recorded as handled.
+One chat's messages are answered in order and the chats side by side: each chat with work has a
+task of its own that answers its queue. A yes or no that answers an open approval question is
+taken at once, ahead of its chat's queue, where the reply that asked it waits.
 """
 
 from __future__ import annotations
@@ -31,6 +29,8 @@ import logging
 import os
 import socket
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,7 +50,7 @@ LEASE_NAME = "telegram-poll"
 LEASE_SECONDS = 15.0  # how long a dead node's lease keeps the others from polling
 _LOCK_RETRY_SECONDS = 5.0
 _ERROR_BACKOFF_SECONDS = 3.0
-PEEK_SECONDS = 1.0  # while a batch is answered: how often to look for approval answers
+_ATTEMPTS = 3  # an update whose answering raises is tried this often, then left pending until a restart
 
 
 def polling(settings: ChannelSettings) -> bool:
@@ -149,13 +149,13 @@ class TelegramPoller:
             return PostgresTelegramState(self.rt.history.pool)
         return await TelegramState.open(self.rt.settings.data_dir)
 
-    async def _once_under_lease(self, config: ChannelConfig, state: State) -> None:
-        """One poll and its batch, cancelled if the shared lease is lost meanwhile (the next holder
-        asks again from the stored offset, and answers what this one had not marked handled)."""
+    async def _serve_under_lease(self, config: ChannelConfig, state: State) -> None:
+        """`_serve`, cancelled with every reply in progress if the shared lease is lost meanwhile (the
+        next holder answers what is still pending)."""
         if self._keeper is None:
-            await self._once(config, state)
+            await self._serve(config, state)
             return
-        work = asyncio.create_task(self._once(config, state))
+        work = asyncio.create_task(self._serve(config, state))
         await asyncio.wait({work, self._keeper}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
             work.cancel()
@@ -174,77 +174,108 @@ class TelegramPoller:
             try:
                 if self._state is None:
                     self._state = await self._open_state()
-                await self._once_under_lease(config, self._state)
+                await self._serve_under_lease(config, self._state)
             except asyncio.CancelledError:
                 raise
-            except UpstreamError as exc:
-                message = redacted(str(exc), config)
-                logs.event(logs.APP, logging.WARNING, f"telegram getUpdates failed: {message}", channel="telegram")
-                await asyncio.sleep(_ERROR_BACKOFF_SECONDS)
-            except Exception:  # noqa: BLE001 - a bug is logged and polling goes on
+            except Exception:  # noqa: BLE001 - a bug, or the state's database away: logged, polling goes on
                 logs.APP.exception("telegram poller failed", extra={"fields": {"channel": "telegram"}})
                 await asyncio.sleep(_ERROR_BACKOFF_SECONDS)
 
-    async def _once(self, config: ChannelConfig, state: State) -> None:
+    async def _serve(self, config: ChannelConfig, state: State) -> None:
+        """Answer what is pending, then poll and answer; returns when the channel's settings or
+        secrets change (a reload), so that `_run` starts again with the new ones."""
         outbound = Outbound(self.rt.clients, config.api_base)
-        body = {"offset": await state.offset(), "timeout": POLL_SECONDS, "allowed_updates": list(ALLOWED_UPDATES)}
-        updates = await bot_call(outbound, config, "getUpdates", body)
-        batch = [u for u in updates or () if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
-        if not batch:
-            return
-        chats: dict[Any, list[dict[str, Any]]] = {}
-        for update in batch:
-            chats.setdefault(_chat_of(update), []).append(update)
-        work = asyncio.gather(*(self._in_order(config, state, u) for u in chats.values()), return_exceptions=True)
-        seen = {u["update_id"] for u in batch}
-        try:
-            while not (await asyncio.wait({work}, timeout=PEEK_SECONDS))[0]:
-                await self._take_approval_answers(outbound, config, state, body["offset"], seen)
-        except asyncio.CancelledError:
-            work.cancel()
-            raise
-        failed = [result for result in work.result() if isinstance(result, BaseException)]
-        if failed:  # what was not handled comes again with the next poll: the offset stays
-            raise failed[0]
-        await state.advance(max(seen) + 1)
+        async with asyncio.TaskGroup() as group:
+            chats = _ChatQueues(group, lambda update: self._handle(config, state, update))
+            for update in await state.pending():
+                chats.put(update)
+            while config == self._current_config():
+                body = {
+                    "offset": await state.offset(),
+                    "timeout": POLL_SECONDS,
+                    "allowed_updates": list(ALLOWED_UPDATES),
+                }
+                try:
+                    updates = await bot_call(outbound, config, "getUpdates", body)
+                except UpstreamError as exc:
+                    message = redacted(str(exc), config)
+                    logs.event(logs.APP, logging.WARNING, f"telegram getUpdates failed: {message}", channel="telegram")
+                    await asyncio.sleep(_ERROR_BACKOFF_SECONDS)
+                    continue
+                batch = [u for u in updates or () if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+                if not batch:
+                    continue
+                for update in await state.hold(batch):
+                    if not await self._answered_approval(config, state, update):
+                        chats.put(update)
 
-    async def _in_order(self, config: ChannelConfig, state: State, updates: list[dict[str, Any]]) -> None:
-        for update in updates:
-            await self._handle(config, state, update)
+    def _current_config(self) -> ChannelConfig | None:
+        settings = self._settings()
+        return None if settings is None else config_of(self.rt, settings)
 
-    async def _take_approval_answers(
-        self, outbound: Outbound, config: ChannelConfig, state: State, offset: int, seen: set[int]
-    ) -> None:
-        """Answer approval questions from the updates after the batch; confirms nothing to Telegram
-        (the same offset), so every other update comes with the next poll as usual."""
-        body = {"offset": offset, "timeout": 0, "allowed_updates": list(ALLOWED_UPDATES)}
-        try:
-            updates = await bot_call(outbound, config, "getUpdates", body)
-        except UpstreamError:
-            return  # the next look, or the next poll, tries again
-        for update in updates or ():
-            update_id = update.get("update_id") if isinstance(update, dict) else None
-            if not isinstance(update_id, int) or update_id in seen or await state.is_handled(update_id):
-                continue
-            try:
-                inbounds = parse_update(update)
-            except Rejected:
-                continue
-            for inbound in inbounds:
-                if await answers_approval(self.rt, config, state, inbound):
-                    await state.mark_handled(update_id)
-
-    async def _handle(self, config: ChannelConfig, state: State, update: dict[str, Any]) -> None:
-        update_id = update["update_id"]
-        if await state.is_handled(update_id):
-            return
+    async def _answered_approval(self, config: ChannelConfig, state: State, update: dict[str, Any]) -> bool:
+        """Whether `update` is a yes or no that answered an open approval question (and is handled)."""
         try:
             inbounds = parse_update(update)
         except Rejected:
-            inbounds = []
+            return False
         for inbound in inbounds:
-            await answer_message(self.rt, config, state, inbound)
-        await state.mark_handled(update_id)
+            if await answers_approval(self.rt, config, state, inbound):
+                await state.mark_handled(update["update_id"])
+                return True
+        return False
+
+    async def _handle(self, config: ChannelConfig, state: State, update: dict[str, Any]) -> None:
+        """Answer `update` and mark it handled. A failure is retried, then the update is left pending
+        (answered after the next restart) and its chat's next update goes on: raising here would stop
+        every other chat's reply."""
+        update_id = update["update_id"]
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                try:
+                    inbounds = parse_update(update)
+                except Rejected:
+                    inbounds = []
+                for inbound in inbounds:
+                    await answer_message(self.rt, config, state, inbound)
+                await state.mark_handled(update_id)
+                return
+            except Exception as exc:  # noqa: BLE001 - logged, retried, then left pending
+                message = redacted(repr(exc), config)
+                level = logging.WARNING if attempt < _ATTEMPTS else logging.ERROR
+                then = "trying again" if attempt < _ATTEMPTS else "left pending until the engine restarts"
+                logs.event(
+                    logs.APP, level, f"telegram update {update_id} failed: {message}; {then}", channel="telegram"
+                )
+                if attempt < _ATTEMPTS:
+                    await asyncio.sleep(_ERROR_BACKOFF_SECONDS)
+
+
+class _ChatQueues:
+    """Updates answered one chat at a time in order, the chats side by side: a chat with work has
+    one task (in `group`) that answers its queue and ends when the queue is empty."""
+
+    def __init__(self, group: asyncio.TaskGroup, handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self._group = group
+        self._handle = handle
+        self._queues: dict[Any, deque[dict[str, Any]]] = {}
+
+    def put(self, update: dict[str, Any]) -> None:
+        chat = _chat_of(update)
+        if chat in self._queues:
+            self._queues[chat].append(update)
+            return
+        self._queues[chat] = deque([update])
+        self._group.create_task(self._answer(chat))
+
+    async def _answer(self, chat: Any) -> None:
+        queue = self._queues[chat]
+        try:
+            while queue:
+                await self._handle(queue[0])
+                queue.popleft()
+        finally:
+            del self._queues[chat]
 
 
 def _chat_of(update: dict[str, Any]) -> Any:

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS upkeep (
 );
 CREATE TABLE IF NOT EXISTS telegram_offset (id INTEGER PRIMARY KEY CHECK (id = 1), next_update BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS telegram_handled (update_id BIGINT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS telegram_pending (update_id BIGINT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS telegram_chats (chat TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0, model TEXT);
 """
 _LEASE = "history"

@@ -1,10 +1,11 @@
 """Telegram in polling mode against the real engine and a fake Bot API on loopback.
 
 The engine asks getUpdates for updates (no webhook route), answers each queued update exactly
-once, moves the offset past a batch only once it is answered, survives SIGKILL in the middle of a
-batch with nothing lost and nothing answered twice, runs one poller whatever the number of
-workers, shows "typing" while the model works, answers /start, /reset and /model itself, and never
-writes the bot token in its log.
+once, keeps polling while replies run (another chat's later message is answered meanwhile),
+survives SIGKILL in the middle of a batch with nothing lost and nothing answered twice (what was
+received is kept as pending until answered), runs one poller whatever the number of workers, shows
+"typing" while the model works, answers /start, /reset and /model itself, and never writes the bot
+token in its log.
 """
 
 from __future__ import annotations
@@ -186,3 +187,17 @@ def test_one_chats_messages_are_answered_in_order_and_other_chats_meanwhile(
     finally:
         stop_engine(engine)
 
+
+def test_another_chats_later_message_is_answered_while_a_slow_reply_runs(tmp_path, fresh_platforms, slow_model) -> None:
+    engine = launch(tmp_path / "pipelined", fresh_platforms, slow_model)
+    try:
+        calls = slow_model.calls
+        fresh_platforms.bot.push(update(9300, 930, "wait 4: slow"))
+        wait_until(lambda: slow_model.calls > calls, what="the slow reply's model call")
+        fresh_platforms.bot.push(update(9301, 931, "quick"))  # a later poll's update
+        wait_until(lambda: len(replies(fresh_platforms)) >= 2, what="2 replies")
+        assert [r["text"] for r in replies(fresh_platforms)] == ["echo: quick", "echo: wait 4: slow"]
+        asked = lambda: [c["body"].get("offset") for c in fresh_platforms.bot.of("getUpdates")]  # noqa: E731
+        wait_until(lambda: 9302 in asked(), what="a poll confirming both")
+    finally:
+        stop_engine(engine)
