@@ -10,8 +10,10 @@ token in its log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,6 +43,12 @@ def launch(root: Path, fake: FakePlatforms, slow: SlowModel, workers: int = 1) -
         model("other", "builtin"),
     ]
     return start_engine(root, models, secrets=POLLING_SECRETS, channels=[polling_channel(fake.url)], workers=workers)
+
+
+def pending_updates(engine: RunningEngine) -> set[int]:
+    """The update ids the poller holds as received and not yet answered (telegram_state.py)."""
+    with contextlib.closing(sqlite3.connect(engine.root / "data" / "telegram.sqlite3")) as db:
+        return {row[0] for row in db.execute("SELECT update_id FROM pending")}
 
 
 def poller_pids(engine: RunningEngine) -> list[int]:
@@ -80,6 +88,9 @@ def test_sigkill_in_the_middle_of_a_batch_loses_nothing_and_answers_nothing_twic
         fresh_platforms.bot.push(*quick, *stuck)
         wait_until(lambda: len(replies(fresh_platforms)) >= 3, what="the quick replies")
         wait_until(lambda: slow_model.calls - calls_before >= 6, what="the slow ones with the model")
+        # the kill must not fall between a quick reply reaching Telegram and its row leaving
+        # `pending`: that one window (see engine/channels/telegram_poll.py) would repeat it
+        wait_until(lambda: pending_updates(engine) == {210, 211, 212}, what="only the slow ones pending")
         assert len(replies(fresh_platforms)) == 3  # and still there: the kill comes in the middle of the batch
         kill_tree(engine.process.pid)
         engine.process.wait(10)
