@@ -18,13 +18,13 @@ plan: $(VENV)/.installed
 stop: $(VENV)/.installed
 	$(BIN)/assistantctl -f $(SPEC) stop
 
-# The whole suite, real tools included (install them with `scripts/system-packages test`), on 3
+# The whole suite, real tools included (install them with `scripts/system-packages test`), on 4
 # workers (tests/conftest.py keeps the fleet tests in one), under a short temporary root: supervisord's
 # control socket lives under each test's deploy root, and a unix socket's path holds 107 bytes.
 test: $(VENV)/.installed
 	scripts/system-packages test
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 3 --basetemp=$$(mktemp -d /tmp/t.XXXXXX)
+	$(BIN)/pytest -n 4 --basetemp=$$(mktemp -d /tmp/t.XXXXXX)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
