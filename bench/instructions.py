@@ -15,7 +15,7 @@ worker's threads (the event loop, SQLite's and the history writer's) between the
 
 Instructions are work, not time: cache misses, system calls and the other processes' share of the
 cores are not in them (bench/engine_chat.py measures those). Under callgrind a request takes ~25 ms,
-so a batch of 300 takes ~8 s and the whole run ~3 minutes, most of it three engines starting.
+so a batch of 300 takes ~8 s and the whole run ~3.5 minutes, most of it three engines starting.
 """
 
 from __future__ import annotations
