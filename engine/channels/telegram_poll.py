@@ -5,7 +5,7 @@ Every worker starts a poller, and only one polls:
   the `telegram-poll` lease row (engine/history/lifecycle_postgres.py) polls, renewing it every
   LEASE_SECONDS / 3 and stopping at once if a renewal fails; the others retry every few seconds,
   so after a node dies (even by SIGKILL) another takes over within about LEASE_SECONDS. The offset
-  and the answered update ids are in PostgreSQL too (telegram_state.PostgresTelegramState);
+  and the pending updates are in PostgreSQL too (telegram_state.PostgresTelegramState);
 - otherwise, one per node: the worker holding an exclusive lock on `<data_dir>/telegram-poll.lock`
   (the kernel drops a dead process's lock, even after SIGKILL).
 
