@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import (
+    REPO,
     Stack,
     bench_spec,
     children,
@@ -58,6 +60,23 @@ class Compared:
     budget: list[tuple[str, bool, str]] = field(default_factory=list)
 
 
+def compared_specs(
+    root: Path, reference: Reference, workers: int, upstream: str
+) -> Iterator[tuple[str, str, Reference | None, Path]]:
+    """(key, label, the reference or None for this checkout, spec path) of the three engines a
+    comparison runs: the reference's, this engine with no tool offered, this engine as configured."""
+    for key, label, ref, tools in (
+        ("ref", f"ref {reference.commit}", reference, None),
+        ("off", "now, tools off", None, []),
+        ("on", "now, tools on", None, None),
+    ):
+        source = (reference.tree if ref else REPO) / "assistant.yaml"
+        spec = bench_spec(
+            root / f"{key}-root", workers, upstream, free_port(), free_port(), source=source, tools_enabled=tools
+        )
+        yield key, label, ref, spec
+
+
 def start_compared(
     stack: Stack, rev: str, workers: int, upstream: str, upstream_pid: int, with_nginx: bool
 ) -> Compared:
@@ -66,15 +85,7 @@ def start_compared(
     cases' rows makes every insert dearer) and behind its own nginx."""
     reference = Reference.prepare(rev, stack.root / "reference")
     started = []
-    for key, label, ref, tools in (
-        ("ref", f"ref {reference.commit}", reference, None),
-        ("off", "now, tools off", None, []),
-        ("on", "now, tools on", None, None),
-    ):
-        source = (reference.tree if ref else Path(__file__).resolve().parent.parent) / "assistant.yaml"
-        spec = bench_spec(
-            stack.root / f"{key}-root", workers, upstream, free_port(), free_port(), source=source, tools_enabled=tools
-        )
+    for key, label, ref, spec in compared_specs(stack.root, reference, workers, upstream):
         process, url = start_engine(stack, spec, ref)
         nginx = start_nginx(stack, spec) if with_nginx else None
         started.append(Engine(key, label, process, url, nginx, stack.processes[-1] if with_nginx else None))

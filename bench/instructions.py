@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 import httpx
-from compare import BUDGET, CHAT_FAKE, DEFAULT_REFERENCE
-from harness import REPO, Stack, bench_spec, free_port, start_engine, start_upstream, stop, worker_pids
+from compare import BUDGET, CHAT_FAKE, DEFAULT_REFERENCE, compared_specs
+from harness import Stack, start_engine, start_upstream, stop, worker_pids
 from reference import Reference
 
 WARM_UP_REQUESTS = 50
@@ -54,15 +54,7 @@ def main() -> None:
         print(f"reference {reference.rev} = {reference.commit}; POST /api/v1/chat, model fake, one worker,")
         print(f"{args.batches} batches of {args.requests} requests after {WARM_UP_REQUESTS} to warm up")
         counted: dict[str, list[float]] = {}
-        for key, label, ref, tools in (
-            ("ref", f"ref {reference.commit}", reference, None),
-            ("off", "now, tools off", None, []),
-            ("on", "now, tools on", None, None),
-        ):
-            source = (reference.tree if ref else REPO) / "assistant.yaml"
-            spec = bench_spec(
-                root / f"{key}-root", 1, upstream, free_port(), free_port(), source=source, tools_enabled=tools
-            )
+        for key, label, ref, spec in compared_specs(root, reference, 1, upstream):
             counted[key] = _count(stack, spec, ref, root / f"callgrind-{key}", args)
             per_batch = " ".join(f"{n:,.0f}" for n in counted[key])
             print(f"{label:<22} instructions per request: {per_batch}", flush=True)

@@ -6,10 +6,13 @@ cannot load ("Invalid play strategy specified"), so each passing apply is one th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from assistantctl.apply import STRATEGY_ENV, _strategy
 
@@ -26,6 +29,13 @@ def test_plays_run_with_mitogens_linear_strategy_by_default(monkeypatch):
 def test_the_operator_can_choose_ansibles_own_strategy(monkeypatch):
     monkeypatch.setenv(STRATEGY_ENV, "linear")
     assert _strategy() == {}
+
+
+def test_without_mitogen_apply_says_so_rather_than_run_another_strategy(monkeypatch):
+    monkeypatch.delenv(STRATEGY_ENV, raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match=f"mitogen is not installed.*{STRATEGY_ENV}=linear"):
+        _strategy()
 
 
 def test_ansible_playbook_loads_the_strategy_and_runs_a_task_with_it(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ class Router:
             metrics.record_tokens(entry.name, reply.usage.input_tokens, reply.usage.output_tokens)
             return entry.name, reply
 
-        return await self._walk(catalog, requested, trace, priority, call, images=holds_images(messages))
+        return await self._walk(catalog, requested, trace, priority, call, messages)
 
     async def stream(
         self,
@@ -94,7 +94,7 @@ class Router:
             metrics.child(metrics.TIME_TO_FIRST_TOKEN, entry.name).observe(time.monotonic() - started)
             return ModelStream(entry, chunks, first, trace, started)
 
-        return await self._walk(catalog, requested, trace, priority, call, hold=True, images=holds_images(messages))
+        return await self._walk(catalog, requested, trace, priority, call, messages, hold=True)
 
     async def _walk(
         self,
@@ -103,12 +103,13 @@ class Router:
         trace: Trace,
         priority: int,
         call: Callable[[ModelEntry], Awaitable[T]],
+        messages: list[Message],
         hold: bool = False,
-        images: bool = False,
     ) -> T:
         last_error: UpstreamError | None = None
         for position, entry in enumerate(catalog.chain(requested)):
-            if images and position > 0 and "image" not in entry.settings.input:
+            # looked at only when falling back: most requests end with the first model
+            if position > 0 and "image" not in entry.settings.input and holds_images(messages):
                 _record(entry.name, "rejected", trace, 0.0, "does not read images")
                 continue
             for attempt in range(self.retries + 1):
