@@ -9,6 +9,7 @@ a panel whose metric nobody exports, or whose query is wrong, returns nothing an
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent / "engine"))  # the engine's test h
 from engine_process import RunningEngine, as_user, model, start_engine, stop_engine  # noqa: E402
 
 SCRAPE_SECONDS = 1
+USERS = itertools.count(1)
 # Grafana's own variables, as a dashboard with a 1 s scrape interval would see them.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
 
@@ -133,14 +135,12 @@ def scraped(engine: RunningEngine, tmp_path_factory) -> Iterator[tuple[str, Targ
             stop_process(process, grace=10)
 
 
-def traffic(engine: RunningEngine) -> None:
-    """Keep the engine busy for several scrapes: chats, the calculator, refusals, 404s."""
-    deadline = time.monotonic() + 6 * SCRAPE_SECONDS
-    n = 0
+def traffic(engine: RunningEngine, seconds: float = 6 * SCRAPE_SECONDS) -> None:
+    """Keep the engine busy for `seconds` (several scrapes): chats, the calculator, refusals, 404s."""
+    deadline = time.monotonic() + seconds
     with httpx.Client(base_url=engine.url, timeout=10) as client:
         while time.monotonic() < deadline:
-            n += 1
-            user = as_user(f"user{n}")
+            user = as_user(f"user{next(USERS)}")  # a fresh user: its first chats are within the limit
             assert client.post("/api/v1/chat", json={"message": "hello"}, headers=user).status_code == 200
             tools = client.post("/api/v1/chat", json={"message": "what is 6*7?"}, headers=user).json()["tools"]
             assert [t["name"] for t in tools] == ["calculator"]
@@ -173,17 +173,20 @@ def test_every_panel_query_returns_data_from_a_prometheus_that_scraped_a_real_en
     assert empty == {}, "panels without data"
 
 
-def test_tool_and_limit_panels_show_what_the_engine_did(scraped):
+def test_tool_and_limit_panels_show_what_the_engine_did(scraped, engine):
     url, target = scraped
     exprs = {title: expr for title, expr in panel_queries(target)}
     calls = {"Tool calls by outcome", "Tool latency p95", "Limit refusals"} - set(exprs)
     assert calls == set(), "dashboard lacks panels for these metrics"
-    deadline = time.monotonic() + 30
+    # A rate needs two samples around an increase, and on a loaded machine scrapes can time out
+    # (after one interval) while the engine is busy: traffic goes on until Prometheus has seen it.
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        traffic(engine, seconds=SCRAPE_SECONDS)
         tools = instant(url, exprs["Tool calls by outcome"])
-        by_tool = {(s["metric"].get("tool"), s["metric"].get("outcome")) for s in tools}
+        by_tool = {(s["metric"].get("tool"), s["metric"].get("outcome")) for s in tools if float(s["value"][1]) > 0}
         limits = {s["metric"].get("limit"): float(s["value"][1]) for s in instant(url, exprs["Limit refusals"])}
         if ("calculator", "ok") in by_tool and limits.get("rate_limit", 0) > 0:
             return
-        time.sleep(SCRAPE_SECONDS)
-    pytest.fail(f"tool calls {by_tool}, limit refusals {limits}")
+    up = [(s["metric"].get("job"), s["value"][1]) for s in instant(url, "up")]
+    pytest.fail(f"tool calls {by_tool}, limit refusals {limits}, up {up}")
