@@ -21,6 +21,7 @@ from typing import Any
 from . import logs, storage
 from .history.retention import Upkeep
 from .limits.policy import Limits
+from .models.adapters.custom import use_adapter_code
 from .models.catalog import Catalog, build_catalog
 from .models.router import Router
 from .models.upstream import ClientPool
@@ -48,6 +49,7 @@ class Runtime:
         self.keys = storage.keys(self.settings, self.secrets)
         self.auth = Auth(self.settings.security, self.secrets, self.keys)
         self.clients = ClientPool()
+        use_adapter_code(self.settings.adapter_code)
         self.catalog: Catalog = build_catalog(self.settings, self.secrets, self.clients)
         self.router = Router(self.settings.retries, self.settings.retry_backoff_seconds)
         self.skills = load_skills(self.settings.skills)

@@ -134,6 +134,13 @@ class SkillSettings(_Settings):
 SKILL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 
 
+class AdapterCodeSettings(_Settings):
+    """Custom adapters' modules shipped with the release (engine/models/adapters/custom.py)."""
+
+    path: str  # put first on each worker's import path, e.g. <root>/current/adapters
+    digest: str  # sha256 over the shipped files: changed code changes settings.json
+
+
 class SkillFolderSettings(_Settings):
     """A skill folder shipped with the release (engine/skills/folders.py)."""
 
@@ -395,6 +402,8 @@ class EngineSettings(_Settings):
     default_model: str
     fallback: list[str] = Field(default_factory=list)
     models: list[ModelSettings]
+    # Imported by each worker when it builds its models: new adapter code needs new workers (RESTART_ONLY).
+    adapter_code: AdapterCodeSettings | None = None
     channels: list[ChannelSettings] = Field(default_factory=list)
     skills: list[SkillSettings] = Field(default_factory=list)
     # Loaded by each worker at start: new handler code needs new worker processes (RESTART_ONLY).
@@ -492,6 +501,7 @@ RESTART_ONLY = (
     "security.history_retention_days",
     "tools.mcp_servers",
     "skill_folders",
+    "adapter_code",
 )
 
 

@@ -27,7 +27,7 @@ from posixpath import isabs, join
 
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
-from . import alertmanager, compose_elk, elk, engine, grafana, nginx, prometheus, skills
+from . import adapters, alertmanager, compose_elk, elk, engine, grafana, nginx, prometheus, skills
 from . import compose_networks as nets
 from . import compose_parts as parts
 from .base import Files, Renderer, Target
@@ -41,7 +41,7 @@ FORMAT_VERSION = "3.9"  # the first v3 format with `profiles`
 TAG_VARIABLE = "ASSISTANTCTL_IMAGE_TAG"
 BUILT_REFERENCE = ":${" + TAG_VARIABLE + ":?build the images first: assistantctl compose --build}"
 # The renderers whose files the containers read, in service order.
-REUSED = (engine, skills, nginx, prometheus, alertmanager, grafana, elk)
+REUSED = (engine, skills, adapters, nginx, prometheus, alertmanager, grafana, elk)
 # An engine worker is one Python process; the base covers the supervisor process and page cache.
 ENGINE_MEMORY_BASE_MB, ENGINE_MEMORY_PER_WORKER_MB = 256, 256
 SHARED_NETWORK = "service:pod"
@@ -123,6 +123,7 @@ def _engine(target: Target, ct: Target) -> dict:
             f"logs:{ROOT}/logs",
             *parts.config_binds(ct, engine),
             *parts.config_binds(ct, skills),
+            *parts.config_binds(ct, adapters),
         ],
         secrets=_secrets(ct, engine),
         healthcheck={**parts.http_probe(f"http://127.0.0.1:{port}/health", "5s"), "start_period": "20s"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..engine.settings import (
+    AdapterCodeSettings,
     ApprovalSettings,
     BrowserToolSettings,
     ChannelSettings,
@@ -24,10 +25,12 @@ from ..engine.settings import (
     ToolPermissionSettings,
     ToolsSettings,
 )
+from ..schema.adapter_modules import adapter_code_digest
 from ..schema.secrets import secret_refs
 from ..schema.spec import Spec
 from ..schema.spec.tools import MachineTool, McpHttpServer, McpStdioServer
 from ..schema.types import SECRET_REF
+from . import adapters
 from .base import Files, Renderer, Target
 from .prometheus import metrics_readers
 
@@ -58,6 +61,13 @@ def build_settings(target: Target) -> EngineSettings:
         default_model=spec.models.default,
         fallback=list(spec.models.fallback),
         models=[_model(spec, name) for name in spec.models.providers],
+        adapter_code=(
+            AdapterCodeSettings(
+                path=f"{target.current}/{adapters.FOLDER}", digest=adapter_code_digest(spec.loaded_adapter_modules)
+            )
+            if spec.loaded_adapter_modules
+            else None
+        ),
         channels=_channels(spec, secrets),
         skills=[
             SkillSettings(

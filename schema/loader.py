@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from .adapter_modules import attach_adapter_modules
 from .checks import cross_check
 from .located_yaml import SpecError, SpecProblem, locate, read_yaml
 from .skill_folders import attach_skill_folders
@@ -44,9 +45,10 @@ def parse_spec(text: str, filename: str = "assistant.yaml", on_note: Note | None
         problems.append(SpecProblem(*locate(migrated.file_location(loc), positions), message, hint))
     if problems:
         raise SpecError(filename, problems)
+    spec_dir = Path(filename).resolve().parent
     if spec.tools.skill_folders:
-        spec = attach_skill_folders(spec, Path(filename).resolve().parent, filename, positions)
-    return spec
+        spec = attach_skill_folders(spec, spec_dir, filename, positions)
+    return attach_adapter_modules(spec, spec_dir, filename, positions)
 
 
 def _upgrade(data: object, filename: str, positions: dict, problems: list[SpecProblem]) -> Upgrade:

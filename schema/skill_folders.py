@@ -129,7 +129,7 @@ def read_skill_folder(folder: Path, shown: str) -> SkillFolder:
     for required in (HANDLER_FILE, CONFIG_FILE):
         if not (folder / required).is_file():
             raise FolderProblem(f"a skill folder needs {required}")
-    files = _read_files(folder)
+    files = read_folder_files(folder)
     base = shown.rstrip("/")
     requirements = requirement_lines(dict(files).get(REQUIREMENTS_FILE, ""), f"{base}/{REQUIREMENTS_FILE}")
     config_name = f"{shown.rstrip('/')}/{CONFIG_FILE}"
@@ -186,7 +186,10 @@ def requirement_lines(text: str, shown: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _read_files(folder: Path) -> tuple[tuple[str, str], ...]:
+def read_folder_files(folder: Path) -> tuple[tuple[str, str], ...]:
+    """(path inside `folder`, text) of every file to ship, sorted; caches and hidden files left out.
+    Raises `FolderProblem` for a link or special file, a file that is not UTF-8, or a folder over
+    MAX_FOLDER_BYTES."""
     files, total = [], 0
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)

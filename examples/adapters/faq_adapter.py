@@ -1,9 +1,8 @@
 """A custom model adapter: answers questions from a fixed FAQ, and hands everything else on.
 
 Named in assistant.yaml as `class: faq_adapter:FaqAdapter` (see assistant.yaml beside this file).
-`assistantctl validate` imports it from the spec's folder; the engine imports it from its own
-Python path, so on the hosts it must be installed into the engine's environment (or its folder put
-on the engine's PYTHONPATH).
+`assistantctl validate` imports it from the spec's folder, and since it sits there, `apply` ships it
+to every engine host with the release, where the engine imports it from.
 
 The interface, as for every custom adapter:
 - the class is built as `FaqAdapter(params)`; with a `Params` pydantic model, `params` is checked

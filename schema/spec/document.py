@@ -45,7 +45,15 @@ class Spec(Strict):
     # their files are part of what is rendered, like the spec's own values.
     _skill_folders: tuple[Any, ...] = PrivateAttr(default=())
 
+    # The custom adapters' modules found in the spec's folder (schema/adapter_modules.py): shipped too.
+    _adapter_modules: tuple[Any, ...] = PrivateAttr(default=())
+
     @property
     def loaded_skill_folders(self) -> tuple[Any, ...]:
         """Each `SkillFolder` of tools.skill_folders, in order (empty for a spec not read from a file)."""
         return self._skill_folders
+
+    @property
+    def loaded_adapter_modules(self) -> tuple[Any, ...]:
+        """Each `AdapterModule` a custom model's class lives in, when the spec's folder holds it."""
+        return self._adapter_modules

@@ -13,6 +13,7 @@ import pytest
 from assistantctl.engine.models.adapters.custom import CustomAdapter
 from assistantctl.engine.models.catalog import build_catalog
 from assistantctl.engine.models.upstream import ClientPool
+from assistantctl.engine.settings import AdapterCodeSettings
 from assistantctl.renderers import Target
 from assistantctl.renderers.engine import build_settings as render_settings
 from assistantctl.schema.loader import load_spec
@@ -118,6 +119,16 @@ def test_the_engine_answers_through_a_custom_adapter(engine_factory: StartEngine
     assert answer.json()["reply"] == "HEY token-12 max-7 MAKE ME LOUD"
     assert answer.json()["model"] == "shout"
     assert engine.metric("assistant_model_calls_total", model="shout", outcome="success") == 1
+
+
+def test_the_engine_imports_a_shipped_adapter_from_the_folder_its_settings_name(engine_factory, plugins) -> None:
+    # no PYTHONPATH: the release's adapters folder (settings.adapter_code) is where the module is
+    code = AdapterCodeSettings(path=plugins["PYTHONPATH"], digest="0" * 64)
+    engine = engine_factory([shout()], secrets={SECRET: "four"}, adapter_code=code)
+    with engine.client() as client:
+        answer = client.post("/api/v1/chat", json={"message": "shipped"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["reply"] == "HEY token-4 max-7 SHIPPED"
 
 
 def test_the_engine_streams_through_a_custom_adapter(engine_factory: StartEngine, plugins) -> None:

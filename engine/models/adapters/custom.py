@@ -1,12 +1,14 @@
 """`provider: custom`: a model adapter class the user wrote, named by its class path.
 
-The class must be importable by the engine's Python on every engine host (installed in its
-environment, or on its PYTHONPATH); the engine imports it when it builds the catalog, at start-up
-and on a reload whose settings changed, and builds it as `cls(params)`. `params` is the settings'
+The class comes from the release when its module sat next to the spec (`settings.adapter_code`:
+the shipped folder goes first on the worker's import path, and changed code rolls the workers),
+otherwise from the engine's own environment (installed there, or on its PYTHONPATH). The engine
+imports it when it builds the catalog, at start-up and on a reload whose settings changed, and
+builds it as `cls(params)`. `params` is the settings'
 params plus the secret ones read from the secrets file, validated by the class's `Params` model
 when it declares one. The contract is `settings.adapter_class_problems`; `assistantctl validate`
-checks it on the controller. A changed module takes effect on a restart, not a reload: Python
-keeps the module it imported.
+checks it on the controller. A changed installed module takes effect on a restart, not a reload:
+Python keeps the module it imported.
 
 The class is trusted code but not trusted to keep the router's rules, so every call goes through
 `CustomAdapter`, which
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import replace
@@ -29,8 +32,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ...settings import ModelSettings, adapter_class_problems, split_class_path
+from ...settings import AdapterCodeSettings, ModelSettings, adapter_class_problems, split_class_path
 from .base import CallOptions, Chunk, Message, Reply, UpstreamError
+
+
+def use_adapter_code(code: AdapterCodeSettings | None) -> None:
+    """Put the release's adapter folder first on this worker's import path."""
+    if code is not None and code.path not in sys.path:
+        sys.path.insert(0, code.path)
 
 
 def load_adapter_class(path: str) -> type:
