@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from assistantctl.checks import run_checks
 from assistantctl.renderers import Target, render_target
@@ -137,3 +138,12 @@ def test_the_host_imports_the_shipped_class_before_the_release_goes_live(tmp_pat
     (failed,) = run_checks(replace(target, spec=spec), only={"adapters"})
     assert failed.status == "failed"
     assert "does not implement the adapter interface" in failed.output
+
+
+def test_compose_binds_the_shipped_adapter_where_the_engines_settings_look(tmp_path):
+    (tmp_path / "greeter_compose.py").write_text(ADAPTER.format(greeting="composed"))
+    files = render_target(target_of(write_spec(tmp_path, "greeter_compose:Greeter")))
+    assert files["compose/adapters/greeter_compose.py"] == ADAPTER.format(greeting="composed")
+    code = json.loads(files["compose/engine/settings.json"])["adapter_code"]
+    engine = yaml.safe_load(files["compose/docker-compose.yml"])["services"]["engine"]
+    assert f"./adapters/greeter_compose.py:{code['path']}/greeter_compose.py:ro" in engine["volumes"]

@@ -18,7 +18,7 @@ import yaml
 from ..base import Files, Renderer, Target
 from .names import namespace
 from .network import external_service, ingress, network_policy
-from .workload import autoscaler, config_map, deployment, disruption_budget, service, settings_json
+from .workload import autoscaler, code_config_map, config_map, deployment, disruption_budget, service, settings_json
 
 _HEADER = "# Rendered by assistantctl from assistant.yaml; edit the spec, not this file.\n"
 
@@ -58,6 +58,8 @@ def manifests(target: Target) -> dict[str, dict]:
         "pdb.yaml": disruption_budget(spec),
         "networkpolicy.yaml": network_policy(spec),
     }
+    if code := code_config_map(target):
+        objects["code.yaml"] = code
     if spec.kubernetes.ingress.enabled:
         objects["ingress.yaml"] = ingress(spec)
     for kind in ("postgres", "redis"):

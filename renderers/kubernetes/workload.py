@@ -1,5 +1,6 @@
 """The engine's workload: Deployment (probes, hardened pod, secrets assembled by an init
-container), HorizontalPodAutoscaler, PodDisruptionBudget, Service and the settings ConfigMap."""
+container), HorizontalPodAutoscaler, PodDisruptionBudget, Service, the settings ConfigMap and the
+code ConfigMap (skill folders, custom adapters' modules)."""
 
 from __future__ import annotations
 
@@ -144,6 +145,7 @@ def deployment(target: Target, settings: str) -> dict:
     spec = target.spec
     port = spec.deploy.ports.engine
     init, secret_volumes, secret_mounts = _secret_parts(target)
+    code_volumes, code_mounts = _code_parts(target)
     container = {
         "name": "engine",
         "image": spec.kubernetes.image or DEFAULT_IMAGE,
@@ -162,6 +164,7 @@ def deployment(target: Target, settings: str) -> dict:
             {"name": "logs", "mountPath": f"{ROOT}/logs"},
             {"name": "workspaces", "mountPath": f"{ROOT}/workspaces"},
             {"name": "tmp", "mountPath": "/tmp"},
+            *code_mounts,
             *secret_mounts,
         ],
     }
@@ -184,6 +187,7 @@ def deployment(target: Target, settings: str) -> dict:
             {"name": "logs", "emptyDir": {}},
             {"name": "workspaces", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
+            *code_volumes,
             *secret_volumes,
         ],
     }
@@ -249,6 +253,57 @@ def service(spec: Spec) -> dict:
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+# The code the settings name, each folder a volume of the code ConfigMap mounted where hosts have it.
+CODE_FOLDERS = ("skills", "adapters")
+
+
+def code_files(target: Target) -> dict[str, dict[str, str]]:
+    """{folder of CODE_FOLDERS: {path inside it: text}}: the skill folders and the custom adapters'
+    modules, as a host's release holds them under `current/`."""
+    spec = target.spec
+    found = {
+        "skills": {f"{f.name}/{path}": text for f in spec.loaded_skill_folders for path, text in f.files},
+        "adapters": {path: text for module in spec.loaded_adapter_modules for path, text in module.files},
+    }
+    return {folder: files for folder, files in found.items() if files}
+
+
+def _code_keys(target: Target) -> dict[tuple[str, str], str]:
+    """{(folder, path): ConfigMap key}. Keys may not hold '/', so each is its file's number and name."""
+    paths = [(folder, path) for folder, files in code_files(target).items() for path in files]
+    return {
+        where: f"{n:04d}-{re.sub(r'[^-._a-zA-Z0-9]', '_', basename(where[1]))[:200]}" for n, where in enumerate(paths)
+    }
+
+
+def code_config_map(target: Target) -> dict | None:
+    """The ConfigMap of code files (None without any): the pods get what a host's release holds."""
+    spec = target.spec
+    keys = _code_keys(target)
+    if not keys:
+        return None
+    files = code_files(target)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(spec, f"{engine_name(spec)}-code"),
+        "data": {key: files[folder][path] for (folder, path), key in keys.items()},
+    }
+
+
+def _code_parts(target: Target) -> tuple[list[dict], list[dict]]:
+    """(volumes, engine mounts) laying the code ConfigMap out as `current/skills`, `current/adapters`."""
+    keys = _code_keys(target)
+    volumes, mounts = [], []
+    for folder in CODE_FOLDERS:
+        items = [{"key": key, "path": path} for (where, path), key in keys.items() if where == folder]
+        if items:
+            source = {"name": f"{engine_name(target.spec)}-code", "items": items}
+            volumes.append({"name": f"code-{folder}", "configMap": source})
+            mounts.append({"name": f"code-{folder}", "mountPath": f"{ROOT}/current/{folder}", "readOnly": True})
+    return volumes, mounts
 
 
 def config_map(target: Target, settings: str) -> dict:

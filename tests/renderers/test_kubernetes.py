@@ -11,6 +11,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -306,17 +308,25 @@ def test_the_pods_engine_answers_the_kubelets_probes_from_another_address(make_t
     settings = EngineSettings.model_validate_json(text).model_copy(update={"listen_port": port})
     (root / "secrets").mkdir(parents=True)
     subprocess.run([sys.executable, "-c", _ASSEMBLE, str(mounted), settings.secrets_file], check=True, timeout=30)
+    with pod_engine(settings, root, f"http://{machine_address()}:{port}") as url:
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        chat = httpx.post(f"{url}/api/v1/chat", json={"message": "hello"}, timeout=5)
+        assert chat.status_code == 401, chat.text
+
+
+@contextmanager
+def pod_engine(settings: EngineSettings, root: Path, url: str) -> Iterator[str]:
+    """A real engine on `settings` (paths already moved under `root`), once `url` says it is ready."""
     settings_path = root / "settings.json"
     settings_path.write_text(settings.to_json())
-    with open(tmp_path / "stderr.log", "wb") as stderr:
+    with open(root / "stderr.log", "wb") as stderr:
         engine = subprocess.Popen(
             [sys.executable, "-m", "assistantctl.engine", "--settings", str(settings_path)], stderr=stderr
         )
     try:
-        url = f"http://{machine_address()}:{port}"
         deadline = time.monotonic() + 30
         while True:
-            assert engine.poll() is None, (tmp_path / "stderr.log").read_text()
+            assert engine.poll() is None, (root / "stderr.log").read_text()
             try:
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
@@ -324,11 +334,41 @@ def test_the_pods_engine_answers_the_kubelets_probes_from_another_address(make_t
                 pass
             assert time.monotonic() < deadline, "the engine never became ready"
             time.sleep(0.1)
-        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
-        chat = httpx.post(f"{url}/api/v1/chat", json={"message": "hello"}, timeout=5)
-        assert chat.status_code == 401, chat.text
+        yield url
     finally:
         stop_process(engine)
+
+
+def test_the_pods_get_the_skill_folders_and_adapter_modules_a_host_release_holds(tmp_path):
+    """The code ConfigMap laid out as its volumes' items say, where the pod mounts them: a real
+    engine on the ConfigMap's settings answers a skill's command and an adapter's question."""
+    shutil.copytree(REPO / "examples" / "skills" / "word_count", tmp_path / "skills" / "word_count")
+    shutil.copy(REPO / "examples" / "adapters" / "faq_adapter.py", tmp_path)
+    data = default_spec()
+    data["models"] = yaml.safe_load((REPO / "examples" / "adapters" / "assistant.yaml").read_text())["models"]
+    data["tools"] = {"skill_folders": ["skills/word_count"]}
+    found = objects(target_of(write_spec(tmp_path, data)))
+    code = found["code.yaml"]["data"]
+    pod = found["deployment.yaml"]["spec"]["template"]["spec"]
+    [engine] = pod["containers"]
+    root, port = tmp_path / "pod", free_port()
+    for mount in engine["volumeMounts"]:
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        if volume.get("configMap", {}).get("name", "").endswith("-code"):
+            for item in volume["configMap"]["items"]:
+                path = root / mount["mountPath"].removeprefix("/srv/assistant/") / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(code[item["key"]])
+    assert (root / "current" / "adapters" / "faq_adapter.py").is_file()
+    assert (root / "current" / "skills" / "word_count" / "handler.py").is_file()
+    text = found["configmap.yaml"]["data"]["settings.json"].replace("/srv/assistant", str(root))
+    update = {"listen_host": "127.0.0.1", "listen_port": port}
+    settings = EngineSettings.model_validate_json(text).model_copy(update=update)
+    with pod_engine(settings, root, f"http://127.0.0.1:{port}") as url:
+        words = httpx.post(f"{url}/api/v1/chat", json={"message": "/words one two three"}, timeout=10)
+        faq = httpx.post(f"{url}/api/v1/chat", json={"message": "where is the office?"}, timeout=10)
+    assert (words.json()["reply"], words.json()["model"]) == ("3 words", "skill:word_count")
+    assert (faq.json()["reply"], faq.json()["model"]) == ("At 1 Example Street, second floor.", "faq")
 
 
 def test_a_cpu_request_above_its_limit_is_refused_and_lifts_a_derived_limit(make_target):
