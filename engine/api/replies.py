@@ -8,8 +8,12 @@ message id. Whoever asks for the same id later gets that one reply:
 - on this worker while it is being generated: the chunks so far, the rest live, then `done`;
 - anywhere once it is stored: a replayed `done` frame, no model call;
 - on another worker while this one generates: it polls the store until the reply is there (or
-  the claim is released after a failure, then it tries itself, or the claim went stale because
+  the claim is released after a failure, then it tries itself, or the claim went silent because
   its worker died, then it takes the claim over).
+
+The worker that holds a claim renews it every `_RENEW_SECONDS` while it generates, however long
+the reply takes; a claim silent for `_SILENT_SECONDS` belongs to a worker that died (killed, its
+host gone), and a re-send takes it over then, not after the request deadline.
 
 The frames produced here are the websocket protocol's `chunk`, `tool`, `done` and `error` (see
 api_ws). With tools (engine/tools/loop.py) the engine runs the model's tool calls between steps
@@ -22,7 +26,8 @@ import asyncio
 import logging
 import os
 import time
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 from .. import logs
@@ -39,8 +44,9 @@ CHANNEL = "websocket"
 Frame = dict[str, Any]
 FOLLOW_FRAMES = ("chunk", "tool", "approval_request")  # the frames before a reply's `done` or `error`
 _POLL_SECONDS = 0.1
-# A claim whose reply is not stored this long after the request deadline belongs to a dead worker.
-_STALE_GRACE_SECONDS = 30.0
+_RENEW_SECONDS = 2.0
+# Five missed renewals: a worker whose event loop stalls that long is as good as dead to its users.
+_SILENT_SECONDS = 10.0
 
 
 def done_frame(client_id: str, record: ClientMessage, replayed: bool) -> Frame:
@@ -169,9 +175,8 @@ class Replies:
 
     async def _run(self, rt: Runtime, user: str, job: Job, req: ChatRequest, model: str | None) -> None:
         conversation_id, message_id = req.conversation_id or new_id(), new_id()
-        stale_after = rt.settings.request_timeout_seconds + _STALE_GRACE_SECONDS
         try:
-            claimed = await self._claim(rt, user, job, conversation_id, message_id, stale_after)
+            claimed = await self._claim(rt, user, job, conversation_id, message_id)
         except asyncio.CancelledError:
             # Stopped while claiming or waiting for another worker: drop the claim if it became ours.
             await asyncio.shield(_release(rt, user, job.client_id, message_id))
@@ -183,7 +188,7 @@ class Replies:
             await self._generate(rt, user, job, req, model, *claimed)
 
     async def _claim(
-        self, rt: Runtime, user: str, job: Job, conversation_id: str, message_id: str, stale_after: float
+        self, rt: Runtime, user: str, job: Job, conversation_id: str, message_id: str
     ) -> tuple[str, str] | None:
         """Claim the id, or wait for whoever holds it; the (conversation, message) ids to generate
         under, or None when the job is finished already (replayed, or the store failed)."""
@@ -195,8 +200,9 @@ class Replies:
                     job.finish(done_frame(job.client_id, record, replayed=True))
                     return None
                 conversation_id = record.conversation_id
-                stale = time.time() - record.claimed_at > stale_after
-                if stale and await store.take_over(user, job.client_id, record.message_id, message_id):
+                if record.silent_seconds > _SILENT_SECONDS and await store.take_over(
+                    user, job.client_id, record.message_id, message_id, _SILENT_SECONDS
+                ):
                     break
                 await asyncio.sleep(_POLL_SECONDS)
                 record = await store.get(user, job.client_id)
@@ -220,7 +226,8 @@ class Replies:
     ) -> None:
         """Call the model once for a claimed id; store the reply, or release the claim on failure."""
         try:
-            outcome = await self._stream(rt, user, job, req, model, conversation_id, message_id)
+            async with _renewing(rt, user, job.client_id, message_id):
+                outcome = await self._stream(rt, user, job, req, model, conversation_id, message_id)
         except ApiError as exc:
             outcome = error_frame(job.client_id, exc.code, exc.message)
         except ConversationNotFound:
@@ -298,6 +305,25 @@ def _answer(stream: Any, end: StreamEnd, loop: ToolLoop | None) -> tuple[str, st
         return stream.text, stream.model, stream.usage.output_tokens
     last = end.stream
     return loop.final_text(last.text, end.stopped), last.model, loop.usage.output_tokens
+
+
+@asynccontextmanager
+async def _renewing(rt: Runtime, user: str, client_id: str, message_id: str) -> AsyncIterator[None]:
+    """Renew the claim every _RENEW_SECONDS while the block runs: followers see a live holder."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(_RENEW_SECONDS)
+            try:
+                await rt.history.client_messages.renew(user, client_id, message_id)
+            except Exception as exc:  # noqa: BLE001 - followers may take over: one more model call, no loss
+                logs.event(logs.APP, logging.WARNING, f"websocket claim not renewed: {exc}")
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 async def _release(rt: Runtime, user: str, client_id: str, message_id: str) -> None:

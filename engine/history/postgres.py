@@ -70,6 +70,9 @@ CREATE INDEX IF NOT EXISTS tool_approvals_by_chat ON tool_approvals(user_name, c
 _SCHEMA_LOCK = 0x61737369  # "assi"
 _POOL_MIN, _POOL_MAX = 1, 10
 _COMMAND_TIMEOUT = 10.0
+# Claim times (client_messages.claimed_at) are the database's clock: whether a claim is silent is
+# then never a comparison between two nodes' clocks.
+_DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 _PING_TIMEOUT = 2.0
 
 
@@ -194,27 +197,39 @@ class PostgresClientMessages:
         or `release` it), else the record of whoever claimed it first."""
         status = await self.history.pool.execute(
             "INSERT INTO client_messages (user_name, client_id, conversation_id, message_id, claimed_at) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_name, client_id) DO NOTHING",
+            f"VALUES ($1, $2, $3, $4, {_DB_NOW}) ON CONFLICT (user_name, client_id) DO NOTHING",
             user,
             client_id,
             conversation_id,
             message_id,
-            time.time(),
         )
         if status == "INSERT 0 1":
             return None
         return await self.get(user, client_id)
 
-    async def take_over(self, user: str, client_id: str, stale_message_id: str, message_id: str) -> bool:
-        """Claim an id whose owner gave no sign of life; false when someone else was quicker."""
-        status = await self.history.pool.execute(
-            "UPDATE client_messages SET message_id = $1, claimed_at = $2 "
-            "WHERE user_name = $3 AND client_id = $4 AND message_id = $5",
+    async def renew(self, user: str, client_id: str, message_id: str) -> None:
+        """The holder's sign of life while it generates: the claim is not silent any more."""
+        await self.history.pool.execute(
+            f"UPDATE client_messages SET claimed_at = {_DB_NOW} "
+            "WHERE user_name = $1 AND client_id = $2 AND message_id = $3",
+            user,
+            client_id,
             message_id,
-            time.time(),
+        )
+
+    async def take_over(
+        self, user: str, client_id: str, stale_message_id: str, message_id: str, silent_for: float
+    ) -> bool:
+        """Claim an id whose holder has given no sign of life for `silent_for` seconds; false when
+        someone else was quicker, or the holder renewed it meanwhile."""
+        status = await self.history.pool.execute(
+            f"UPDATE client_messages SET message_id = $1, claimed_at = {_DB_NOW} "
+            f"WHERE user_name = $2 AND client_id = $3 AND message_id = $4 AND claimed_at < {_DB_NOW} - $5",
+            message_id,
             user,
             client_id,
             stale_message_id,
+            silent_for,
         )
         return status == "UPDATE 1"
 
@@ -244,8 +259,8 @@ class PostgresClientMessages:
 
     async def _select(self, where: str, args: list[str], limit: int, newest_first: bool = False) -> list[ClientMessage]:
         query = (
-            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model, m.key_id "
-            "FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
+            f"SELECT c.client_id, c.conversation_id, c.message_id, {_DB_NOW} - c.claimed_at, "
+            "m.content, m.model, m.key_id FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
             f"WHERE {where} ORDER BY c.seq {'DESC' if newest_first else 'ASC'} LIMIT ${len(args) + 1}"
         )
         rows = await self.history.pool.fetch(query, *args, limit)

@@ -253,7 +253,7 @@ class ClientMessage:
     client_id: str
     conversation_id: str
     message_id: str
-    claimed_at: float
+    silent_seconds: float  # since its holder last claimed or renewed it, by the store's clock
     reply: str | None
     model: str | None
 
@@ -297,13 +297,25 @@ class ClientMessages:
             return None
         return await self.get(user, client_id)
 
-    async def take_over(self, user: str, client_id: str, stale_message_id: str, message_id: str) -> bool:
-        """Claim an id whose owner gave no sign of life; false when someone else was quicker."""
+    async def renew(self, user: str, client_id: str, message_id: str) -> None:
+        """The holder's sign of life while it generates: the claim is not silent any more."""
         assert self.db is not None
+        await self.db.execute(
+            "UPDATE client_messages SET claimed_at = ? WHERE user = ? AND client_id = ? AND message_id = ?",
+            (time.time(), user, client_id, message_id),
+        )
+
+    async def take_over(
+        self, user: str, client_id: str, stale_message_id: str, message_id: str, silent_for: float
+    ) -> bool:
+        """Claim an id whose holder has given no sign of life for `silent_for` seconds; false when
+        someone else was quicker, or the holder renewed it meanwhile."""
+        assert self.db is not None
+        now = time.time()
         cursor = await self.db.execute(
             "UPDATE client_messages SET message_id = ?, claimed_at = ? "
-            "WHERE user = ? AND client_id = ? AND message_id = ?",
-            (message_id, time.time(), user, client_id, stale_message_id),
+            "WHERE user = ? AND client_id = ? AND message_id = ? AND claimed_at < ?",
+            (message_id, now, user, client_id, stale_message_id, now - silent_for),
         )
         return cursor.rowcount == 1
 
@@ -336,11 +348,11 @@ class ClientMessages:
     ) -> list[ClientMessage]:
         assert self.db is not None
         query = (
-            "SELECT c.client_id, c.conversation_id, c.message_id, c.claimed_at, m.content, m.model, m.key_id "
+            "SELECT c.client_id, c.conversation_id, c.message_id, ? - c.claimed_at, m.content, m.model, m.key_id "
             "FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
             f"WHERE {where} ORDER BY c.seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
-        async with self.db.execute(query, (*args, limit)) as cursor:
+        async with self.db.execute(query, (time.time(), *args, limit)) as cursor:
             rows = await cursor.fetchall()
         return [
             ClientMessage(r[0], r[1], r[2], r[3], self.sealer.open(r[4], r[6]) if r[4] is not None else None, r[5])

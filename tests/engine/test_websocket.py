@@ -4,6 +4,9 @@ heartbeats, streaming, idempotent re-send across reconnects and workers, resume,
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +193,55 @@ def test_a_reply_is_found_by_another_worker_sharing_the_store_even_mid_reply(
         chunks, done = second.reply("switch-1")
     assert done["type"] == "done" and done["reply"] == full and done["replayed"] is True
     assert chunks == []
+    assert len(fresh_openai.calls) == 1
+
+
+def _kill_hard(engine: RunningEngine) -> None:
+    """SIGKILL the engine's parent and its workers, as a crash or the OOM killer would."""
+    found = subprocess.run(["pgrep", "-P", str(engine.process.pid)], capture_output=True, text=True, check=False)
+    for pid in [engine.process.pid, *map(int, found.stdout.split())]:
+        os.kill(pid, signal.SIGKILL)
+    engine.process.wait(10)
+
+
+def test_a_resend_takes_over_the_claim_of_a_killed_worker_once_it_has_been_silent(
+    engine_factory: StartEngine, fresh_openai: FakeUpstream, tmp_path: Path
+) -> None:
+    data_dir = str(tmp_path / "shared-data")
+    first, other = (
+        engine_factory(slow_models(fresh_openai), secrets={"k": "sk-test"}, channels=[ws_channel()], data_dir=data_dir)
+        for _ in range(2)
+    )
+    slow_stream(fresh_openai, chunks=200, delay=0.1)
+    frame = {"type": "chat", "id": "crash-1", "message": "die mid-reply", "model": "cloud"}
+    with Client(first, "xia") as client:
+        client.send(frame)
+        assert client.recv()["seq"] == 0
+        _kill_hard(first)  # its claim stays in the store, and nobody will ever finish that reply
+    full = slow_stream(fresh_openai, chunks=3, delay=0)
+    with Client(other, "xia") as again:
+        again.send(frame)
+        # The claim is taken over once its holder has been silent for a few seconds, long before
+        # the request deadline (120 s here) would let it go.
+        chunks, done = again.reply("crash-1", timeout=60)
+    assert done["type"] == "done" and done["reply"] == full and done["replayed"] is False
+    assert len(fresh_openai.calls) == 2
+
+
+def test_a_reply_longer_than_the_silence_limit_is_not_taken_over_while_its_worker_lives(
+    engine: RunningEngine, fresh_openai: FakeUpstream, engine_factory: StartEngine
+) -> None:
+    shared = {"secrets": {"k": "sk-test"}, "channels": [ws_channel()], "data_dir": engine.settings().data_dir}
+    other = engine_factory(slow_models(fresh_openai), **shared)
+    full = slow_stream(fresh_openai, chunks=30, delay=0.5)  # 15 s: longer than a silent claim may last
+    frame = {"type": "chat", "id": "long-1", "message": "a long answer", "model": "cloud"}
+    with Client(engine, "yul") as first:
+        first.send(frame)
+        assert first.recv()["seq"] == 0
+        with Client(other, "yul") as second:  # waits for the first worker, which renews its claim
+            second.send(frame)
+            chunks, done = second.reply("long-1", timeout=60)
+    assert done["type"] == "done" and done["reply"] == full and done["replayed"] is True
     assert len(fresh_openai.calls) == 1
 
 

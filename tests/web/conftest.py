@@ -25,8 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 ARTIFACTS = REPO / "test-artifacts" / "web"
-# Short, so that a re-send after the engine was killed finds the dead worker's claim stale soon:
-# a claim is taken over request_seconds + 30 s after it was made (docs/websocket.md).
+# Short, so that the page's timeout test does not wait long.
 REQUEST_SECONDS = 5
 
 
