@@ -3,7 +3,8 @@
 Every object in DIR (but kustomization.yaml) is checked against the Kubernetes API's own JSON
 schemas with kubernetes-validate, offline (it ships them), in strict mode (an unknown field fails),
 for each version of KUBERNETES_VERSIONS; an object whose kind or apiVersion has no schema fails
-too (the tool's own CLI only warns). kustomization.yaml must name every other file.
+too (the tool's own CLI only warns). A ConfigMap's data must fit what a cluster stores of one
+object (1 MiB). kustomization.yaml must name every other file.
 
 Exit 0 with one `checked: ...` line saying what was checked; 1 with the errors; 127 when
 kubernetes-validate is not installed here (`render --check` reports that as missing).
@@ -21,6 +22,8 @@ import yaml
 KUBERNETES_VERSIONS = ("1.30", "1.37")
 KUSTOMIZATION = "kustomization.yaml"
 MISSING_EXIT = 127  # the shell's "command not found"
+# What the API server stores of one object (etcd's request limit); a ConfigMap's data must fit.
+MAX_OBJECT_BYTES = 1_048_576
 
 
 def check(folder: Path) -> list[str]:
@@ -32,6 +35,8 @@ def check(folder: Path) -> list[str]:
     for name in files:
         for obj in (doc for doc in yaml.safe_load_all((folder / name).read_text(encoding="utf-8")) if doc):
             count += 1
+            if (size := _data_bytes(obj)) > MAX_OBJECT_BYTES:
+                problems.append(f"{name}: its data holds {size:,} bytes, over a cluster's {MAX_OBJECT_BYTES:,}")
             for release in KUBERNETES_VERSIONS:
                 try:
                     kv.validate(obj, release, strict=True)
@@ -48,6 +53,11 @@ def check(folder: Path) -> list[str]:
         tool = f"kubernetes-validate {version('kubernetes-validate')}"
         print(f"checked: schema valid ({tool}, strict, Kubernetes {releases}): {count} objects")
     return problems
+
+
+def _data_bytes(obj: dict) -> int:
+    data = (obj.get("data") or {}) if obj.get("kind") == "ConfigMap" else {}
+    return sum(len(key.encode()) + len(str(value).encode()) for key, value in data.items())
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ and hidden files left out, 1 MB at most. A problem is a `SpecError` at the model
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
@@ -63,6 +64,24 @@ def attach_adapter_modules(spec: Spec, spec_dir: Path, spec_file: str, positions
     spec = spec.model_copy()
     spec._adapter_modules = tuple(found[top] for top in sorted(found))
     return spec
+
+
+def in_spec_folder(top: str, spec_dir: Path) -> bool:
+    return PathFinder.find_spec(top, [str(spec_dir)]) is not None
+
+
+def shadowed_by(top: str, spec_dir: Path) -> str | None:
+    """What else goes by `top`, the name of a module in the spec's folder: the engine imports the
+    standard library and its installed packages before its models, so it would never see the
+    shipped module; None when nothing does."""
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return "a module of Python's standard library"
+    others = [entry for entry in sys.path if Path(entry or ".").resolve() != spec_dir.resolve()]
+    found = PathFinder.find_spec(top, others)
+    if found is None or found.origin is None:  # a folder without __init__.py elsewhere never wins
+        return None
+    origin = Path(found.origin)
+    return f"an installed module ({origin.parent if found.submodule_search_locations else origin})"
 
 
 def read_adapter_module(top: str, spec_dir: Path) -> AdapterModule | None:

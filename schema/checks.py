@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..engine.settings import BUILTIN_SKILLS, BUILTIN_TOOLS, adapter_class_problems, split_class_path
+from .adapter_modules import in_spec_folder, shadowed_by
 from .spec import Spec
 from .spec.models import ModelSpec
 from .types import SECRET_REF
@@ -45,12 +46,41 @@ def _custom_adapters(spec: Spec, spec_dir: Path) -> Iterator[Finding]:
         where = ("models", "providers", name)
         yield from _nested_secrets(where, model.params or {})
         try:
+            _shipped_as_imported(model.class_path, spec_dir)
+            loaded = set(sys.modules)
             with _import_path(spec_dir):
                 cls = _import_class(model.class_path)
+            _nothing_left_behind(model.class_path, spec_dir, set(sys.modules) - loaded)
         except _NotAdapter as exc:
             yield (*where, "class", "__key__"), f"{'.'.join(where)}.class: {exc.message}", exc.hint
             continue
         yield from _params_fit(where, model, cls)
+
+
+def _shipped_as_imported(class_path: str, spec_dir: Path) -> None:
+    """A module in the spec's folder is shipped (schema/adapter_modules.py): refused when the
+    engine would import another module of that name instead."""
+    top = split_class_path(class_path)[0].split(".")[0]
+    if in_spec_folder(top, spec_dir) and (other := shadowed_by(top, spec_dir)):
+        raise _NotAdapter(
+            f"'{top}' is also the name of {other}: the engine would import that one",
+            "rename the adapter's module next to the spec",
+        )
+
+
+def _nothing_left_behind(class_path: str, spec_dir: Path, imported: set[str]) -> None:
+    """What the adapter imported from the spec's folder must be part of what is shipped: its own
+    module or package."""
+    top, folder = split_class_path(class_path)[0].split(".")[0], spec_dir.resolve()
+    for name in sorted(imported):
+        origin, first = getattr(sys.modules.get(name), "__file__", None), name.split(".")[0]
+        if first == top or not origin or folder not in Path(origin).resolve().parents:
+            continue
+        if in_spec_folder(first, spec_dir) and shadowed_by(first, spec_dir) is None:
+            raise _NotAdapter(
+                f"{class_path} imports '{name}' from the spec's folder, which is not shipped with it",
+                f"make {top} a package that holds it",
+            )
 
 
 class _NotAdapter(Exception):

@@ -197,6 +197,9 @@ def read_folder_files(folder: Path) -> tuple[tuple[str, str], ...]:
             continue
         if path.is_symlink() or not path.is_file():
             raise FolderProblem(f"{relative.as_posix()}: only regular files are shipped")
+        if ":" in relative.as_posix():
+            why = "a shipped file's name may not hold ':' (a compose bind splits on it)"
+            raise FolderProblem(f"{relative.as_posix()}: {why}")
         raw = path.read_bytes()
         total += len(raw)
         if total > MAX_FOLDER_BYTES:

@@ -147,3 +147,48 @@ def test_compose_binds_the_shipped_adapter_where_the_engines_settings_look(tmp_p
     code = json.loads(files["compose/engine/settings.json"])["adapter_code"]
     engine = yaml.safe_load(files["compose/docker-compose.yml"])["services"]["engine"]
     assert f"./adapters/greeter_compose.py:{code['path']}/greeter_compose.py:ro" in engine["volumes"]
+
+
+def class_key_problem(spec: Path) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    line = next(n for n, text in enumerate(spec.read_text().splitlines(), 1) if "class:" in text)
+    (problem,) = caught.value.render().splitlines()
+    assert problem.startswith(f"{spec}:{line}:7: models.providers.mine.class: "), problem
+    return problem
+
+
+@pytest.mark.parametrize("name", ["http", "queue", "json"])
+def test_a_module_named_like_one_of_the_standard_library_is_refused(tmp_path, name):
+    # The engine has imported these before it builds its models: it would never see the shipped one.
+    (tmp_path / f"{name}.py").write_text(ADAPTER.format(greeting="shadow"))
+    problem = class_key_problem(write_spec(tmp_path, f"{name}:Greeter"))
+    assert f"'{name}' is also the name of a module of Python's standard library" in problem
+
+
+def test_a_module_named_like_an_installed_one_is_refused(tmp_path, monkeypatch):
+    installed = tmp_path / "site"
+    (installed / "greeter_twice").mkdir(parents=True)
+    (installed / "greeter_twice" / "__init__.py").write_text(ADAPTER.format(greeting="installed"))
+    monkeypatch.syspath_prepend(str(installed))
+    folder = tmp_path / "spec"
+    (folder / "greeter_twice").mkdir(parents=True)  # a folder without __init__.py: validate imports the installed one
+    (folder / "greeter_twice" / "NOTES.md").write_text("a checkout of the adapter's repository\n")
+    problem = class_key_problem(write_spec(folder, "greeter_twice:Greeter"))
+    assert f"'greeter_twice' is also the name of an installed module ({installed / 'greeter_twice'}" in problem
+
+
+def test_a_module_the_adapter_imports_from_the_spec_folder_must_travel_with_it(tmp_path):
+    (tmp_path / "greeter_words.py").write_text("GREETING = 'from a sibling'\n")
+    (tmp_path / "greeter_sibling.py").write_text("import greeter_words\n" + ADAPTER.format(greeting="x"))
+    problem = class_key_problem(write_spec(tmp_path, "greeter_sibling:Greeter"))
+    assert "imports 'greeter_words' from the spec's folder, which is not shipped with it" in problem
+
+
+def test_a_file_name_a_compose_bind_cannot_carry_is_refused(tmp_path):
+    package = tmp_path / "greeter_colon"
+    package.mkdir()
+    (package / "__init__.py").write_text(ADAPTER.format(greeting="colon"))
+    (package / "answers:v2.txt").write_text("text\n")
+    problem = class_key_problem(write_spec(tmp_path, "greeter_colon:Greeter"))
+    assert "answers:v2.txt: a shipped file's name may not hold ':'" in problem

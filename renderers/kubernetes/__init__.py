@@ -28,8 +28,14 @@ class _Dumper(yaml.SafeDumper):
     ConfigMap reads like the file; PyYAML falls back to a quoted scalar when a block cannot hold one."""
 
 
+# Line breaks to YAML that Python's splitlines and a compiler do not all agree on: a block scalar
+# holding one would not read back as the same text.
+_OTHER_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
 def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+    block = "\n" in value and not any(mark in value for mark in _OTHER_BREAKS)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if block else None)
 
 
 _Dumper.add_representer(str, _text)

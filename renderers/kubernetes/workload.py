@@ -278,9 +278,18 @@ def _code_keys(target: Target) -> dict[tuple[str, str], str]:
     }
 
 
+def _code_name(target: Target) -> str:
+    """Named after its content: pods of an older template keep the code they were made with."""
+    digest = hashlib.sha256()
+    for folder, files in code_files(target).items():
+        for path, text in files.items():
+            digest.update(f"{folder}/{path}".encode() + b"\0" + text.encode() + b"\0")
+    return f"{engine_name(target.spec)}-code-{digest.hexdigest()[:10]}"
+
+
 def code_config_map(target: Target) -> dict | None:
-    """The ConfigMap of code files (None without any): the pods get what a host's release holds."""
-    spec = target.spec
+    """The ConfigMap of code files (None without any): the pods get what a host's release holds.
+    Immutable and named after its content, so a rolling update or a rollback never mixes code."""
     keys = _code_keys(target)
     if not keys:
         return None
@@ -288,7 +297,8 @@ def code_config_map(target: Target) -> dict | None:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(spec, f"{engine_name(spec)}-code"),
+        "metadata": meta(target.spec, _code_name(target)),
+        "immutable": True,
         "data": {key: files[folder][path] for (folder, path), key in keys.items()},
     }
 
@@ -300,7 +310,7 @@ def _code_parts(target: Target) -> tuple[list[dict], list[dict]]:
     for folder in CODE_FOLDERS:
         items = [{"key": key, "path": path} for (where, path), key in keys.items() if where == folder]
         if items:
-            source = {"name": f"{engine_name(target.spec)}-code", "items": items}
+            source = {"name": _code_name(target), "items": items}
             volumes.append({"name": f"code-{folder}", "configMap": source})
             mounts.append({"name": f"code-{folder}", "mountPath": f"{ROOT}/current/{folder}", "readOnly": True})
     return volumes, mounts

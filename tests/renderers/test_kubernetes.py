@@ -348,13 +348,14 @@ def test_the_pods_get_the_skill_folders_and_adapter_modules_a_host_release_holds
     data["models"] = yaml.safe_load((REPO / "examples" / "adapters" / "assistant.yaml").read_text())["models"]
     data["tools"] = {"skill_folders": ["skills/word_count"]}
     found = objects(target_of(write_spec(tmp_path, data)))
-    code = found["code.yaml"]["data"]
+    code, name = found["code.yaml"]["data"], found["code.yaml"]["metadata"]["name"]
+    assert found["code.yaml"]["immutable"] is True and name.startswith("assistant-engine-code-")
     pod = found["deployment.yaml"]["spec"]["template"]["spec"]
     [engine] = pod["containers"]
     root, port = tmp_path / "pod", free_port()
     for mount in engine["volumeMounts"]:
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-        if volume.get("configMap", {}).get("name", "").endswith("-code"):
+        if volume.get("configMap", {}).get("name") == name:
             for item in volume["configMap"]["items"]:
                 path = root / mount["mountPath"].removeprefix("/srv/assistant/") / item["path"]
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,3 +378,37 @@ def test_a_cpu_request_above_its_limit_is_refused_and_lifts_a_derived_limit(make
     target = make_target({"kubernetes": {"resources": {"cpu_request_millicores": 5000}}})  # 2 workers
     [engine] = objects(target)["deployment.yaml"]["spec"]["template"]["spec"]["containers"]
     assert engine["resources"]["requests"]["cpu"] == "5000m" and engine["resources"]["limits"]["cpu"] == "5000m"
+
+
+def code_spec(folder: Path, notes: str) -> Target:
+    """The example skill folder with a `notes.txt` holding `notes`, in a spec in `folder`."""
+    shutil.copytree(REPO / "examples" / "skills" / "word_count", folder / "skills" / "word_count")
+    (folder / "skills" / "word_count" / "notes.txt").write_text(notes, encoding="utf-8")
+    data = default_spec()
+    data["tools"] = {"skill_folders": ["skills/word_count"]}
+    return target_of(write_spec(folder, data))
+
+
+def test_a_shipped_file_reads_back_from_the_configmap_as_it_was_written(tmp_path):
+    notes = "caf\x85 au lait\nline\u2028separator and\u2029paragraph\n  indented\n"
+    files = render(code_spec(tmp_path, notes))
+    data = yaml.safe_load(files["code.yaml"])["data"]
+    assert notes in data.values()
+    assert sorted(data.values()) == sorted(
+        (tmp_path / "skills" / "word_count" / name).read_text(encoding="utf-8")
+        for name in ("config.yaml", "handler.py", "notes.txt")
+    )
+
+
+def test_code_over_what_a_cluster_stores_fails_the_check(tmp_path):
+    target = code_spec(tmp_path, "x" * 900_000 + "\n")
+    assert [r.status for r in run_checks(target, only={"kubernetes"})] == ["passed"]
+    shutil.copytree(tmp_path / "skills" / "word_count", tmp_path / "skills" / "word_total")
+    (tmp_path / "skills" / "word_total" / "config.yaml").write_text(
+        (tmp_path / "skills" / "word_total" / "config.yaml").read_text().replace("/words", "/total")
+    )
+    data = yaml.safe_load((tmp_path / "assistant.yaml").read_text())
+    data["tools"]["skill_folders"].append("skills/word_total")
+    (result,) = run_checks(target_of(write_spec(tmp_path, data)), only={"kubernetes"})
+    assert result.status == "failed"
+    assert "code.yaml: its data holds 1,80" in result.output and "over a cluster's 1,048,576" in result.output
