@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS tool_approvals (
     chat TEXT NOT NULL,
     tool TEXT NOT NULL,
     asked_at DOUBLE PRECISION NOT NULL,
-    answer BOOLEAN
+    answer BOOLEAN,
+    expires_at DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS tool_approvals_by_chat ON tool_approvals(user_name, chat, asked_at);
 """
@@ -70,9 +71,9 @@ CREATE INDEX IF NOT EXISTS tool_approvals_by_chat ON tool_approvals(user_name, c
 _SCHEMA_LOCK = 0x61737369  # "assi"
 _POOL_MIN, _POOL_MAX = 1, 10
 _COMMAND_TIMEOUT = 10.0
-# Claim times (client_messages.claimed_at) are the database's clock: whether a claim is silent is
-# then never a comparison between two nodes' clocks.
-_DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
+# Claim times (client_messages.claimed_at) and approval expiries are the database's clock: whether
+# a claim is silent or a question open is never a comparison between two nodes' clocks.
+DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 _PING_TIMEOUT = 2.0
 
 
@@ -197,7 +198,7 @@ class PostgresClientMessages:
         or `release` it), else the record of whoever claimed it first."""
         status = await self.history.pool.execute(
             "INSERT INTO client_messages (user_name, client_id, conversation_id, message_id, claimed_at) "
-            f"VALUES ($1, $2, $3, $4, {_DB_NOW}) ON CONFLICT (user_name, client_id) DO NOTHING",
+            f"VALUES ($1, $2, $3, $4, {DB_NOW}) ON CONFLICT (user_name, client_id) DO NOTHING",
             user,
             client_id,
             conversation_id,
@@ -210,7 +211,7 @@ class PostgresClientMessages:
     async def renew(self, user: str, client_id: str, message_id: str) -> None:
         """The holder's sign of life while it generates: the claim is not silent any more."""
         await self.history.pool.execute(
-            f"UPDATE client_messages SET claimed_at = {_DB_NOW} "
+            f"UPDATE client_messages SET claimed_at = {DB_NOW} "
             "WHERE user_name = $1 AND client_id = $2 AND message_id = $3",
             user,
             client_id,
@@ -223,8 +224,8 @@ class PostgresClientMessages:
         """Claim an id whose holder has given no sign of life for `silent_for` seconds; false when
         someone else was quicker, or the holder renewed it meanwhile."""
         status = await self.history.pool.execute(
-            f"UPDATE client_messages SET message_id = $1, claimed_at = {_DB_NOW} "
-            f"WHERE user_name = $2 AND client_id = $3 AND message_id = $4 AND claimed_at < {_DB_NOW} - $5",
+            f"UPDATE client_messages SET message_id = $1, claimed_at = {DB_NOW} "
+            f"WHERE user_name = $2 AND client_id = $3 AND message_id = $4 AND claimed_at < {DB_NOW} - $5",
             message_id,
             user,
             client_id,
@@ -259,7 +260,7 @@ class PostgresClientMessages:
 
     async def _select(self, where: str, args: list[str], limit: int, newest_first: bool = False) -> list[ClientMessage]:
         query = (
-            f"SELECT c.client_id, c.conversation_id, c.message_id, {_DB_NOW} - c.claimed_at, "
+            f"SELECT c.client_id, c.conversation_id, c.message_id, {DB_NOW} - c.claimed_at, "
             "m.content, m.model, m.key_id FROM client_messages c LEFT JOIN messages m ON m.id = c.message_id "
             f"WHERE {where} ORDER BY c.seq {'DESC' if newest_first else 'ASC'} LIMIT ${len(args) + 1}"
         )

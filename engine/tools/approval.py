@@ -13,7 +13,10 @@ with a tool error saying so. The question is written to a `Store` because the an
 another worker than the one waiting (a webhook is any worker's request, a websocket may reconnect
 elsewhere): `ApprovalStore`, a SQLite file in data_dir shared by the node's workers, or, when the
 history is in PostgreSQL, `PostgresApprovalStore` (approval_postgres.py), shared by every node;
-the waiting request polls it until the answer or `timeout_seconds`. No answer is a no.
+the waiting request polls it until the answer or `timeout_seconds`. No answer is a no. A question
+expires with its `timeout_seconds` in the store too: when its worker dies waiting, nothing can
+answer it (a later "yes" in the chat is an ordinary message), and the next question asked clears
+it away.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class ApprovalStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._ready = False
 
     @contextlib.asynccontextmanager
     async def _db(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -97,26 +101,43 @@ class ApprovalStore:
         async with aiosqlite.connect(self.path, isolation_level=None) as db:
             for pragma in ("journal_mode=WAL", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
-            await db.execute(
-                "CREATE TABLE IF NOT EXISTS approvals (id TEXT PRIMARY KEY, user TEXT NOT NULL, "
-                "chat TEXT NOT NULL, tool TEXT NOT NULL, asked_at REAL NOT NULL, answer INTEGER)"
-            )
-            await db.execute("CREATE INDEX IF NOT EXISTS approvals_chat ON approvals (user, chat, asked_at)")
+            if not self._ready:
+                await self._create(db)
+                self._ready = True
             yield db
 
+    @staticmethod
+    async def _create(db: aiosqlite.Connection) -> None:
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS approvals (id TEXT PRIMARY KEY, user TEXT NOT NULL, chat TEXT NOT NULL, "
+            "tool TEXT NOT NULL, asked_at REAL NOT NULL, answer INTEGER, expires_at REAL)"
+        )
+        await db.execute("CREATE INDEX IF NOT EXISTS approvals_chat ON approvals (user, chat, asked_at)")
+        async with db.execute("PRAGMA table_info(approvals)") as cursor:
+            columns = {row[1] for row in await cursor.fetchall()}
+        if "expires_at" not in columns:  # a file of an older engine: its questions count as expired
+            with contextlib.suppress(aiosqlite.OperationalError):  # another worker was quicker
+                await db.execute("ALTER TABLE approvals ADD COLUMN expires_at REAL")
+
     async def open(self, question: Question, user: str, chat: str) -> None:
+        """Ask `question`; the questions whose time is up go (their waiters died with their worker)."""
+        now = time.time()
         async with self._db() as db:
             await db.execute(
-                "INSERT INTO approvals (id, user, chat, tool, asked_at) VALUES (?, ?, ?, ?, ?)",
-                (question.id, user, chat, question.tool, time.time()),
+                "DELETE FROM approvals WHERE answer IS NULL AND (expires_at IS NULL OR expires_at <= ?)", (now,)
+            )
+            await db.execute(
+                "INSERT INTO approvals (id, user, chat, tool, asked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (question.id, user, chat, question.tool, now, now + question.timeout_seconds),
             )
 
     async def answer(self, question_id: str, user: str, approve: bool) -> bool:
-        """Answer the user's open question `question_id`; False when there is none (answered, gone)."""
+        """Answer the user's open question `question_id`; False when there is none (answered, gone,
+        or its time is up)."""
         async with self._db() as db:
             cursor = await db.execute(
-                "UPDATE approvals SET answer = ? WHERE id = ? AND user = ? AND answer IS NULL",
-                (int(approve), question_id, user),
+                "UPDATE approvals SET answer = ? WHERE id = ? AND user = ? AND answer IS NULL AND expires_at > ?",
+                (int(approve), question_id, user, time.time()),
             )
             return cursor.rowcount == 1
 
@@ -125,8 +146,8 @@ class ApprovalStore:
         async with self._db() as db:
             cursor = await db.execute(
                 "UPDATE approvals SET answer = ? WHERE id = (SELECT id FROM approvals WHERE user = ? AND chat = ? "
-                "AND answer IS NULL ORDER BY asked_at DESC LIMIT 1)",
-                (int(approve), user, chat),
+                "AND answer IS NULL AND expires_at > ? ORDER BY asked_at DESC LIMIT 1)",
+                (int(approve), user, chat, time.time()),
             )
             return cursor.rowcount == 1
 

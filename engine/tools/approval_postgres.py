@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from ..history.postgres import DB_NOW
+
 if TYPE_CHECKING:
     from ..history.postgres import PostgresHistory
     from .approval import Question
@@ -37,19 +39,29 @@ class PostgresApprovalStore:
         self.history = history  # its pool exists only once the history is open
 
     async def open(self, question: Question, user: str, chat: str) -> None:
-        await self.history.pool.execute(
-            "INSERT INTO tool_approvals (id, user_name, chat, tool, asked_at) VALUES ($1, $2, $3, $4, $5)",
-            question.id,
-            user,
-            chat,
-            question.tool,
-            time.time(),
-        )
+        """Ask `question`; the questions whose time is up go (their waiters died with their worker).
+        Expiry is the database's clock, the same for every node."""
+        async with self.history.pool.acquire() as db, db.transaction():
+            await db.execute(
+                f"DELETE FROM tool_approvals WHERE answer IS NULL AND (expires_at IS NULL OR expires_at <= {DB_NOW})"
+            )
+            await db.execute(
+                "INSERT INTO tool_approvals (id, user_name, chat, tool, asked_at, expires_at) "
+                f"VALUES ($1, $2, $3, $4, $5, {DB_NOW} + $6)",
+                question.id,
+                user,
+                chat,
+                question.tool,
+                time.time(),
+                question.timeout_seconds,
+            )
 
     async def answer(self, question_id: str, user: str, approve: bool) -> bool:
-        """Answer the user's open question `question_id`; False when there is none (answered, gone)."""
+        """Answer the user's open question `question_id`; False when there is none (answered, gone,
+        or its time is up)."""
         status = await self.history.pool.execute(
-            "UPDATE tool_approvals SET answer = $1 WHERE id = $2 AND user_name = $3 AND answer IS NULL",
+            "UPDATE tool_approvals SET answer = $1 "
+            f"WHERE id = $2 AND user_name = $3 AND answer IS NULL AND expires_at > {DB_NOW}",
             approve,
             question_id,
             user,
@@ -60,7 +72,8 @@ class PostgresApprovalStore:
         """Answer the newest open question of `user` in `chat`; False when none is open."""
         status = await self.history.pool.execute(
             "UPDATE tool_approvals SET answer = $1 WHERE answer IS NULL AND id = (SELECT id FROM tool_approvals "
-            "WHERE user_name = $2 AND chat = $3 AND answer IS NULL ORDER BY asked_at DESC LIMIT 1)",
+            f"WHERE user_name = $2 AND chat = $3 AND answer IS NULL AND expires_at > {DB_NOW} "
+            "ORDER BY asked_at DESC LIMIT 1)",
             approve,
             user,
             chat,
