@@ -34,7 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .jsonio import dumps
 
-# The settings' defaults (engine/settings.py), for a protocol made without `protocol(...)`.
+# The settings' defaults (engine/settings/), for a protocol made without `protocol(...)`.
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 30.0
 

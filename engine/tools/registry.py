@@ -1,5 +1,5 @@
 """The tools a request may use: every module of engine/tools/builtin/ that defines `TOOLS` is read
-once, so adding a tool is adding a file there (and its name to `BUILTIN_TOOLS` in engine/settings.py,
+once, so adding a tool is adding a file there (and its name to `BUILTIN_TOOLS` in engine/settings/tools.py,
 which the spec validates against). Tools found while the engine runs (MCP servers') join through a
 `ToolSource`."""
 

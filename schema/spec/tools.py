@@ -15,7 +15,7 @@ from ..types import SECRET_REF, IPNetwork, PositiveSeconds, SafePath
 from .base import Strict
 from .skills import Skill
 
-# A shipped tool's name (engine/settings.py BUILTIN_TOOLS): a typo is an error with a did-you-mean.
+# A shipped tool's name (engine/settings/tools.py BUILTIN_TOOLS): a typo is an error with a did-you-mean.
 ToolName = Literal[tuple(BUILTIN_TOOLS)]  # type: ignore[valid-type]
 # In `enabled`, `safe` stands for every tool of the safe risk class.
 ToolChoice = Literal[("safe", *BUILTIN_TOOLS)]  # type: ignore[valid-type]

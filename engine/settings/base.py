@@ -1,0 +1,9 @@
+"""The base of every settings model: unknown keys are errors, and a loaded model never changes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
