@@ -8,8 +8,10 @@ Loopback peers (health checks on the host itself) pass, and so does a GET of the
 the metrics networks (`security.metrics_allow_networks`): Prometheus scrapes the host where it
 listens, and the metrics route itself checks those networks again.
 
-Only those peers' X-Forwarded-For is believed (uvicorn's own ProxyHeadersMiddleware does the
-rewriting), so a client address seen by auth and the rate limits is the one the edge saw.
+Only those peers' X-Forwarded-For is believed, and that of `security.trusted_proxies` (networks of
+proxies that are not edges, like a Kubernetes ingress controller's pods); uvicorn's own
+ProxyHeadersMiddleware does the rewriting, so a client address seen by auth and the rate limits is
+the one the edge or proxy saw.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ _LOOPBACK = ["127.0.0.1", "::1"]
 _REFUSED = b'{"error":{"code":"forbidden","message":"this engine answers its edges only"}}'
 
 
-def proxy_headers_middleware(app: ASGIApp, edge_addresses: list[str]) -> ASGIApp:
-    """Rewrite the client address from X-Forwarded-For, for the local proxy and the edges only."""
-    return ProxyHeadersMiddleware(app, trusted_hosts=[*_LOOPBACK, *edge_addresses])
+def proxy_headers_middleware(app: ASGIApp, edge_addresses: list[str], trusted_proxies: list[str]) -> ASGIApp:
+    """Rewrite the client address from X-Forwarded-For, for the local proxy, the edges and the
+    trusted proxy networks only: the client is the rightmost address none of them holds."""
+    return ProxyHeadersMiddleware(app, trusted_hosts=[*_LOOPBACK, *edge_addresses, *trusted_proxies])
 
 
 class EdgeGuard:

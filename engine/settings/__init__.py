@@ -184,6 +184,9 @@ class SecuritySettings(_Settings):
     # with the shared secret (a secret name) in the X-Assistant-Edge header.
     edge_addresses: list[str] = Field(default_factory=list)
     edge_secret: str | None = None
+    # Networks of proxies that are not edges (the Kubernetes ingress controller's pods): their
+    # X-Forwarded-For is believed too, its rightmost address outside them being the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
     allowed_users: list[str] = Field(default_factory=list)
     history_key_secret: str | None = None
     # The history keyring, current key first; older keys only read (and are re-sealed away in the
@@ -315,6 +318,7 @@ RESTART_ONLY = (
     "daily_tokens_per_user",
     "security.edge_addresses",
     "security.edge_secret",
+    "security.trusted_proxies",
     "security.pii_masking",
     "security.audit_log",
     "security.history_key_secret",

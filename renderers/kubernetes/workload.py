@@ -47,9 +47,12 @@ _ASSEMBLE = (
 
 def settings_json(target: Target) -> str:
     """The engine's settings for a pod. No edge guard: the pod's peer is the Ingress controller,
-    whose addresses are not known here; the NetworkPolicy admits only its namespace instead."""
+    whose addresses are not known here; the NetworkPolicy admits only its namespace instead. Its
+    X-Forwarded-For is believed from `kubernetes.ingress.trusted_networks`."""
     settings = engine.build_settings(pod_target(target))
-    security = settings.security.model_copy(update={"edge_addresses": [], "edge_secret": None})
+    proxies = [str(network) for network in target.spec.kubernetes.ingress.trusted_networks]
+    edgeless = {"edge_addresses": [], "edge_secret": None, "trusted_proxies": proxies}
+    security = settings.security.model_copy(update=edgeless)
     update = {"security": security}
     # The engine-only secret of hosts (the edge secret) is the one secret a pod may have no key for.
     update["secrets_file"] = f"{SECRETS_DIR}/{engine.SECRETS_FILE}" if secret_keys(target) else None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from ..types import HostName, Port, ServerName
+from ..types import HostName, IPNetwork, Port, ServerName
 from .base import Strict
 
 # A DNS-1123 label: what Kubernetes accepts for namespaces, Secret and IngressClass names.
@@ -55,6 +55,12 @@ class KubeIngress(Strict):
     )
     controller_namespace: KubeName = Field(
         "ingress-nginx", description="Namespace of the ingress controller: the NetworkPolicy admits only it."
+    )
+    trusted_networks: list[IPNetwork] = Field(
+        default_factory=list,
+        description="Networks of the ingress controller's pods (the cluster's pod network): the engine "
+        "believes their X-Forwarded-For, so per-IP rate limits and logs see each client; unset: every "
+        "client has the controller's address.",
     )
 
 

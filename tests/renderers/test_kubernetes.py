@@ -153,6 +153,16 @@ def test_the_configmap_carries_the_engine_settings_for_a_pod(make_target):
     assert changed["spec"]["template"]["metadata"]["annotations"]["assistantctl/settings-sha256"] != digest
 
 
+def test_the_pods_believe_the_forwarded_address_of_the_ingress_networks_only(make_target):
+    plain = EngineSettings.model_validate_json(objects(make_target())["configmap.yaml"]["data"]["settings.json"])
+    assert plain.security.trusted_proxies == []
+    target = make_target({"kubernetes": {"ingress": {"trusted_networks": ["10.244.0.0/16", "fd00:10:244::/56"]}}})
+    settings = EngineSettings.model_validate_json(objects(target)["configmap.yaml"]["data"]["settings.json"])
+    assert settings.security.trusted_proxies == ["10.244.0.0/16", "fd00:10:244::/56"]
+    with pytest.raises(SpecError, match="trusted_networks"):
+        make_target({"kubernetes": {"ingress": {"trusted_networks": ["10.244.0.0/16 ; allow all"]}}})
+
+
 def test_sqlite_history_keeps_one_replica_and_shared_state_lets_the_hpa_scale(make_target):
     local = objects(make_target())
     assert (local["hpa.yaml"]["spec"]["minReplicas"], local["hpa.yaml"]["spec"]["maxReplicas"]) == (1, 1)
