@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +67,12 @@ class Deployment:
     def rewrite(self, data: dict) -> None:
         self.data = data
         write_spec(self.folder, data)
+
+    def chat(self, message: str) -> dict:
+        """A chat through the deployment's nginx, as this machine's anonymous operator; must be a 200."""
+        reply = httpx.post(f"{self.url}/api/v1/chat", json={"message": message}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
 
     def live_release(self) -> str:
         return os.readlink(self.root / "current").rsplit("/", 1)[-1]

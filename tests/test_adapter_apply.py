@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import shutil
 
-import httpx
 import pytest
 import yaml
 
@@ -17,12 +16,6 @@ from cli_helpers import REPO, Deployment, applied
 pytestmark = pytest.mark.slow
 
 EXAMPLE = REPO / "examples" / "adapters"
-
-
-def chat(deployment: Deployment, message: str) -> dict:
-    reply = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": message}, timeout=30)
-    assert reply.status_code == 200, reply.text
-    return reply.json()
 
 
 def test_an_adapter_next_to_the_spec_is_shipped_loaded_and_rolled_onto_new_code(tmp_path):
@@ -35,9 +28,9 @@ def test_an_adapter_next_to_the_spec_is_shipped_loaded_and_rolled_onto_new_code(
 
     with applied(deployment):
         assert (deployment.root / "current" / "adapters" / "faq_adapter.py").read_text() == module.read_text()
-        known = chat(deployment, "What are your opening hours?")
+        known = deployment.chat("What are your opening hours?")
         assert (known["reply"], known["model"]) == ("We are open 9:00 to 17:00, Monday to Friday.", "faq")
-        assert chat(deployment, "tell me a joke")["model"] == "local"  # the adapter hands it on
+        assert deployment.chat("tell me a joke")["model"] == "local"  # the adapter hands it on
 
         module.write_text(module.read_text().replace("Reply(text=answer,", "Reply(text=answer.upper(),"))
         plan = deployment.run("plan")
@@ -45,5 +38,5 @@ def test_an_adapter_next_to_the_spec_is_shipped_loaded_and_rolled_onto_new_code(
         assert "adapters/faq_adapter.py" in plan.stdout, plan.stdout
         again = deployment.run("apply", "--auto-approve")
         assert again.returncode == 0, again.stdout + again.stderr
-        hours = chat(deployment, "What are your opening hours?")["reply"]
+        hours = deployment.chat("What are your opening hours?")["reply"]
         assert hours == "WE ARE OPEN 9:00 TO 17:00, MONDAY TO FRIDAY."

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import shutil
 
-import httpx
 import pytest
 
 from cli_helpers import REPO, Deployment
@@ -16,12 +15,6 @@ from cli_helpers import REPO, Deployment
 pytestmark = pytest.mark.slow
 
 EXAMPLE = REPO / "examples" / "skills" / "word_count"
-
-
-def chat(deployment: Deployment, message: str) -> dict:
-    reply = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": message}, timeout=30)
-    assert reply.status_code == 200, reply.text
-    return reply.json()
 
 
 def test_a_skill_folder_is_validated_shipped_loaded_and_answers_its_command(tmp_path):
@@ -47,7 +40,7 @@ def test_a_skill_folder_is_validated_shipped_loaded_and_answers_its_command(tmp_
     try:
         applied = deployment.run("apply", "--auto-approve")
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        answer = chat(deployment, "/words the quick brown fox a b")
+        answer = deployment.chat("/words the quick brown fox a b")
         assert answer["reply"] == "4 words"
         assert answer["model"] == "skill:word_count"
 
@@ -58,6 +51,6 @@ def test_a_skill_folder_is_validated_shipped_loaded_and_answers_its_command(tmp_
         assert "skills/word_count/handler.py" in plan.stdout, plan.stdout
         applied = deployment.run("apply", "--auto-approve")
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        assert chat(deployment, "/words the quick brown fox")["reply"] == "4 counted words"
+        assert deployment.chat("/words the quick brown fox")["reply"] == "4 counted words"
     finally:
         deployment.run("stop")

@@ -14,6 +14,7 @@ from engine_process import RunningEngine, StartEngine, start_engine, stop_engine
 from fake_loop_model import start_loop_model
 from fake_models import FakeUpstream, start_fake
 from fake_platforms import FakePlatforms, start_platforms
+from postgres_server import Service, postgres_cluster
 from telegram_helpers import SlowModel
 
 
@@ -97,3 +98,17 @@ def loop_model() -> Iterator[ToolUpstream]:
     yield fake
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Service]:
+    """A real PostgreSQL on loopback for the module (tests/postgres_server.py)."""
+    with postgres_cluster() as service:
+        yield service
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_dsn(request: pytest.FixtureRequest) -> str | None:
+    """Each history backend in turn: None for the node's SQLite, else the PostgreSQL's DSN (started
+    here, outside any event loop)."""
+    return request.getfixturevalue("postgres").url if request.param == "postgres" else None

@@ -6,7 +6,7 @@ next question asked clears it away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -17,29 +17,16 @@ from assistantctl.engine.security.crypto import Keyring
 from assistantctl.engine.security.pii import Masker
 from assistantctl.engine.tools.approval import ApprovalStore, Question
 from assistantctl.engine.tools.approval_postgres import PostgresApprovalStore
-from postgres_server import Service, postgres_cluster
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Service]:
-    with postgres_cluster() as service:
-        yield service
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def dsn(request: pytest.FixtureRequest) -> str | None:
-    """The PostgreSQL to use, or None for SQLite (started here, outside any event loop)."""
-    return request.getfixturevalue("postgres").url if request.param == "postgres" else None
-
-
 @pytest.fixture
-async def store(dsn: str | None, tmp_path: Path) -> AsyncIterator[ApprovalStore | PostgresApprovalStore]:
-    if dsn is None:
+async def store(store_dsn: str | None, tmp_path: Path) -> AsyncIterator[ApprovalStore | PostgresApprovalStore]:
+    if store_dsn is None:
         yield ApprovalStore(tmp_path / "approvals.sqlite3")
         return
-    history = PostgresHistory(dsn, Keyring([]), Masker([]))
+    history = PostgresHistory(store_dsn, Keyring([]), Masker([]))
     await history.open()
     try:
         await history.pool.execute("DELETE FROM tool_approvals")

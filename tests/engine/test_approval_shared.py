@@ -31,18 +31,12 @@ from test_approval import (
 from assistantctl.engine.settings import ApprovalSettings, ChannelSettings, SecuritySettings, ToolsSettings
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_platforms import FakePlatforms
-from postgres_server import Service, postgres_cluster
+from postgres_server import Service
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 3.0
 BOT_TOKEN, TG_SECRET = "123456:FAKE-BOT-TOKEN", "FAKE-TG-WEBHOOK-SECRET"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Service]:
-    with postgres_cluster() as service:
-        yield service
 
 
 def _node(root: Path, pg: Service, loop_model: ToolUpstream, platforms: FakePlatforms) -> RunningEngine:

@@ -6,7 +6,7 @@ over, by one taker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +15,14 @@ from assistantctl.engine.history.postgres import PostgresHistory
 from assistantctl.engine.history.sqlite import History
 from assistantctl.engine.security.crypto import Keyring
 from assistantctl.engine.security.pii import Masker
-from postgres_server import Service, postgres_cluster
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Service]:
-    with postgres_cluster() as service:
-        yield service
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def dsn(request: pytest.FixtureRequest) -> str | None:
-    """The PostgreSQL to use, or None for SQLite (started here, outside any event loop)."""
-    return request.getfixturevalue("postgres").url if request.param == "postgres" else None
-
-
 @pytest.fixture
-async def history(dsn: str | None, tmp_path: Path) -> AsyncIterator[History | PostgresHistory]:
-    store = PostgresHistory(dsn, Keyring([]), Masker([])) if dsn else History(str(tmp_path), Keyring([]), Masker([]))
+async def history(store_dsn: str | None, tmp_path: Path) -> AsyncIterator[History | PostgresHistory]:
+    keys, masker = Keyring([]), Masker([])
+    store = PostgresHistory(store_dsn, keys, masker) if store_dsn else History(str(tmp_path), keys, masker)
     await store.open()
     try:
         yield store

@@ -23,7 +23,7 @@ import redis
 from assistantctl.engine.settings import ChannelSettings, RateLimitSettings, SecuritySettings
 from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, as_user, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream, free_port
-from postgres_server import Service, postgres_cluster
+from postgres_server import Service
 from postgres_server import fetch as _fetch
 from postgres_server import wait_for_port as _wait_for_port
 from processes import stop_process
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.slow
 
 HISTORY_KEY = "shared-state-test-history-key"
 BURST = 4  # per user; refills at 6/min, so nothing measurable comes back during a test
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Service]:
-    with postgres_cluster() as service:
-        yield service
 
 
 def _start_redis(root: Path, port: int | None = None) -> Service:

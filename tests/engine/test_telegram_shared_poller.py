@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from assistantctl.schema.loader import SpecError, parse_spec
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_platforms import FakePlatforms
-from postgres_server import Service, fetch, postgres_cluster
+from postgres_server import Service, fetch
 from telegram_helpers import (
     POLLING_SECRETS,
     WEBHOOK_SECRETS,
@@ -33,12 +32,6 @@ from telegram_helpers import (
 pytestmark = pytest.mark.slow
 
 STARTED = "telegram poller started"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Service]:
-    with postgres_cluster() as service:
-        yield service
 
 
 def node(root: Path, pg: Service, fake: FakePlatforms, slow: SlowModel) -> RunningEngine:
