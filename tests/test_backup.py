@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api_keys import bearer, create_key
+from api_keys import bearer, create_key, wait_for_key
 from cli_helpers import Deployment, applied
 from postgres_server import postgres_cluster
 
@@ -35,9 +35,9 @@ def deployment(tmp_path_factory):
 
 
 def key_for(deployment: Deployment, user: str) -> dict[str, str]:
-    key = create_key(deployment.root / "current" / "engine" / "settings.json", user)
-    time.sleep(0.6)  # the engine picks new keys up within half a second
-    return bearer(key)
+    key = bearer(create_key(deployment.root / "current" / "engine" / "settings.json", user))
+    wait_for_key(deployment.url, key)
+    return key
 
 
 def chat(deployment: Deployment, message: str, headers: dict[str, str]) -> dict:
@@ -241,7 +241,7 @@ def test_postgres_history_and_keys_are_backed_up_and_restored(on_postgres, tmp_p
 
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert history(on_postgres, ivy) == ["in the dump"]
-    time.sleep(0.6)  # keys are read again every half second
+    wait_for_key(on_postgres.url, late, known=False)
     gone = httpx.get(f"{on_postgres.url}/api/v1/history", headers=late, timeout=5)
     assert gone.status_code == 401  # a key made after the backup is gone with the rest
     [safety] = tmp_path.glob("local-before-restore-*.dump")

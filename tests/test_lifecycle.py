@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from api_keys import bearer, create_key
+from api_keys import bearer, create_key, wait_for_key
 from assistantctl import host_actions
 from cli_helpers import Deployment, applied
 
@@ -40,9 +40,9 @@ def audit(path) -> list[dict]:
 
 def key_for(deployment: Deployment, user: str) -> dict[str, str]:
     """Headers with a new API key for `user` on the live engine (made without the CLI, so unaudited)."""
-    key = create_key(deployment.root / "current" / "engine" / "settings.json", user)
-    time.sleep(0.6)  # the engine picks new keys up within half a second
-    return bearer(key)
+    key = bearer(create_key(deployment.root / "current" / "engine" / "settings.json", user))
+    wait_for_key(deployment.url, key)
+    return key
 
 
 def test_secret_values_reach_the_host_only_in_a_file_for_its_service(deployment):
@@ -176,7 +176,7 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_history_restored(deploymen
     shutil.rmtree(deployment.root)
     rebuilt = deployment.run("apply", "--auto-approve")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    time.sleep(0.6)
+    wait_for_key(deployment.url, dora, known=False)
     lost = httpx.get(f"{deployment.url}/api/v1/history", headers=dora, timeout=10)
     assert lost.status_code == 401  # the keys went with the host
 

@@ -7,12 +7,11 @@ running on the spec it found, and the fixture stops everything at the end, pass 
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
-from api_keys import bearer, create_key
+from api_keys import bearer, create_key, wait_for_key
 from cli_helpers import Deployment, applied, default_spec
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ def deployment(tmp_path_factory):
 
 def test_apply_starts_an_assistant_that_answers_through_nginx(deployment):
     alice = bearer(create_key(deployment.root / "current" / "engine" / "settings.json", "alice"))
-    time.sleep(0.6)  # the engine picks new keys up within half a second
+    wait_for_key(deployment.url, alice)
     reply = httpx.post(f"{deployment.url}/api/v1/chat", json={"message": "hello"}, headers=alice, timeout=10)
     assert reply.status_code == 200
     body = reply.json()

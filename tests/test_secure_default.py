@@ -7,12 +7,12 @@ and a revoked one closes it again.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
 from addresses import machine_address
+from api_keys import wait_for_key
 from cli_helpers import Deployment, applied
 
 pytestmark = pytest.mark.slow
@@ -50,8 +50,8 @@ def test_a_key_from_the_cli_opens_the_assistant_and_revoking_it_closes_it(deploy
     key = created.stdout.strip()
     assert key.startswith("sk-ast-") and "shown this once" in created.stderr
     headers = {"Authorization": f"Bearer {key}"}
-    time.sleep(0.6)
     remote = elsewhere(deployment)
+    wait_for_key(remote, headers)
     answer = httpx.post(f"{remote}/api/v1/chat", json=CHAT, headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text
     history = httpx.get(f"{remote}/api/v1/history", headers=headers, timeout=10).json()
@@ -60,7 +60,7 @@ def test_a_key_from_the_cli_opens_the_assistant_and_revoking_it_closes_it(deploy
     record = next(k for k in json.loads(listed.stdout) if k["name"] == "laptop")
     assert key not in listed.stdout and record["user"] == "alice" and record["revoked_at"] is None
     assert deployment.run("keys", "revoke", record["id"]).returncode == 0
-    time.sleep(1.0)
+    wait_for_key(remote, headers, known=False)
     assert httpx.post(f"{remote}/api/v1/chat", json=CHAT, headers=headers, timeout=10).status_code == 401
     audit = (deployment.folder / ".assistantctl" / "audit.log").read_text()
     assert '"keys.create"' in audit and '"keys.revoke"' in audit and key not in audit

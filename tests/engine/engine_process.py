@@ -39,15 +39,32 @@ class RunningEngine:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    def log_lines(self) -> list[str]:
-        time.sleep(0.3)  # the engine writes its log every 0.2 s
-        return (self.root / "logs" / "engine.log").read_text().splitlines()
+    def log_lines(self, *needles: str, timeout: float = 10) -> list[str]:
+        """The engine's log (see `written_lines`)."""
+        return written_lines(self.root / "logs" / "engine.log", *needles, timeout=timeout)
 
     def write_settings(self, settings: EngineSettings) -> None:
         self.settings_path.write_text(settings.to_json())
 
     def settings(self) -> EngineSettings:
         return EngineSettings.model_validate_json(self.settings_path.read_text())
+
+
+def written_lines(path: Path, *needles: str, timeout: float = 10) -> list[str]:
+    """The lines of a log the engine writes in the background every 0.2 s (its log, its audit log):
+    once a line holds every one of `needles`, or, with none, once the file has not changed for half
+    a second (for counting lines, or for showing that something is not there)."""
+    deadline, last, steady = time.monotonic() + timeout, None, 0
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if needles and any(all(needle in line for needle in needles) for line in lines):
+            return lines
+        steady = steady + 1 if lines == last else 0
+        if not needles and steady >= 2:
+            return lines
+        assert time.monotonic() < deadline, f"{path.name}: no line with {needles}" if needles else "it kept growing"
+        last = lines
+        time.sleep(0.25)
 
 
 # Every test engine trusts this JWT key unless a test sets its own security settings, so that tests

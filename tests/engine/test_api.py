@@ -145,7 +145,8 @@ def test_request_id_is_echoed_and_logged_in_the_contract_format(engine: RunningE
             "/api/v1/chat", json={"message": "log me"}, headers={"X-Request-ID": "req-abc-123", **as_user("fay")}
         )
     assert response.headers["x-request-id"] == "req-abc-123"
-    lines = engine.log_lines()
+    engine.log_lines("engine.access request_id=req-abc-123")
+    lines = engine.log_lines("engine.model request_id=req-abc-123")
     assert all(LOG_LINE.match(line) for line in lines), [line for line in lines if not LOG_LINE.match(line)]
     access = [line for line in lines if "engine.access request_id=req-abc-123" in line]
     assert len(access) == 1

@@ -24,12 +24,12 @@ from websockets.sync.client import ClientConnection, connect
 
 from assistantctl.engine.settings import ApprovalSettings, ChannelSettings, SecuritySettings, ToolsSettings
 from assistantctl.engine.tools.approval import answer_of, carries_taint
-from engine_process import RunningEngine, model, start_engine, stop_engine
+from engine_process import RunningEngine, model, start_engine, stop_engine, written_lines
 from fake_loop_model import plan
 from fake_platforms import FakePlatforms
 
 PLUGINS = Path(__file__).parent / "approval_tools"
-TIMEOUT = 2.0
+TIMEOUT = 5.0
 BOT_TOKEN, TG_SECRET = "123456:FAKE-BOT-TOKEN", "FAKE-TG-WEBHOOK-SECRET"
 SECRETS = {"k": "sk-test", "tg.bot_token": BOT_TOKEN, "tg.webhook_secret": TG_SECRET}
 
@@ -122,9 +122,8 @@ def test_websocket_unanswered_approval_times_out_and_the_tool_does_not_run(engin
     _, frames = ws_round_trip(engine, "ws-silent", approve=None)
     assert frames[-1]["reply"].endswith(f"| error: 'touch' was not run: the user gave no answer within {TIMEOUT:g} s")
     assert approval_states(frames) == ["asked", "timeout"]
-    time.sleep(0.3)
+    lines = written_lines(engine.root / "logs" / "audit.log", '"tool_approval"', '"timeout"')
     assert not touched(engine, "ws-silent")
-    lines = (engine.root / "logs" / "audit.log").read_text().splitlines()
     audited = [json.loads(line) for line in lines if '"tool_approval"' in line]
     states = [entry["state"] for entry in audited if entry["tool"] == "touch" and entry["channel"] == "websocket"]
     assert "asked" in states and "timeout" in states

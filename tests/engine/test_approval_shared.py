@@ -35,7 +35,7 @@ from postgres_server import Service
 
 pytestmark = pytest.mark.slow
 
-TIMEOUT = 3.0
+TIMEOUT = 6.0
 BOT_TOKEN, TG_SECRET = "123456:FAKE-BOT-TOKEN", "FAKE-TG-WEBHOOK-SECRET"
 
 

@@ -154,8 +154,7 @@ def test_a_failing_custom_adapter_falls_back_to_the_builtin(engine_factory: Star
     assert streamed.status_code == 200 and sse(streamed.text)[-1]["model"] == "local"
     # not retried: an adapter's own exception is no transient upstream failure
     assert engine.metric("assistant_model_calls_total", model="broken", outcome="error") == 2
-    log = "\n".join(engine.log_lines())
-    assert "RuntimeError: bug in the adapter" in log
+    assert engine.log_lines("RuntimeError: bug in the adapter")
 
 
 def test_an_adapter_returning_the_wrong_shape_fails_over_too(engine_factory: StartEngine, plugins) -> None:
@@ -166,7 +165,7 @@ def test_an_adapter_returning_the_wrong_shape_fails_over_too(engine_factory: Sta
         streamed = client.post("/api/v1/chat/stream", json={"message": "hello"})
     assert plain.json()["model"] == "local"
     assert sse(streamed.text)[-1]["model"] == "local"
-    assert "returned str, not a Reply" in "\n".join(engine.log_lines())
+    assert engine.log_lines("returned str, not a Reply")
 
 
 def test_params_that_do_not_fit_stop_the_adapter_from_being_built(plugins, monkeypatch) -> None:

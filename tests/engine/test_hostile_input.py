@@ -292,7 +292,7 @@ def test_a_slow_but_steady_request_within_the_timeouts_is_served(engine: Running
     with socket.create_connection(_address(engine), timeout=5) as conn:
         for piece in (head.encode(), auth.encode(), body[:5], body[5:]):
             conn.sendall(piece)
-            time.sleep(HEADER_TIMEOUT / 3)
+            time.sleep(HEADER_TIMEOUT / 6)
         answer, _ = _read_until_closed(conn, 5)
     assert answer.startswith(b"HTTP/1.1 200 "), answer
 

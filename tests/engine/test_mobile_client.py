@@ -27,7 +27,7 @@ from processes import stop_process
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from mobile_client import Cache, Chunk, ClientRefused, Disconnected, MobileClient, Reply  # noqa: E402
 
-HEARTBEAT = 0.2
+HEARTBEAT = 0.5
 MAX_CHARS = 200
 REQUEST_TIMEOUT = 3.0
 

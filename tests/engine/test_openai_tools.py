@@ -4,7 +4,6 @@ through a real engine to each adapter's fake upstream, which records exactly wha
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import openai
 import pytest
 from fake_tool_models import ANSWER, ARGUMENTS, CALL_ID, ToolUpstream, start_tool_upstream
 
-from api_keys import create_key
+from api_keys import bearer, create_key, wait_for_key
 from engine_process import RunningEngine, model, start_engine, stop_engine
 
 WEATHER = {
@@ -58,7 +57,7 @@ def engine(module_dir: Path, upstreams: dict[str, ToolUpstream]) -> Iterator[Run
 @pytest.fixture(scope="module")
 def sdk(engine: RunningEngine) -> openai.OpenAI:
     key = create_key(engine.settings_path, "sdk")
-    time.sleep(0.6)  # engines pick new keys up within half a second
+    wait_for_key(engine.url, bearer(key))
     return openai.OpenAI(base_url=f"{engine.url}/v1", api_key=key, max_retries=0)
 
 

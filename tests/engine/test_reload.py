@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from assistantctl.engine.http_protocol import DRAIN_SECONDS
-from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, StartEngine, as_user, model
+from engine_process import TEST_JWT_KEY, TEST_JWT_SECRET, RunningEngine, StartEngine, as_user, model, written_lines
 from fake_models import FakeUpstream
 
 
@@ -82,8 +82,7 @@ def test_admin_endpoint_is_audited_and_closed_to_remote_callers(engine_factory: 
     assert (anonymous.status_code, user.status_code) == (401, 403)  # a remote caller needs a key with admin
     assert (unknown.status_code, missing.status_code, ok.status_code) == (404, 400, 200)
     assert [m["id"] for m in models if m["default"]] == ["other"]
-    time.sleep(0.3)  # the engine writes its logs every 0.2 s
-    record = json.loads(audit.read_text().splitlines()[-1])
+    record = json.loads(written_lines(audit, '"set_default_model"', '"adm-1"')[-1])
     assert record["action"] == "set_default_model" and record["model"] == "other"
     assert record["previous"] == "local" and record["request_id"] == "adm-1"
     assert record["user"] == "local@127.0.0.1"

@@ -139,7 +139,7 @@ def test_a_fallback_that_reads_no_images_is_not_sent_an_image(
     assert response.status_code == 502, response.text  # the primary's failure, not an answer blind to the photo
     assert engine.metric("assistant_model_calls_total", model="backup", outcome="rejected") == 1
     assert engine.metric("assistant_model_calls_total", model="backup", outcome="success") == 0
-    assert any("does not read images" in line for line in engine.log_lines())
+    assert engine.log_lines("does not read images")
 
     openai_fake.behaviour.fail_next = 1  # text alone falls back as before
     response = _complete(engine, {"role": "user", "content": "hello"})

@@ -33,7 +33,7 @@ def engine(engine_factory: StartEngine) -> RunningEngine:
         [model("local")],
         security=security,
         secrets={"security.jwt.secret": JWT_KEY, "security.history.key": "correct horse battery staple"},
-        rate_limit=RateLimitSettings(requests_per_minute=60, burst=3, key="user"),
+        rate_limit=RateLimitSettings(requests_per_minute=6, burst=3, key="user"),  # one back every 10 s
     )
 
 

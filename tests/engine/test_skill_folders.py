@@ -101,7 +101,7 @@ def test_a_command_answers_without_a_model_call_and_is_stored(engine, loop_model
     assert ("user", "/weather   Paris ") in stored and ("assistant", body["reply"]) in stored
     assert engine.metric("assistant_tool_calls_total", tool="skill_weather", outcome="ok") == calls + 1
     request_id = response.headers["x-request-id"]
-    lines = [line for line in engine.log_lines() if request_id in line]
+    lines = [line for line in engine.log_lines(request_id, "command /weather") if request_id in line]
     assert any("command /weather" in line and "skill=weather" in line and "outcome=ok" in line for line in lines)
     assert any("tool=skill_weather" in line for line in lines)  # call_tool's own line
 

@@ -36,11 +36,11 @@ def engine(module_dir: Path, loop_model: ToolUpstream) -> Iterator[RunningEngine
 
 def test_tool_steps_that_outlast_the_request_timeout_end_the_request_with_504(engine) -> None:
     started = time.monotonic()
-    steps = [[("slow", {"text": str(n)})] for n in range(6)]  # 6 x 0.3 s, one after the other
+    steps = [[("slow", {"text": str(n)})] for n in range(9)]  # 9 x 0.3 s, one after the other
     response = httpx.post(f"{engine.url}/api/v1/chat", json={"message": plan(*steps)}, timeout=20)
     assert response.status_code == 504, response.text
     assert response.json()["error"]["code"] == "timeout"
-    assert time.monotonic() - started < 1.6
+    assert time.monotonic() - started < len(steps) * 0.3  # ended by the deadline, not after every step
 
 
 def test_steps_within_the_request_timeout_reach_the_answer(engine) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from api_keys import create_key
+from api_keys import bearer, create_key, wait_for_key
 from engine_process import RunningEngine, model, start_engine, stop_engine
 from fake_models import WORDS, FakeUpstream
 
@@ -35,7 +35,7 @@ def engine(
 def api_key(engine: RunningEngine) -> str:
     """The SDK sends its api_key as a bearer token, so it must be one of the engine's own keys."""
     key = create_key(engine.settings_path, "sdk")
-    time.sleep(0.6)  # engines pick new keys up within half a second
+    wait_for_key(engine.url, bearer(key))
     return key
 
 

