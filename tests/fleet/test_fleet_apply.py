@@ -17,7 +17,7 @@ from importlib import metadata
 import httpx
 import pytest
 
-from api_keys import bearer
+from api_keys import bearer, wait_for_key
 from fleet_deployment import FleetDeployment, hosts_runtime, only_prepared
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,10 @@ def key_for(fleet: FleetDeployment, user: str) -> dict[str, str]:
     """Headers with a new API key for `user`, made on `core` (the engine host) by `assistantctl keys`."""
     created = fleet.run("keys", "create", user, "--host", "core")
     assert created.returncode == 0, created.stderr
-    time.sleep(0.6)  # the engine picks new keys up within half a second
-    return bearer(created.stdout.strip())
+    key = bearer(created.stdout.strip())
+    for edge in ("edge-a", "edge-b"):
+        wait_for_key(fleet.url(edge), key)
+    return key
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +223,7 @@ def test_a_lost_host_is_rebuilt_from_the_spec_and_its_backup_serves_the_same_his
     rebuilt = fleet.run("apply", "--auto-approve", "--limit", "core")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert f"+ engine runtime {hosts_runtime().id}" in rebuilt.stdout
-    time.sleep(0.6)
+    wait_for_key(fleet.url("edge-a"), dr, known=False)
     # The keys went with the host, and come back with the backup: clients keep their keys.
     assert httpx.get(fleet.url("edge-a", "/api/v1/history"), headers=dr, timeout=5).status_code == 401
 

@@ -34,7 +34,7 @@ import httpx
 import pytest
 from postgres import start_postgres
 
-from api_keys import bearer
+from api_keys import bearer, wait_for_key
 from fleet_deployment import FleetDeployment, only_prepared
 
 pytestmark = pytest.mark.slow
@@ -148,8 +148,10 @@ def key_for(pair: FleetDeployment, user: str) -> dict[str, str]:
     PostgreSQL, so one key opens both engines."""
     created = pair.run("keys", "create", user)
     assert created.returncode == 0, created.stdout + created.stderr
-    time.sleep(0.6)  # the engines pick new keys up within half a second
-    return bearer(created.stdout.strip())
+    key = bearer(created.stdout.strip())
+    for host in ("ha-a", "ha-b"):
+        wait_for_key(pair.url(host), key)
+    return key
 
 
 @pytest.fixture(scope="module")
