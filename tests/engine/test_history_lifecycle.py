@@ -22,7 +22,6 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 from jsonschema import Draft202012Validator
-from test_shared_state import Service, _fetch, postgres  # noqa: F401 - `postgres` is a fixture used below
 
 from assistantctl.engine.security.crypto import Keyring, keyring
 from assistantctl.engine.settings import HistoryKeySettings, SecuritySettings
@@ -30,6 +29,8 @@ from assistantctl.renderers import Target
 from assistantctl.renderers.engine import build_settings
 from assistantctl.schema.loader import parse_spec
 from engine_process import RunningEngine, StartEngine, model, stop_engine
+from postgres_server import Service
+from postgres_server import fetch as _fetch
 
 JWT_KEY = "lifecycle-jwt-signing-key-32-bytes"
 KEY_A, KEY_B = Fernet.generate_key().decode(), Fernet.generate_key().decode()
