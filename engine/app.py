@@ -136,8 +136,8 @@ def build_app(rt: Runtime) -> Starlette:
 def _edge_middleware(rt: Runtime) -> list[Middleware]:
     """The edge guard (engine-only hosts) outermost, then X-Forwarded-For from trusted peers only."""
     security = rt.settings.security
-    trusted = {"edge_addresses": list(security.edge_addresses), "trusted_proxies": list(security.trusted_proxies)}
-    layers = [Middleware(edge.proxy_headers_middleware, **trusted)]
+    edges, proxies = list(security.edge_addresses), list(security.trusted_proxies)
+    layers = [Middleware(edge.proxy_headers_middleware, edge_addresses=edges, trusted_proxies=proxies)]
     if security.edge_secret:
         secret = rt.secrets.get(security.edge_secret)
         if not secret:

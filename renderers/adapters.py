@@ -8,6 +8,7 @@ interpreter imports every shipped class and checks it against the adapter interf
 
 from __future__ import annotations
 
+from ..engine.settings import top_module
 from ..schema.spec import Spec
 from .base import Files, Renderer, Target
 
@@ -31,7 +32,7 @@ def shipped_classes(spec: Spec) -> list[str]:
         {
             model.class_path
             for model in spec.models.providers.values()
-            if model.class_path and model.class_path.split(":")[0].split(".")[0] in shipped
+            if model.class_path and top_module(model.class_path) in shipped
         }
     )
 

@@ -13,16 +13,15 @@ and hidden files left out, 1 MB at most. A problem is a `SpecError` at the model
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from pathlib import Path
 
-from ..engine.settings import split_class_path
+from ..engine.settings import top_module
 from .located_yaml import SpecError, SpecProblem, locate
-from .skill_folders import MAX_FOLDER_BYTES, FolderProblem, read_folder_files
+from .skill_folders import MAX_FOLDER_BYTES, FolderProblem, files_digest, read_folder_files
 from .spec import Spec
 
 
@@ -36,11 +35,7 @@ class AdapterModule:
 
 def adapter_code_digest(modules: Iterable[AdapterModule]) -> str:
     """sha256 over every shipped path and text: a changed adapter file changes the settings."""
-    digest = hashlib.sha256()
-    for module in modules:
-        for path, text in module.files:
-            digest.update(path.encode() + b"\0" + text.encode() + b"\0")
-    return digest.hexdigest()
+    return files_digest(file for module in modules for file in module.files)
 
 
 def attach_adapter_modules(spec: Spec, spec_dir: Path, spec_file: str, positions: dict) -> Spec:
@@ -49,7 +44,7 @@ def attach_adapter_modules(spec: Spec, spec_dir: Path, spec_file: str, positions
     for name, model in spec.models.providers.items():
         if model.provider != "custom" or model.class_path is None:
             continue
-        top = split_class_path(model.class_path)[0].split(".")[0]
+        top = top_module(model.class_path)
         if top in found:
             continue
         try:

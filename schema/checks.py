@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..engine.settings import BUILTIN_SKILLS, BUILTIN_TOOLS, adapter_class_problems, split_class_path
+from ..engine.settings import BUILTIN_SKILLS, BUILTIN_TOOLS, adapter_class_problems, split_class_path, top_module
 from .adapter_modules import in_spec_folder, shadowed_by
 from .spec import Spec
 from .spec.models import ModelSpec
@@ -60,7 +60,7 @@ def _custom_adapters(spec: Spec, spec_dir: Path) -> Iterator[Finding]:
 def _shipped_as_imported(class_path: str, spec_dir: Path) -> None:
     """A module in the spec's folder is shipped (schema/adapter_modules.py): refused when the
     engine would import another module of that name instead."""
-    top = split_class_path(class_path)[0].split(".")[0]
+    top = top_module(class_path)
     if in_spec_folder(top, spec_dir) and (other := shadowed_by(top, spec_dir)):
         raise _NotAdapter(
             f"'{top}' is also the name of {other}: the engine would import that one",
@@ -71,7 +71,7 @@ def _shipped_as_imported(class_path: str, spec_dir: Path) -> None:
 def _nothing_left_behind(class_path: str, spec_dir: Path, imported: set[str]) -> None:
     """What the adapter imported from the spec's folder must be part of what is shipped: its own
     module or package."""
-    top, folder = split_class_path(class_path)[0].split(".")[0], spec_dir.resolve()
+    top, folder = top_module(class_path), spec_dir.resolve()
     for name in sorted(imported):
         origin, first = getattr(sys.modules.get(name), "__file__", None), name.split(".")[0]
         if first == top or not origin or folder not in Path(origin).resolve().parents:

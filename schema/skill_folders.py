@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,15 @@ class SkillFolder:
     @property
     def digest(self) -> str:
         """sha256 over the folder's paths and contents: any change to the skill changes it."""
-        digest = hashlib.sha256()
-        for path, text in self.files:
-            digest.update(path.encode() + b"\0" + text.encode() + b"\0")
-        return digest.hexdigest()
+        return files_digest(self.files)
+
+
+def files_digest(files: Iterable[tuple[str, str]]) -> str:
+    """sha256 over (path, text) pairs: shipped code whose digest is in the settings rolls the workers."""
+    digest = hashlib.sha256()
+    for path, text in files:
+        digest.update(path.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()
 
 
 class FolderProblem(Exception):

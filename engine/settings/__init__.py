@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, JsonValue, StringConstraints, model_validator
 
-from .base import _Settings
+from .base import SettingsModel
 from .tools import (
     BUILTIN_SKILLS,
     BUILTIN_TOOLS,
@@ -48,6 +48,11 @@ def split_class_path(path: str) -> tuple[str, str]:
     return module, name
 
 
+def top_module(path: str) -> str:
+    """The top-level module or package a class path starts from (`pkg` of `pkg.mod:Class`)."""
+    return split_class_path(path)[0].split(".")[0]
+
+
 def adapter_class_problems(cls: object) -> list[str]:
     """What keeps `cls` from being a custom model adapter (empty: nothing). The contract, checked
     by `assistantctl validate` and again by the engine when it builds the adapter: a class, built
@@ -76,7 +81,7 @@ def adapter_class_problems(cls: object) -> list[str]:
     return problems
 
 
-class ModelSettings(_Settings):
+class ModelSettings(SettingsModel):
     name: str
     provider: Literal["builtin", "openai", "anthropic", "ollama", "custom"]
     model: str
@@ -117,7 +122,7 @@ CORS_ORIGIN_PATTERN = (
 CorsOrigin = Annotated[str, StringConstraints(pattern=CORS_ORIGIN_PATTERN)]
 
 
-class ChannelSettings(_Settings):
+class ChannelSettings(SettingsModel):
     name: Literal["web", "websocket", "telegram", "wecom", "whatsapp"]
     model: str | None = None
     path: str | None = None
@@ -137,27 +142,27 @@ class ChannelSettings(_Settings):
 TELEGRAM_ALLOWED_UPDATES = ("message",)
 
 
-class AdapterCodeSettings(_Settings):
+class AdapterCodeSettings(SettingsModel):
     """Custom adapters' modules shipped with the release (engine/models/adapters/custom.py)."""
 
     path: str  # put first on each worker's import path, e.g. <root>/current/adapters
     digest: str  # sha256 over the shipped files: changed code changes settings.json
 
 
-class RateLimitSettings(_Settings):
+class RateLimitSettings(SettingsModel):
     requests_per_minute: int
     burst: int
     key: Literal["user", "ip"]
 
 
-class GlobalRateLimitSettings(_Settings):
+class GlobalRateLimitSettings(SettingsModel):
     """Requests per minute for the whole deployment, every user together."""
 
     requests_per_minute: int = Field(ge=1)
     burst: int = Field(ge=1)
 
 
-class HistoryKeySettings(_Settings):
+class HistoryKeySettings(SettingsModel):
     """One key of the history keyring: an id stored beside each record it seals, and the name of
     the secrets-file entry holding the key (a Fernet key, or any secret: it is stretched to one)."""
 
@@ -165,7 +170,7 @@ class HistoryKeySettings(_Settings):
     secret: str
 
 
-class SecuritySettings(_Settings):
+class SecuritySettings(SettingsModel):
     # Who may call without credentials: clients on the host itself (the default), anyone, or nobody.
     anonymous: Literal["loopback", "anywhere", "off"] = "loopback"
     # JWT: one of the three key sources names a secret (HS*: the shared secret; RS256/ES256: a PEM
@@ -213,7 +218,7 @@ class SecuritySettings(_Settings):
         return self
 
 
-class EngineSettings(_Settings):
+class EngineSettings(SettingsModel):
     name: str
     listen_host: str
     listen_port: int
@@ -380,4 +385,5 @@ __all__ = [
     "load_settings",
     "restart_fields",
     "split_class_path",
+    "top_module",
 ]

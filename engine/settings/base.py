@@ -5,5 +5,5 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 
-class _Settings(BaseModel):
+class SettingsModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

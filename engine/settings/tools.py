@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import _Settings
+from .base import SettingsModel
 
 # The skills shipped in engine/skills/builtin.py, usable as `builtin:<name>`.
 BUILTIN_SKILLS = ("redact", "reply_limit", "system_prompt")
 
 
-class SkillSettings(_Settings):
+class SkillSettings(SettingsModel):
     name: str
     entrypoint: str
     hooks: list[Literal["pre", "post"]]
@@ -26,7 +26,7 @@ class SkillSettings(_Settings):
 SKILL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 
 
-class SkillFolderSettings(_Settings):
+class SkillFolderSettings(SettingsModel):
     """A skill folder shipped with the release (engine/skills/folders.py)."""
 
     name: str = Field(pattern=SKILL_NAME_PATTERN)
@@ -74,7 +74,7 @@ BUILTIN_TOOLS: dict[str, Literal["safe", "network", "machine"]] = {
 SAFE_TOOLS = [name for name, risk in BUILTIN_TOOLS.items() if risk == "safe"]
 
 
-class FetchToolSettings(_Settings):
+class FetchToolSettings(SettingsModel):
     """http_fetch and web_page_text: where they may go and how much they may read."""
 
     # Empty: any public host; otherwise these domains and their subdomains only.
@@ -86,7 +86,7 @@ class FetchToolSettings(_Settings):
     max_redirects: int = Field(5, ge=0)
 
 
-class SearchToolSettings(_Settings):
+class SearchToolSettings(SettingsModel):
     """web_search: a SearXNG instance answering `format=json`."""
 
     url: str | None = None
@@ -94,7 +94,7 @@ class SearchToolSettings(_Settings):
     timeout_seconds: float = Field(10, gt=0)
 
 
-class BrowserToolSettings(_Settings):
+class BrowserToolSettings(SettingsModel):
     """browser: Chromium driven by Playwright (engine/tools/builtin/browser.py). Every request the
     page makes is checked like a fetch: its host must be in `allowed_domains` (empty: no site at
     all) and its addresses public unless in `allowed_networks`."""
@@ -108,7 +108,7 @@ class BrowserToolSettings(_Settings):
     viewport_height: int = Field(800, ge=200, le=4096)
 
 
-class NotesToolSettings(_Settings):
+class NotesToolSettings(SettingsModel):
     max_notes_per_user: int = Field(500, ge=1)
     max_note_chars: int = Field(4000, ge=1)
 
@@ -117,7 +117,7 @@ class NotesToolSettings(_Settings):
 DEFAULT_SHELL_COMMANDS = ["ls", "cat", "head", "tail", "wc", "grep", "sort", "uniq", "cut", "diff", "du"]
 
 
-class MachineToolSettings(_Settings):
+class MachineToolSettings(SettingsModel):
     """The machine tools (workspace_*, python, shell): every call runs in a bubblewrap sandbox
     (engine/tools/sandbox.py) whose only writable place is the caller's workspace."""
 
@@ -135,7 +135,7 @@ class MachineToolSettings(_Settings):
     shell_commands: list[str] = Field(default_factory=lambda: list(DEFAULT_SHELL_COMMANDS))
 
 
-class ApprovalSettings(_Settings):
+class ApprovalSettings(SettingsModel):
     """When a machine tool waits for the user's yes (engine/tools/approval.py): `never`, only in a
     request that has seen text from the network (`tainted`, the default), or `always`; an
     unanswered question counts as a no after `timeout_seconds`."""
@@ -144,7 +144,7 @@ class ApprovalSettings(_Settings):
     timeout_seconds: float = Field(60, gt=0)
 
 
-class ToolPermissionSettings(_Settings):
+class ToolPermissionSettings(SettingsModel):
     """Who may use one tool: empty lists do not restrict, both lists must admit the caller."""
 
     tool: str
@@ -157,7 +157,7 @@ class ToolPermissionSettings(_Settings):
 MCP_SERVER_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,23}$"
 
 
-class McpServerSettings(_Settings):
+class McpServerSettings(SettingsModel):
     """One MCP server whose allowed tools the model may call (engine/tools/mcp.py).
 
     stdio: `command` with `args` is started by each worker, with `env` over a minimal environment;
@@ -191,7 +191,7 @@ class McpServerSettings(_Settings):
         return self
 
 
-class ToolsSettings(_Settings):
+class ToolsSettings(SettingsModel):
     # The tools the model may call, resolved by the renderer (no groups, nothing disabled).
     enabled: list[str] = Field(default_factory=lambda: list(SAFE_TOOLS))
     permissions: list[ToolPermissionSettings] = Field(default_factory=list)

@@ -11,9 +11,10 @@ import re
 from posixpath import basename
 
 from ...schema.secrets import secret_refs
+from ...schema.skill_folders import files_digest
 from ...schema.spec import Spec
 from ...schema.types import SECRET_REF
-from .. import engine
+from .. import adapters, engine, skills
 from ..base import Target
 from ..supervisor import ENGINE_STOP_GRACE_SECONDS
 from .names import (
@@ -258,64 +259,55 @@ def service(spec: Spec) -> dict:
     }
 
 
-# The code the settings name, each folder a volume of the code ConfigMap mounted where hosts have it.
-CODE_FOLDERS = ("skills", "adapters")
+# The code the settings name: each renderer's files a volume of the code ConfigMap, mounted where
+# a host's release has them (`current/skills`, `current/adapters`).
+CODE_RENDERERS = (skills, adapters)
 
 
 def code_files(target: Target) -> dict[str, dict[str, str]]:
-    """{folder of CODE_FOLDERS: {path inside it: text}}: the skill folders and the custom adapters'
-    modules, as a host's release holds them under `current/`."""
-    spec = target.spec
-    found = {
-        "skills": {f"{f.name}/{path}": text for f in spec.loaded_skill_folders for path, text in f.files},
-        "adapters": {path: text for module in spec.loaded_adapter_modules for path, text in module.files},
-    }
+    """{folder under current/: {path inside it: text}} of the skill folders and custom adapters."""
+    found = {module.RENDERER.name: module.render(target) for module in CODE_RENDERERS}
     return {folder: files for folder, files in found.items() if files}
 
 
-def _code_keys(target: Target) -> dict[tuple[str, str], str]:
+def _code_keys(files: dict[str, dict[str, str]]) -> dict[tuple[str, str], str]:
     """{(folder, path): ConfigMap key}. Keys may not hold '/', so each is its file's number and name."""
-    paths = [(folder, path) for folder, files in code_files(target).items() for path in files]
+    paths = [(folder, path) for folder, inside in files.items() for path in inside]
     return {
         where: f"{n:04d}-{re.sub(r'[^-._a-zA-Z0-9]', '_', basename(where[1]))[:200]}" for n, where in enumerate(paths)
     }
 
 
-def _code_name(target: Target) -> str:
+def _code_name(spec: Spec, files: dict[str, dict[str, str]]) -> str:
     """Named after its content: pods of an older template keep the code they were made with."""
-    digest = hashlib.sha256()
-    for folder, files in code_files(target).items():
-        for path, text in files.items():
-            digest.update(f"{folder}/{path}".encode() + b"\0" + text.encode() + b"\0")
-    return f"{engine_name(target.spec)}-code-{digest.hexdigest()[:10]}"
+    paired = ((f"{folder}/{path}", text) for folder, inside in files.items() for path, text in inside.items())
+    return f"{engine_name(spec)}-code-{files_digest(paired)[:10]}"
 
 
 def code_config_map(target: Target) -> dict | None:
     """The ConfigMap of code files (None without any): the pods get what a host's release holds.
     Immutable and named after its content, so a rolling update or a rollback never mixes code."""
-    keys = _code_keys(target)
-    if not keys:
-        return None
     files = code_files(target)
+    if not files:
+        return None
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(target.spec, _code_name(target)),
+        "metadata": meta(target.spec, _code_name(target.spec, files)),
         "immutable": True,
-        "data": {key: files[folder][path] for (folder, path), key in keys.items()},
+        "data": {key: files[folder][path] for (folder, path), key in _code_keys(files).items()},
     }
 
 
 def _code_parts(target: Target) -> tuple[list[dict], list[dict]]:
-    """(volumes, engine mounts) laying the code ConfigMap out as `current/skills`, `current/adapters`."""
-    keys = _code_keys(target)
-    volumes, mounts = [], []
-    for folder in CODE_FOLDERS:
+    """(volumes, engine mounts) laying the code ConfigMap out as a host's release holds the files."""
+    files = code_files(target)
+    keys, name, volumes, mounts = _code_keys(files), _code_name(target.spec, files), [], []
+    for folder in files:
         items = [{"key": key, "path": path} for (where, path), key in keys.items() if where == folder]
-        if items:
-            source = {"name": _code_name(target), "items": items}
-            volumes.append({"name": f"code-{folder}", "configMap": source})
-            mounts.append({"name": f"code-{folder}", "mountPath": f"{ROOT}/current/{folder}", "readOnly": True})
+        source = {"name": name, "items": items}
+        volumes.append({"name": f"code-{folder}", "configMap": source})
+        mounts.append({"name": f"code-{folder}", "mountPath": f"{ROOT}/current/{folder}", "readOnly": True})
     return volumes, mounts
 
 
